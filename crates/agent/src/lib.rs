@@ -1,0 +1,1 @@
+//! Node agent: dispatcher session, task state machine, process runtime, logs

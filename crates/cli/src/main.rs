@@ -1,0 +1,3 @@
+//! The shoal CLI
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Manager: control API, orchestrators, scheduler, allocator, dispatcher

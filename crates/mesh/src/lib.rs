@@ -1,0 +1,1 @@
+//! The routing mesh data plane: routing table, listeners, balancer, forwarder, metrics

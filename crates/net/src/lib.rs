@@ -1,0 +1,1 @@
+//! Host networking over rtnetlink: ingress bridge, task network namespaces, veth, addresses

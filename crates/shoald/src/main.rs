@@ -1,0 +1,3 @@
+//! The Shoal node daemon
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Replicated, revisioned key-value store: openraft over redb

@@ -1,0 +1,1 @@
+//! Test harness: network namespaces, shoald processes, assert_eventually
