@@ -1,1 +1,207 @@
-//! Node agent: dispatcher session, task state machine, process runtime, logs
+//! Node agent: dispatcher session, task state machine, process runtime, logs.
+//!
+//! The agent keeps a session with a manager's dispatcher, receives the full
+//! set of tasks assigned to its node on every change, runs them as processes
+//! (each in its own network namespace when root), reports their status, and
+//! serves their logs to the manager's log broker. It also holds the built-in
+//! workloads that shoald's `workload` subcommand runs.
+//!
+//! # Layout
+//! - [`supervisor`]: sans-IO core; assignment sets in, start/stop/report actions out.
+//! - [`runtime`]: runs one task as a process and drives its state machine.
+//! - [`logs`]: on-disk task logs (writer, reader with tail/since/follow).
+//! - [`status`]: the ordered, monotonic status reporter.
+//! - `session`: the dispatcher session with heartbeats and reconnects.
+//! - `logbroker`: publishes logs for the manager's log subscriptions.
+//! - `netns`: adapter to `shoal-net` for task network namespaces.
+//! - [`workload`]: `shoal/echo` and `shoal/timecheck`.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_api::pb::dispatcher_client::DispatcherClient;
+use shoal_api::pb::{Task, TaskStatusUpdate};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+mod logbroker;
+pub mod logs;
+mod netns;
+pub mod runtime;
+mod session;
+pub mod status;
+pub mod supervisor;
+pub mod workload;
+
+pub use netns::{is_root, veth_name};
+pub use runtime::TaskRunner;
+pub use supervisor::{Action, TaskSupervisor};
+
+/// How tasks are connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// Root: each task in its own netns, veth on `bridge`, address =
+    /// task.ingress_address (CIDR), default route via `gateway`. The bridge
+    /// must already exist (shoald creates it).
+    Netns { bridge: String, gateway: Ipv4Addr },
+    /// Not root: tasks are plain processes; each target port gets an
+    /// allocated free loopback port.
+    Loopback,
+}
+
+/// What the agent needs to know about its node.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's id, sent with the session and every status report.
+    pub node_id: String,
+    /// Shown as the node's hostname and given to tasks (SHOAL_NODE_HOSTNAME).
+    pub hostname: String,
+    /// Underlay address other nodes reach this node on (SessionRequest.addr).
+    pub addr: String,
+    /// Task logs and metadata live under `data_root/tasks/<task id>/`.
+    pub data_root: PathBuf,
+    /// The shoald binary; built-ins run as `<exe> workload echo|timecheck`.
+    pub workload_exe: PathBuf,
+    pub network: NetworkMode,
+    /// How long a stopping task gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+}
+
+/// The default grace period between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// The agent could not run.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("create data directory {path}: {source}")]
+    DataRoot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The node agent.
+pub struct Agent;
+
+/// A live task runner.
+struct RunnerHandle {
+    /// Cancelled to stop the task.
+    stop: CancellationToken,
+    join: JoinHandle<()>,
+}
+
+// === impl Agent ===
+
+impl Agent {
+    /// Runs until `shutdown` fires: then stops every task (SIGTERM, SIGKILL
+    /// after `stop_grace`) and returns without waiting for the dispatcher.
+    pub async fn run(
+        config: AgentConfig,
+        channel: tonic::transport::Channel,
+        shutdown: CancellationToken,
+    ) -> Result<(), AgentError> {
+        let tasks_dir = config.data_root.join("tasks");
+        tokio::fs::create_dir_all(&tasks_dir)
+            .await
+            .map_err(|source| AgentError::DataRoot {
+                path: tasks_dir.clone(),
+                source,
+            })?;
+        let config = Arc::new(config);
+        let client = DispatcherClient::new(channel);
+        let background = CancellationToken::new();
+        let _stop_background = background.clone().drop_guard();
+
+        let (session_tx, session_rx) = watch::channel(None);
+        let (assign_tx, mut assign_rx) = watch::channel::<Option<Vec<Task>>>(None);
+        let (status_tx, status_rx) = mpsc::unbounded_channel::<TaskStatusUpdate>();
+        tokio::spawn(session::run_session(
+            client.clone(),
+            config.clone(),
+            session_tx,
+            assign_tx,
+            background.clone(),
+        ));
+        tokio::spawn(status::run_reporter(
+            client.clone(),
+            config.node_id.clone(),
+            session_rx,
+            status_rx,
+            background.clone(),
+        ));
+        tokio::spawn(logbroker::run_log_broker(
+            client,
+            config.clone(),
+            logs::LogStore::new(&config.data_root),
+            background.clone(),
+        ));
+
+        let runner = TaskRunner::new(config.clone());
+        let mut supervisor = TaskSupervisor::new();
+        let mut runners: HashMap<String, RunnerHandle> = HashMap::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        loop {
+            let actions = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = assign_rx.changed() => {
+                    if changed.is_err() {
+                        // The session loop ended: only shutdown does that.
+                        shutdown.cancelled().await;
+                        break;
+                    }
+                    let set = assign_rx.borrow_and_update().clone();
+                    match set {
+                        Some(tasks) => supervisor.reconcile(&tasks),
+                        None => Vec::new(),
+                    }
+                }
+                Some(id) = done_rx.recv() => supervisor.runner_finished(&id),
+            };
+            for action in actions {
+                match action {
+                    Action::Start(task) => {
+                        let id = task.id.clone();
+                        let stop = CancellationToken::new();
+                        let runner = runner.clone();
+                        let (s, updates, done) = (stop.clone(), status_tx.clone(), done_tx.clone());
+                        let join = tokio::spawn(async move {
+                            let id = task.id.clone();
+                            runner.run(*task, s, updates).await;
+                            let _ = done.send(id);
+                        });
+                        runners.insert(id, RunnerHandle { stop, join });
+                    }
+                    Action::Stop { task_id } => {
+                        if let Some(h) = runners.get(&task_id) {
+                            h.stop.cancel();
+                        }
+                    }
+                    Action::Report { task_id, status } => {
+                        let _ = status_tx.send(TaskStatusUpdate {
+                            task_id,
+                            status: Some(status),
+                        });
+                    }
+                    Action::Forget { task_id } => {
+                        runners.remove(&task_id);
+                    }
+                }
+            }
+        }
+
+        tracing::info!(tasks = runners.len(), "agent shutting down; stopping tasks");
+        let _ = supervisor.stop_all();
+        for h in runners.values() {
+            h.stop.cancel();
+        }
+        futures::future::join_all(runners.into_values().map(|h| h.join)).await;
+        Ok(())
+    }
+}

@@ -67,7 +67,10 @@ mod tests {
         assert_eq!(split_image("shoal/echo"), ("shoal/echo", "latest"));
         assert_eq!(split_image("shoal/echo:2"), ("shoal/echo", "2"));
         assert_eq!(split_image("reg:5000/x"), ("reg:5000/x", "latest"));
-        assert_eq!(builtin_image("shoal/timecheck:1.0"), Some(("timecheck", "1.0")));
+        assert_eq!(
+            builtin_image("shoal/timecheck:1.0"),
+            Some(("timecheck", "1.0"))
+        );
         assert_eq!(builtin_image("nginx"), None);
     }
 }

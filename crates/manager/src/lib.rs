@@ -1,1 +1,278 @@
-//! Manager: control API, orchestrators, scheduler, allocator, dispatcher
+//! The Shoal manager: the control API, the reconcilers that turn services
+//! into running tasks, and the dispatcher every node's agent and mesh talk to.
+//!
+//! The manager owns no state of its own: everything lives in the replicated
+//! store ([`shoal_store`]); components read it, and write back through Raft.
+//! The leader-only components (reconcile loop, heartbeat checker, feed
+//! builder) run as one supervised set: if one fails, [`Manager::wait`]
+//! returns its error and the daemon shuts down instead of limping on.
+//!
+//! # Layout
+//! - [`state`]: key layout and [`state::ClusterView`].
+//! - [`spec`]: service spec validation.
+//! - [`controlapi`]: the `Control` gRPC service (what the CLI calls).
+//! - [`orchestrator`], [`allocator`], [`scheduler`], [`reaper`]: sans-IO cores.
+//! - [`reconciler`]: the async loop that runs them.
+//! - [`dispatcher`]: sessions, heartbeats, assignments, task status, the
+//!   discovery feed and the log broker.
+#![forbid(unsafe_code)]
+
+pub mod allocator;
+pub mod controlapi;
+pub mod dispatcher;
+pub mod orchestrator;
+pub mod reaper;
+pub mod reconciler;
+pub mod scheduler;
+pub mod spec;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_api::codec;
+use shoal_api::pb::{
+    Cluster, ManagerStatus, Meta, Node, NodeAvailability, NodeDescription, NodeRole, NodeSpec,
+    NodeState, NodeStatus,
+};
+use shoal_store::{Compare, Op, Store, StoreError, Txn};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use controlapi::ControlApi;
+pub use dispatcher::DispatcherApi;
+
+/// Errors of the manager's background components.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{component} stopped unexpectedly: {reason}")]
+    ComponentFailed {
+        component: &'static str,
+        reason: String,
+    },
+}
+
+/// Who this manager is.
+#[derive(Clone, Debug)]
+pub struct ManagerConfig {
+    pub node_id: String,
+    pub hostname: String,
+}
+
+/// The local node as `swarm init` registers it.
+#[derive(Clone, Debug)]
+pub struct LocalNode {
+    pub id: String,
+    pub hostname: String,
+    pub addr: String,
+    pub engine_version: String,
+    pub raft_id: u64,
+}
+
+/// Default `--dispatcher-heartbeat`.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Writes the cluster object and the first node (a manager) into a freshly
+/// initialised store.
+pub async fn init_cluster(
+    store: &Store,
+    node: &LocalNode,
+    task_history_limit: u64,
+) -> Result<Cluster, StoreError> {
+    let now = shoal_api::now_ms();
+    let meta = Some(Meta {
+        version: 0,
+        created_at_ms: now,
+        updated_at_ms: now,
+    });
+    let cluster = Cluster {
+        id: shoal_api::id::new_id(),
+        meta,
+        task_history_limit: if task_history_limit == 0 {
+            reaper::DEFAULT_HISTORY_LIMIT
+        } else {
+            task_history_limit
+        },
+        dispatcher_heartbeat_ms: DEFAULT_HEARTBEAT.as_millis() as u64,
+        ingress_subnet: allocator::DEFAULT_INGRESS_SUBNET.into(),
+    };
+    let record = Node {
+        id: node.id.clone(),
+        meta,
+        spec: Some(NodeSpec {
+            role: NodeRole::Manager as i32,
+            availability: NodeAvailability::Active as i32,
+            labels: Default::default(),
+        }),
+        description: Some(NodeDescription {
+            hostname: node.hostname.clone(),
+            engine_version: node.engine_version.clone(),
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+        }),
+        status: Some(NodeStatus {
+            state: NodeState::Ready as i32,
+            message: String::new(),
+            addr: node.addr.clone(),
+        }),
+        manager_status: Some(ManagerStatus {
+            leader: true,
+            reachability: "reachable".into(),
+            addr: node.addr.clone(),
+            raft_id: node.raft_id,
+        }),
+    };
+    let txn = Txn {
+        compares: vec![Compare::Version {
+            key: state::CLUSTER_KEY.into(),
+            version: 0,
+        }],
+        ops: vec![
+            Op::Put {
+                key: state::CLUSTER_KEY.into(),
+                value: codec::encode(&cluster),
+            },
+            Op::Put {
+                key: state::node_key(&node.id),
+                value: codec::encode(&record),
+            },
+        ],
+    };
+    store.write(txn).await?;
+    Ok(cluster)
+}
+
+/// A running manager. Cheap to clone.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: ManagerConfig,
+    dispatcher: DispatcherApi,
+    /// Supervised background components; the first to end decides [`Manager::wait`].
+    tasks: tokio::sync::Mutex<JoinSet<(&'static str, Result<(), ManagerError>)>>,
+    shutdown: CancellationToken,
+}
+
+impl Manager {
+    /// Starts the manager's components over an initialised store.
+    pub fn start(store: Store, config: ManagerConfig, shutdown: CancellationToken) -> Manager {
+        let (changes_tx, changes_rx) = watch::channel(store.revision());
+        let heartbeat = state::get::<Cluster>(&store, state::CLUSTER_KEY)
+            .map(|c| Duration::from_millis(c.dispatcher_heartbeat_ms))
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_HEARTBEAT);
+        let dispatcher = DispatcherApi::new(
+            store.clone(),
+            changes_rx.clone(),
+            heartbeat,
+            shutdown.clone(),
+        );
+        let mut tasks = JoinSet::new();
+        {
+            let (store, shutdown) = (store.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                (
+                    "store watch",
+                    watch_store(store, changes_tx, shutdown).await,
+                )
+            });
+        }
+        {
+            let (store, rx, shutdown) = (store.clone(), changes_rx.clone(), shutdown.clone());
+            tasks.spawn(async move { ("reconciler", reconciler::run(store, rx, shutdown).await) });
+        }
+        {
+            let d = dispatcher.clone();
+            tasks.spawn(async move { ("heartbeat checker", d.run_heartbeat_checker().await) });
+        }
+        {
+            let d = dispatcher.clone();
+            tasks.spawn(async move { ("feed", d.run_feed().await) });
+        }
+        Manager {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                dispatcher,
+                tasks: tokio::sync::Mutex::new(tasks),
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The `Control` service implementation.
+    pub fn control(&self) -> ControlApi {
+        ControlApi::new(
+            self.inner.store.clone(),
+            self.inner.config.clone(),
+            self.inner.dispatcher.clone(),
+        )
+    }
+
+    /// The `Dispatcher` service implementation.
+    pub fn dispatcher(&self) -> DispatcherApi {
+        self.inner.dispatcher.clone()
+    }
+
+    /// Waits for the components to end. Returns the first failure; when one
+    /// component fails the others are cancelled.
+    pub async fn wait(&self) -> Result<(), ManagerError> {
+        let mut tasks = self.inner.tasks.lock().await;
+        let mut first_err = None;
+        while let Some(res) = tasks.join_next().await {
+            let failure = match res {
+                Ok((_, Ok(()))) if self.inner.shutdown.is_cancelled() => None,
+                Ok((name, Ok(()))) => Some(ManagerError::ComponentFailed {
+                    component: name,
+                    reason: "returned before shutdown".into(),
+                }),
+                Ok((_, Err(e))) => Some(e),
+                Err(join) => Some(ManagerError::ComponentFailed {
+                    component: "manager task",
+                    reason: join.to_string(),
+                }),
+            };
+            if let Some(e) = failure {
+                tracing::error!(error = %e, "manager component failed; shutting the manager down");
+                self.inner.shutdown.cancel();
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Turns store watch events into a "revision changed" signal for every
+/// component; re-subscribes if the watch lags.
+async fn watch_store(
+    store: Store,
+    tx: watch::Sender<u64>,
+    shutdown: CancellationToken,
+) -> Result<(), ManagerError> {
+    loop {
+        let rev = store.revision();
+        tx.send_replace(rev);
+        let mut w = store.watch("", rev)?;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                ev = w.next() => match ev {
+                    Some(Ok(ev)) => { tx.send_replace(ev.revision); }
+                    Some(Err(err)) => { tracing::debug!(%err, "store watch restarting"); break; }
+                    None => break,
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The log broker client: listens for log subscriptions from the manager and
+//! publishes the matching lines of this node's tasks back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_api::pb::dispatcher_client::DispatcherClient;
+use shoal_api::pb::{ListenSubscriptionsRequest, LogMessage, LogSubscription, PublishLogsMessage};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::logs::{LogLine, LogQuery, LogStore, TaskLogMeta};
+use crate::session::Backoff;
+use crate::AgentConfig;
+
+/// Lines per PublishLogsMessage.
+const BATCH: usize = 100;
+/// How often a followed log file is checked for growth.
+const FOLLOW_POLL: Duration = Duration::from_millis(150);
+/// How long to wait for the broker to acknowledge a finished publication.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keeps a ListenSubscriptions stream open until `shutdown`, reconnecting
+/// with backoff, and runs one publisher per subscription.
+pub(crate) async fn run_log_broker(
+    client: DispatcherClient<Channel>,
+    config: Arc<AgentConfig>,
+    store: LogStore,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::new();
+    // Publishers by subscription id; each token is cancelled when the
+    // publisher ends or the subscription closes.
+    let mut active: HashMap<String, CancellationToken> = HashMap::new();
+    loop {
+        let req = ListenSubscriptionsRequest {
+            node_id: config.node_id.clone(),
+        };
+        let mut c = client.clone();
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = c.listen_subscriptions(req) => r,
+        };
+        match opened {
+            Ok(resp) => {
+                backoff.reset();
+                let mut stream = resp.into_inner();
+                loop {
+                    let msg = tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        m = stream.message() => m,
+                    };
+                    match msg {
+                        Ok(Some(sub)) => {
+                            handle(&client, &config, &store, &shutdown, &mut active, sub)
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "log subscription stream failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "listen for log subscriptions"),
+        }
+        if !backoff.wait(&shutdown).await {
+            return;
+        }
+    }
+}
+
+fn handle(
+    client: &DispatcherClient<Channel>,
+    config: &AgentConfig,
+    store: &LogStore,
+    shutdown: &CancellationToken,
+    active: &mut HashMap<String, CancellationToken>,
+    sub: LogSubscription,
+) {
+    active.retain(|_, t| !t.is_cancelled());
+    if sub.close {
+        if let Some(t) = active.remove(&sub.id) {
+            t.cancel();
+        }
+        return;
+    }
+    if active.contains_key(&sub.id) {
+        return;
+    }
+    let token = shutdown.child_token();
+    active.insert(sub.id.clone(), token.clone());
+    let client = client.clone();
+    let store = store.clone();
+    let node_id = config.node_id.clone();
+    tokio::spawn(async move {
+        publish(client, store, node_id, sub, token.clone()).await;
+        token.cancel();
+    });
+}
+
+/// Publishes one subscription's lines; returns when done or cancelled.
+pub(crate) async fn publish(
+    mut client: DispatcherClient<Channel>,
+    store: LogStore,
+    node_id: String,
+    sub: LogSubscription,
+    cancel: CancellationToken,
+) {
+    let (tx, rx) = mpsc::channel::<PublishLogsMessage>(16);
+    let call = tokio::spawn(async move { client.publish_logs(ReceiverStream::new(rx)).await });
+    let _ = publish_lines(&tx, &store, &node_id, &sub, &cancel).await;
+    let _ = tx
+        .send(PublishLogsMessage {
+            subscription_id: sub.id.clone(),
+            messages: Vec::new(),
+            close: true,
+        })
+        .await;
+    drop(tx);
+    match tokio::time::timeout(CLOSE_TIMEOUT, call).await {
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(e))) => tracing::debug!(error = %e, sub = %sub.id, "publish logs"),
+        _ => {}
+    }
+}
+
+/// Sends the lines (and, following, new ones until cancelled). Err when the
+/// broker went away.
+async fn publish_lines(
+    tx: &mpsc::Sender<PublishLogsMessage>,
+    store: &LogStore,
+    node_id: &str,
+    sub: &LogSubscription,
+    cancel: &CancellationToken,
+) -> Result<(), ()> {
+    let local: Vec<&String> = sub
+        .task_ids
+        .iter()
+        .filter(|id| store.has_task(id))
+        .collect();
+    let query = LogQuery {
+        tail: sub.tail,
+        since_ms: sub.since_ms,
+    };
+    let mut followed = Vec::new();
+    for id in local {
+        let mut meta = store.read_meta(id).await;
+        if meta.node_id.is_empty() {
+            meta.node_id = node_id.to_string();
+        }
+        let (lines, offset) = store.read(id, query).await.unwrap_or_default();
+        send_lines(tx, &sub.id, &meta, lines).await?;
+        followed.push((meta, offset));
+    }
+    if !sub.follow || followed.is_empty() {
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tx.closed() => return Err(()),
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+        }
+        for (meta, offset) in followed.iter_mut() {
+            if let Ok((lines, next)) = store.read_from(&meta.task_id, *offset).await {
+                *offset = next;
+                send_lines(tx, &sub.id, meta, lines).await?;
+            }
+        }
+    }
+}
+
+async fn send_lines(
+    tx: &mpsc::Sender<PublishLogsMessage>,
+    sub_id: &str,
+    meta: &TaskLogMeta,
+    lines: Vec<LogLine>,
+) -> Result<(), ()> {
+    for chunk in lines.chunks(BATCH) {
+        let messages = chunk
+            .iter()
+            .map(|l| LogMessage {
+                task_id: meta.task_id.clone(),
+                service_id: meta.service_id.clone(),
+                service_name: meta.service_name.clone(),
+                slot: meta.slot,
+                node_id: meta.node_id.clone(),
+                timestamp_ms: l.timestamp_ms,
+                stream: l.stream.name().to_string(),
+                data: l.data.clone(),
+            })
+            .collect();
+        tx.send(PublishLogsMessage {
+            subscription_id: sub_id.to_string(),
+            messages,
+            close: false,
+        })
+        .await
+        .map_err(|_| ())?;
+    }
+    Ok(())
+}

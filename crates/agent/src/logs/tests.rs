@@ -1,0 +1,123 @@
+use super::*;
+
+fn line(ts: i64, s: &str) -> LogLine {
+    LogLine {
+        timestamp_ms: ts,
+        stream: LogStream::Stdout,
+        data: s.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn line_format_round_trips() {
+    let raw = format_line(1700000000123, LogStream::Stderr, b"hello world");
+    assert_eq!(raw, b"1700000000123 e hello world\n");
+    let parsed = parse_line(&raw[..raw.len() - 1]).unwrap();
+    assert_eq!(parsed.timestamp_ms, 1700000000123);
+    assert_eq!(parsed.stream, LogStream::Stderr);
+    assert_eq!(parsed.data, b"hello world");
+    let empty = format_line(5, LogStream::Stdout, b"");
+    assert_eq!(parse_line(&empty[..empty.len() - 1]).unwrap().data, b"");
+    assert!(parse_line(b"garbage").is_none());
+    assert!(parse_line(b"12 x hi").is_none());
+}
+
+#[test]
+fn partial_lines_wait() {
+    let (lines, used) = parse_lines(b"1 o a\n2 e b\n3 o par");
+    assert_eq!(lines.len(), 2);
+    assert_eq!(used, 12);
+}
+
+#[test]
+fn tail_and_since() {
+    let all: Vec<_> = (1..=10).map(|i| line(i * 100, &format!("l{i}"))).collect();
+    let q = |tail, since_ms| LogQuery { tail, since_ms };
+    assert_eq!(select(all.clone(), q(-1, 0)).len(), 10);
+    assert_eq!(select(all.clone(), q(0, 0)).len(), 0);
+    let last3 = select(all.clone(), q(3, 0));
+    assert_eq!(last3[0].data, b"l8");
+    let since = select(all.clone(), q(-1, 750));
+    assert_eq!(since.len(), 3);
+    assert_eq!(since[0].data, b"l8");
+    let both = select(all, q(2, 350));
+    assert_eq!(
+        both.iter().map(|l| l.data.clone()).collect::<Vec<_>>(),
+        [b"l9".to_vec(), b"l10".to_vec()]
+    );
+}
+
+#[tokio::test]
+async fn store_reads_tail_and_follows_growth() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::new(dir.path());
+    assert!(!store.has_task("t1"));
+    assert!(!store.has_task("../x"));
+    std::fs::create_dir_all(store.task_dir("t1")).unwrap();
+    assert!(store.has_task("t1"));
+    let mut body = Vec::new();
+    for i in 1..=5 {
+        body.extend(format_line(
+            i * 10,
+            LogStream::Stdout,
+            format!("l{i}").as_bytes(),
+        ));
+    }
+    std::fs::write(store.log_path("t1"), &body).unwrap();
+    let (lines, off) = store
+        .read(
+            "t1",
+            LogQuery {
+                tail: 2,
+                since_ms: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(off, body.len() as u64);
+    let (none, same) = store.read_from("t1", off).await.unwrap();
+    assert!(none.is_empty());
+    assert_eq!(same, off);
+    let mut more = format_line(60, LogStream::Stderr, b"l6");
+    more.extend_from_slice(b"70 o partial");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(store.log_path("t1"))
+        .unwrap();
+    std::io::Write::write_all(&mut f, &more).unwrap();
+    let (new, off2) = store.read_from("t1", off).await.unwrap();
+    assert_eq!(new.len(), 1);
+    assert_eq!(new[0].stream, LogStream::Stderr);
+    assert_eq!(off2, off + 8);
+
+    let meta = TaskLogMeta {
+        task_id: "t1".into(),
+        service_name: "web".into(),
+        slot: 2,
+        ..Default::default()
+    };
+    store.write_meta(&meta).await.unwrap();
+    assert_eq!(store.read_meta("t1").await, meta);
+    assert_eq!(store.read_meta("nope").await.task_id, "nope");
+}
+
+#[tokio::test]
+async fn writer_appends_timestamped_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let w = LogWriter::open(&path).await.unwrap();
+    w.attach(LogStream::Stdout, &b"one\ntwo\n"[..]);
+    w.attach(LogStream::Stderr, &b"err"[..]);
+    w.finish().await;
+    let body = std::fs::read(&path).unwrap();
+    let (lines, _) = parse_lines(&body);
+    assert_eq!(lines.len(), 3);
+    let outs: Vec<_> = lines
+        .iter()
+        .filter(|l| l.stream == LogStream::Stdout)
+        .map(|l| l.data.clone())
+        .collect();
+    assert_eq!(outs, [b"one".to_vec(), b"two".to_vec()]);
+    assert!(lines.iter().all(|l| l.timestamp_ms > 1_600_000_000_000));
+}

@@ -1,0 +1,491 @@
+//! The process runtime: runs one task as a process and drives its state
+//! machine from ACCEPTED to a terminal state.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use shoal_api::pb::{PortBinding, Runtime, Task, TaskState, TaskStatus, TaskStatusUpdate};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::{LogStore, LogStream, LogWriter, TaskLogMeta};
+use crate::netns::TaskNetwork;
+use crate::{AgentConfig, NetworkMode};
+
+/// How long a finished task's output may take to drain into its log.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
+
+/// Runs tasks as processes on this node. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskRunner {
+    config: Arc<AgentConfig>,
+    logs: LogStore,
+}
+
+/// What to execute for a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessPlan {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<PathBuf>,
+    pub ports: Vec<PortBinding>,
+}
+
+/// How the process ended, as the task status reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitOutcome {
+    pub state: TaskState,
+    pub exit_code: i32,
+    /// Empty on success.
+    pub err: String,
+}
+
+/// Maps a wait status to COMPLETE or FAILED with Docker's error text;
+/// a signal N counts as exit code 128+N.
+pub fn exit_outcome(status: ExitStatus) -> ExitOutcome {
+    let code = match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => -1,
+    };
+    if code == 0 {
+        ExitOutcome {
+            state: TaskState::Complete,
+            exit_code: 0,
+            err: String::new(),
+        }
+    } else {
+        ExitOutcome {
+            state: TaskState::Failed,
+            exit_code: code,
+            err: format!("task: non-zero exit ({code})"),
+        }
+    }
+}
+
+/// The distinct target ports of the task's endpoint, in order.
+pub fn target_ports(task: &Task) -> Vec<u32> {
+    let mut out = Vec::new();
+    for p in task.endpoint.iter().flat_map(|e| &e.ports) {
+        if p.target_port != 0 && !out.contains(&p.target_port) {
+            out.push(p.target_port);
+        }
+    }
+    out
+}
+
+/// The environment of a task: its spec's entries, then SHOAL_* variables,
+/// then (loopback mode) PORT and SHOAL_PORT_<target>.
+pub fn build_env(
+    task: &Task,
+    node_id: &str,
+    hostname: &str,
+    loopback_ports: Option<&[(u32, u16)]>,
+) -> Vec<(String, String)> {
+    let spec = task.spec.clone().unwrap_or_default();
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .filter_map(|e| match e.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
+            _ => None,
+        })
+        .collect();
+    let (_, tag) = shoal_api::split_image(&spec.image);
+    let shoal = [
+        ("SHOAL_TASK_ID", task.id.clone()),
+        ("SHOAL_TASK_NAME", shoal_api::task_name(task)),
+        ("SHOAL_TASK_SLOT", task.slot.to_string()),
+        ("SHOAL_SERVICE_NAME", task.service_name.clone()),
+        ("SHOAL_NODE_ID", node_id.to_string()),
+        ("SHOAL_NODE_HOSTNAME", hostname.to_string()),
+        ("SHOAL_IMAGE", spec.image.clone()),
+        ("SHOAL_IMAGE_TAG", tag.to_string()),
+    ];
+    env.extend(shoal.into_iter().map(|(k, v)| (k.to_string(), v)));
+    if let Some(ports) = loopback_ports {
+        if let Some((_, first)) = ports.first() {
+            env.push(("PORT".into(), first.to_string()));
+        }
+        for (target, port) in ports {
+            env.push((format!("SHOAL_PORT_{target}"), port.to_string()));
+        }
+    }
+    env
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+fn free_loopback_port() -> io::Result<u16> {
+    let l = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
+// === impl TaskRunner ===
+
+impl TaskRunner {
+    pub fn new(config: Arc<AgentConfig>) -> Self {
+        let logs = LogStore::new(&config.data_root);
+        Self { config, logs }
+    }
+
+    /// What to execute, given the task's address in netns mode (None in
+    /// loopback mode, where ports are allocated here).
+    pub fn plan(&self, task: &Task, task_ip: Option<Ipv4Addr>) -> Result<ProcessPlan, String> {
+        let spec = task.spec.clone().unwrap_or_default();
+        let targets = target_ports(task);
+        let (ports, loopback) = match task_ip {
+            Some(ip) => (
+                targets
+                    .iter()
+                    .map(|&t| PortBinding {
+                        target_port: t,
+                        address: format!("{ip}:{t}"),
+                    })
+                    .collect::<Vec<_>>(),
+                None,
+            ),
+            None => {
+                let mut pairs = Vec::new();
+                for &t in &targets {
+                    let p = free_loopback_port()
+                        .map_err(|e| format!("task: allocate loopback port: {e}"))?;
+                    pairs.push((t, p));
+                }
+                let bindings = pairs
+                    .iter()
+                    .map(|&(t, p)| PortBinding {
+                        target_port: t,
+                        address: format!("127.0.0.1:{p}"),
+                    })
+                    .collect();
+                (bindings, Some(pairs))
+            }
+        };
+        let env = build_env(
+            task,
+            &self.config.node_id,
+            &self.config.hostname,
+            loopback.as_deref(),
+        );
+        let (program, args) = match spec.runtime() {
+            Runtime::Builtin => {
+                let Some((name, _)) = shoal_api::builtin_image(&spec.image) else {
+                    return Err(format!("task: unknown built-in image {:?}", spec.image));
+                };
+                let mut args = vec!["workload".to_string(), name.to_string()];
+                args.extend(spec.command.iter().cloned());
+                (self.config.workload_exe.clone(), args)
+            }
+            Runtime::Process => {
+                let Some((first, rest)) = spec.command.split_first() else {
+                    return Err("task: empty command".into());
+                };
+                (PathBuf::from(first), rest.to_vec())
+            }
+        };
+        Ok(ProcessPlan {
+            program,
+            args,
+            env,
+            workdir: (!spec.workdir.is_empty()).then(|| PathBuf::from(&spec.workdir)),
+            ports,
+        })
+    }
+
+    /// Drives one task to a terminal state, sending every status on
+    /// `updates`. `stop` asks for a shutdown at any point.
+    pub async fn run(
+        &self,
+        task: Task,
+        stop: CancellationToken,
+        updates: mpsc::UnboundedSender<TaskStatusUpdate>,
+    ) {
+        let report = |status: TaskStatus| {
+            let _ = updates.send(TaskStatusUpdate {
+                task_id: task.id.clone(),
+                status: Some(TaskStatus {
+                    timestamp_ms: shoal_api::now_ms(),
+                    ..status
+                }),
+            });
+        };
+        let simple = |state: TaskState, message: &str| TaskStatus {
+            state: state as i32,
+            message: message.to_string(),
+            ..Default::default()
+        };
+        let failed = |err: String| TaskStatus {
+            state: TaskState::Failed as i32,
+            message: "failed".into(),
+            err,
+            ..Default::default()
+        };
+
+        report(simple(TaskState::Accepted, "accepted"));
+        report(simple(TaskState::Preparing, "preparing"));
+        let network = match &self.config.network {
+            NetworkMode::Netns { bridge, gateway } => {
+                match TaskNetwork::create(&task.id, &task.ingress_address, bridge, *gateway).await {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        report(failed(format!("task: {e}")));
+                        return;
+                    }
+                }
+            }
+            NetworkMode::Loopback => None,
+        };
+        let outcome = self.prepared(&task, network.as_ref(), &stop, &report).await;
+        if let Some(n) = network {
+            n.destroy().await;
+        }
+        report(match outcome {
+            Finished::Stopped { exit_code, pid } => TaskStatus {
+                state: TaskState::Shutdown as i32,
+                message: "shutdown".into(),
+                exit_code,
+                pid,
+                ..Default::default()
+            },
+            Finished::Exited { outcome, pid } => TaskStatus {
+                state: outcome.state as i32,
+                message: if outcome.state == TaskState::Complete {
+                    "finished".into()
+                } else {
+                    "failed".into()
+                },
+                err: outcome.err,
+                exit_code: outcome.exit_code,
+                pid,
+                ..Default::default()
+            },
+            Finished::Failed(err) => failed(err),
+        });
+    }
+
+    /// From READY to the end of the process (the network, if any, exists).
+    async fn prepared(
+        &self,
+        task: &Task,
+        network: Option<&TaskNetwork>,
+        stop: &CancellationToken,
+        report: &impl Fn(TaskStatus),
+    ) -> Finished {
+        let plan = match self.plan(task, network.map(|n| n.ip)) {
+            Ok(p) => p,
+            Err(e) => return Finished::Failed(e),
+        };
+        let meta = TaskLogMeta {
+            task_id: task.id.clone(),
+            service_id: task.service_id.clone(),
+            service_name: task.service_name.clone(),
+            slot: task.slot,
+            node_id: self.config.node_id.clone(),
+        };
+        if let Err(e) = self.logs.write_meta(&meta).await {
+            return Finished::Failed(format!("task: create log directory: {e}"));
+        }
+        let writer = match LogWriter::open(&self.logs.log_path(&task.id)).await {
+            Ok(w) => w,
+            Err(e) => return Finished::Failed(format!("task: open log: {e}")),
+        };
+        report(TaskStatus {
+            state: TaskState::Ready as i32,
+            message: "ready".into(),
+            ..Default::default()
+        });
+        let wait_ms = task.not_before_ms - shoal_api::now_ms();
+        if wait_ms > 0 {
+            tokio::select! {
+                _ = stop.cancelled() => return Finished::Stopped { exit_code: 0, pid: 0 },
+                _ = tokio::time::sleep(Duration::from_millis(wait_ms as u64)) => {}
+            }
+        }
+        if stop.is_cancelled() {
+            return Finished::Stopped {
+                exit_code: 0,
+                pid: 0,
+            };
+        }
+        report(TaskStatus {
+            state: TaskState::Starting as i32,
+            message: "starting".into(),
+            ..Default::default()
+        });
+        let mut child = match spawn(&plan, network.map(|n| n.raw_fd())) {
+            Ok(c) => c,
+            Err(e) => {
+                return Finished::Failed(format!("task: start {}: {e}", plan.program.display()))
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        if let Some(out) = child.stdout.take() {
+            writer.attach(LogStream::Stdout, out);
+        }
+        if let Some(err) = child.stderr.take() {
+            writer.attach(LogStream::Stderr, err);
+        }
+        // Traffic must not reach a task before it listens: with published
+        // target ports, RUNNING (and so routing) waits until every port
+        // accepts connections, bounded by READINESS_LIMIT.
+        let early = tokio::select! {
+            status = child.wait() => Some(match status {
+                Ok(status) => Finished::Exited { outcome: exit_outcome(status), pid },
+                Err(e) => Finished::Failed(format!("task: wait: {e}")),
+            }),
+            _ = stop.cancelled() => {
+                let status = terminate(&mut child, pid, self.config.stop_grace).await;
+                Some(Finished::Stopped {
+                    exit_code: status.map(|s| exit_outcome(s).exit_code).unwrap_or(0),
+                    pid,
+                })
+            }
+            ready = wait_listening(&plan.ports) => {
+                if !ready {
+                    tracing::warn!(task = %task.id, "task does not accept connections on its target ports after {READINESS_LIMIT:?}; marking it running anyway");
+                }
+                None
+            }
+        };
+        if let Some(finished) = early {
+            signal_group(pid, Signal::SIGKILL);
+            let _ = tokio::time::timeout(LOG_DRAIN, writer.finish()).await;
+            return finished;
+        }
+        report(TaskStatus {
+            state: TaskState::Running as i32,
+            message: "started".into(),
+            pid,
+            ports: plan.ports.clone(),
+            ..Default::default()
+        });
+        let finished = tokio::select! {
+            status = child.wait() => match status {
+                Ok(status) => Finished::Exited { outcome: exit_outcome(status), pid },
+                Err(e) => Finished::Failed(format!("task: wait: {e}")),
+            },
+            _ = stop.cancelled() => {
+                let status = terminate(&mut child, pid, self.config.stop_grace).await;
+                Finished::Stopped {
+                    exit_code: status.map(|s| exit_outcome(s).exit_code).unwrap_or(0),
+                    pid,
+                }
+            }
+        };
+        // Whatever the task left behind in its process group goes with it.
+        signal_group(pid, Signal::SIGKILL);
+        let _ = tokio::time::timeout(LOG_DRAIN, writer.finish()).await;
+        finished
+    }
+}
+
+/// How long a task may take to listen on its target ports before it is
+/// reported running regardless.
+const READINESS_LIMIT: Duration = Duration::from_secs(30);
+
+/// Polls every port binding with a TCP connect until all accept; false if
+/// `READINESS_LIMIT` passes first.
+async fn wait_listening(ports: &[PortBinding]) -> bool {
+    let deadline = tokio::time::Instant::now() + READINESS_LIMIT;
+    for port in ports {
+        let Ok(addr) = port.address.parse::<std::net::SocketAddr>() else {
+            continue;
+        };
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_millis(500),
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await;
+            if matches!(attempt, Ok(Ok(_))) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    true
+}
+
+/// How a task's run ended.
+enum Finished {
+    /// Stopped on request (SHUTDOWN).
+    Stopped { exit_code: i32, pid: u32 },
+    /// The process exited by itself.
+    Exited { outcome: ExitOutcome, pid: u32 },
+    /// Could not be started; the error text.
+    Failed(String),
+}
+
+fn signal_group(pid: u32, sig: Signal) {
+    if pid > 0 {
+        let _ = killpg(Pid::from_raw(pid as i32), sig);
+    }
+}
+
+/// SIGTERM to the process group, SIGKILL after `grace`.
+async fn terminate(child: &mut Child, pid: u32, grace: Duration) -> Option<ExitStatus> {
+    signal_group(pid, Signal::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(r) => r.ok(),
+        Err(_) => {
+            signal_group(pid, Signal::SIGKILL);
+            let _ = child.start_kill();
+            child.wait().await.ok()
+        }
+    }
+}
+
+/// Spawns the process in its own session (process group), dying with
+/// shoald, inside the netns `netns_fd` if given.
+fn spawn(plan: &ProcessPlan, netns_fd: Option<std::os::fd::RawFd>) -> io::Result<Child> {
+    let mut cmd = Command::new(&plan.program);
+    cmd.args(&plan.args)
+        .envs(plan.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(false);
+    if let Some(dir) = &plan.workdir {
+        cmd.current_dir(dir);
+    }
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (setns, setsid, prctl); it allocates
+    // nothing and touches no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(fd) = netns_fd {
+                crate::netns::enter(fd)?;
+            }
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! The dispatcher session: opens it, heartbeats while connected, passes each
+//! assignment set on, and reconnects with backoff when the session breaks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shoal_api::pb::dispatcher_client::DispatcherClient;
+use shoal_api::pb::{HeartbeatRequest, NodeDescription, SessionRequest, Task};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::AgentConfig;
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Reconnect delay: 200ms doubling up to 5s, reset after a success.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+// === impl Backoff ===
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self {
+            next: BACKOFF_START,
+        }
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.next = BACKOFF_START;
+    }
+
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        d
+    }
+
+    /// Sleeps for the next delay; false if `shutdown` fired meanwhile.
+    pub(crate) async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let d = self.next_delay();
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+}
+
+/// The request that opens this node's session.
+pub(crate) fn session_request(config: &AgentConfig) -> SessionRequest {
+    SessionRequest {
+        node_id: config.node_id.clone(),
+        description: Some(NodeDescription {
+            hostname: config.hostname.clone(),
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+        }),
+        addr: config.addr.clone(),
+    }
+}
+
+/// Keeps a session open until `shutdown`. Publishes the current session id
+/// (None while disconnected) and every assignment set received.
+pub(crate) async fn run_session(
+    client: DispatcherClient<Channel>,
+    config: Arc<AgentConfig>,
+    session_id: watch::Sender<Option<String>>,
+    assignments: watch::Sender<Option<Vec<Task>>>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Backoff::new();
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match one_session(&client, &config, &session_id, &assignments, &shutdown).await {
+            Ok(()) => backoff.reset(),
+            Err(status) => {
+                tracing::debug!(error = %status, "dispatcher session ended");
+            }
+        }
+        session_id.send_replace(None);
+        if !backoff.wait(&shutdown).await {
+            return;
+        }
+    }
+}
+
+async fn one_session(
+    client: &DispatcherClient<Channel>,
+    config: &AgentConfig,
+    session_id: &watch::Sender<Option<String>>,
+    assignments: &watch::Sender<Option<Vec<Task>>>,
+    shutdown: &CancellationToken,
+) -> Result<(), tonic::Status> {
+    let mut client = client.clone();
+    let open = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = client.session(session_request(config)) => r?,
+    };
+    let mut stream = open.into_inner();
+    let mut period = DEFAULT_HEARTBEAT;
+    let mut current: Option<String> = None;
+    let mut heartbeat = tokio::time::interval(period);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.reset();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            msg = stream.message() => {
+                let Some(msg) = msg? else {
+                    return Err(tonic::Status::unavailable("session stream ended"));
+                };
+                let p = match msg.heartbeat_period_ms {
+                    0 => DEFAULT_HEARTBEAT,
+                    ms => Duration::from_millis(ms),
+                };
+                if p != period {
+                    period = p;
+                    heartbeat = tokio::time::interval(period);
+                    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    heartbeat.reset();
+                }
+                if current.as_deref() != Some(msg.session_id.as_str()) {
+                    current = Some(msg.session_id.clone());
+                    session_id.send_replace(current.clone());
+                }
+                assignments.send_replace(Some(msg.tasks));
+            }
+            _ = heartbeat.tick() => {
+                let Some(id) = current.clone() else { continue };
+                let req = HeartbeatRequest { session_id: id, node_id: config.node_id.clone() };
+                // A manager that stopped answering ends the session.
+                let limit = (period * 2).max(Duration::from_secs(2));
+                let resp = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    r = tokio::time::timeout(limit, client.heartbeat(req)) => match r {
+                        Ok(r) => r?,
+                        Err(_) => return Err(tonic::Status::deadline_exceeded("heartbeat timed out")),
+                    },
+                };
+                let p = resp.into_inner().period_ms;
+                if p > 0 && Duration::from_millis(p) != period {
+                    period = Duration::from_millis(p);
+                    heartbeat = tokio::time::interval(period);
+                    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    heartbeat.reset();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_five_seconds() {
+        let mut b = Backoff::new();
+        let delays: Vec<_> = (0..7).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(200));
+    }
+}

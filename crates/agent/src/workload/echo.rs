@@ -1,0 +1,124 @@
+//! `shoal/echo`: an HTTP/1.1 server answering every request with the task's
+//! identity, e.g. `web.1.k3j4... on hostos1 (shoal/echo:2 tag 2)`.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::WorkloadError;
+
+/// Who is answering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EchoIdentity {
+    pub task_name: String,
+    pub hostname: String,
+    pub image: String,
+    pub tag: String,
+}
+
+// === impl EchoIdentity ===
+
+impl EchoIdentity {
+    /// From the SHOAL_* environment of a task.
+    pub fn from_env() -> Self {
+        Self {
+            task_name: super::env_or("SHOAL_TASK_NAME", "echo"),
+            hostname: super::env_or("SHOAL_NODE_HOSTNAME", "localhost"),
+            image: super::env_or("SHOAL_IMAGE", "shoal/echo"),
+            tag: super::env_or("SHOAL_IMAGE_TAG", "latest"),
+        }
+    }
+
+    /// The response body.
+    pub fn body(&self) -> String {
+        format!(
+            "{} on {} ({} tag {})\n",
+            self.task_name, self.hostname, self.image, self.tag
+        )
+    }
+}
+
+pub(crate) async fn run() -> Result<(), WorkloadError> {
+    let stop = super::termination()?;
+    let port = super::env_or("PORT", "80");
+    let addr = format!("0.0.0.0:{port}");
+    let listener = TcpListener::bind(&addr)
+        .await
+        .map_err(|source| WorkloadError::Bind { addr, source })?;
+    serve(listener, EchoIdentity::from_env(), stop)
+        .await
+        .map_err(|source| WorkloadError::Io {
+            what: "accept",
+            source,
+        })
+}
+
+/// Serves on `listener` until `shutdown` fires; open connections are dropped.
+pub async fn serve(
+    listener: TcpListener,
+    identity: EchoIdentity,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let identity = Arc::new(identity);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                // Per-connection errors (e.g. ECONNABORTED) must not stop the server.
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        let identity = identity.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| respond(req, peer, identity.clone()));
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::select! {
+                _ = conn => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
+        || e.raw_os_error() == Some(libc::EMFILE)
+}
+
+async fn respond(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    identity: Arc<EchoIdentity>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{} {} from {peer}", req.method(), req.uri());
+        let _ = out.flush();
+    }
+    let resp = Response::builder()
+        .header("content-type", "text/plain; charset=utf-8")
+        .header("x-shoal-task", identity.task_name.as_str())
+        .body(Full::new(Bytes::from(identity.body())))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::from(identity.body()))));
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests;

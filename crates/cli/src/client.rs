@@ -1,0 +1,197 @@
+//! Where the daemon lives (`-H/--host`), connecting to it, and turning its
+//! errors into Docker's one-line messages.
+
+use std::fmt;
+
+use anyhow::anyhow;
+use shoal_api::pb::control_client::ControlClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// The daemon's socket when neither `-H` nor `SHOAL_HOST` says otherwise.
+pub const DEFAULT_HOST: &str = "unix:///run/shoal/shoal.sock";
+
+/// A connected control-API client.
+pub type Control = ControlClient<Channel>;
+
+/// A parsed `-H/--host` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// `unix:///run/shoal/shoal.sock` (or a bare absolute path).
+    Unix(String),
+    /// `tcp://HOST:PORT`.
+    Tcp(String),
+}
+
+// === impl Host ===
+
+impl Host {
+    /// Parses `unix:///PATH`, `/PATH` or `tcp://HOST:PORT`.
+    pub fn parse(s: &str) -> anyhow::Result<Host> {
+        let bad = |why: &str| anyhow!("invalid argument {s:?} for \"-H, --host\" flag: {why}");
+        if let Some(path) = s.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(bad(
+                    "the socket path must be absolute (unix:///run/shoal/shoal.sock)",
+                ));
+            }
+            Ok(Host::Unix(path.to_string()))
+        } else if s.starts_with('/') {
+            Ok(Host::Unix(s.to_string()))
+        } else if let Some(addr) = s.strip_prefix("tcp://") {
+            let addr = addr.trim_end_matches('/');
+            match addr.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {
+                    Ok(Host::Tcp(addr.to_string()))
+                }
+                _ => Err(bad("expected tcp://HOST:PORT")),
+            }
+        } else {
+            Err(bad("expected unix:///PATH or tcp://HOST:PORT"))
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Unix(path) => write!(f, "unix://{path}"),
+            Host::Tcp(addr) => write!(f, "tcp://{addr}"),
+        }
+    }
+}
+
+/// The daemon could not be reached at all.
+#[derive(Debug)]
+pub struct CannotConnect;
+
+impl fmt::Display for CannotConnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("cannot connect to shoald")
+    }
+}
+
+impl std::error::Error for CannotConnect {}
+
+/// An error status returned by the daemon.
+#[derive(Debug)]
+pub struct DaemonError(pub tonic::Status);
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Error response from daemon: {}", self.0.message())
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// Connects to the daemon, failing with [`CannotConnect`].
+pub async fn connect(host: &Host) -> anyhow::Result<Control> {
+    let channel = match host {
+        Host::Unix(path) => {
+            let path = path.clone();
+            Endpoint::try_from("http://[::]:50051")?
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        let stream = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                }))
+                .await
+        }
+        Host::Tcp(addr) => {
+            Endpoint::try_from(format!("http://{addr}"))?
+                .connect()
+                .await
+        }
+    };
+    match channel {
+        Ok(channel) => Ok(ControlClient::new(channel)),
+        Err(_) => Err(CannotConnect.into()),
+    }
+}
+
+/// Unwraps a gRPC response, turning a status into [`DaemonError`].
+pub trait DaemonExt<T> {
+    /// The response body, or the daemon's error.
+    fn daemon(self) -> anyhow::Result<T>;
+}
+
+impl<T> DaemonExt<T> for Result<tonic::Response<T>, tonic::Status> {
+    fn daemon(self) -> anyhow::Result<T> {
+        self.map(tonic::Response::into_inner)
+            .map_err(|s| DaemonError(s).into())
+    }
+}
+
+/// Whether the status means the transport failed rather than the daemon refusing.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    status.code() == tonic::Code::Unavailable && std::error::Error::source(status).is_some()
+}
+
+/// Renders an error as the single stderr line the user sees.
+pub fn one_line(err: &anyhow::Error, host: &str) -> String {
+    let cannot = || format!("cannot connect to shoald at {host}: is it running?");
+    let msg = if err.downcast_ref::<CannotConnect>().is_some() {
+        cannot()
+    } else if let Some(DaemonError(status)) = err.downcast_ref::<DaemonError>() {
+        if is_transport_failure(status) {
+            cannot()
+        } else {
+            format!("{err:#}")
+        }
+    } else {
+        format!("{err:#}")
+    };
+    msg.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A closed stdout (`shoal service logs web | head`) is not an error.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            Host::parse(DEFAULT_HOST).unwrap(),
+            Host::Unix("/run/shoal/shoal.sock".into())
+        );
+        assert_eq!(
+            Host::parse("tcp://127.0.0.1:2375").unwrap(),
+            Host::Tcp("127.0.0.1:2375".into())
+        );
+        assert_eq!(
+            Host::parse("tcp://127.0.0.1:2375").unwrap().to_string(),
+            "tcp://127.0.0.1:2375"
+        );
+        let e = Host::parse("http://x").unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid argument \"http://x\" for \"-H, --host\" flag"),
+            "{e}"
+        );
+        assert!(Host::parse("tcp://nohost").is_err());
+    }
+
+    #[test]
+    fn daemon_errors_are_one_line() {
+        let err: anyhow::Error =
+            DaemonError(tonic::Status::not_found("no such\nservice: x")).into();
+        assert_eq!(
+            one_line(&err, DEFAULT_HOST),
+            "Error response from daemon: no such service: x"
+        );
+        let err: anyhow::Error = CannotConnect.into();
+        assert_eq!(
+            one_line(&err, DEFAULT_HOST),
+            "cannot connect to shoald at unix:///run/shoal/shoal.sock: is it running?"
+        );
+    }
+}

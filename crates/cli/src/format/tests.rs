@@ -1,0 +1,127 @@
+use super::*;
+
+fn port_cfg(published: u32, target: u32, proto: &str, mode: &str) -> PortConfig {
+    PortConfig {
+        name: String::new(),
+        protocol: proto.into(),
+        target_port: target,
+        published_port: published,
+        publish_mode: mode.into(),
+    }
+}
+
+#[test]
+fn table_matches_docker_service_ls() {
+    let mut t = Table::new(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
+    t.row(vec![
+        "vbrmfwap9emp".into(),
+        "timecheck".into(),
+        "replicated".into(),
+        "1/1".into(),
+        "diamol/ch12-timecheck:1.0".into(),
+        String::new(),
+    ]);
+    let out = t.render();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "ID             NAME        MODE         REPLICAS   IMAGE                       PORTS"
+    );
+    assert_eq!(
+        lines[1],
+        "vbrmfwap9emp   timecheck   replicated   1/1        diamol/ch12-timecheck:1.0   "
+    );
+}
+
+#[test]
+fn table_pads_short_columns_to_ten() {
+    let mut t = Table::new(&["ERROR", "PORTS"]);
+    t.row(vec![String::new(), String::new()]);
+    assert_eq!(t.render(), "ERROR     PORTS\n          \n");
+}
+
+#[test]
+fn human_durations() {
+    let s = Duration::from_secs;
+    assert_eq!(
+        human_duration(Duration::from_millis(300)),
+        "Less than a second"
+    );
+    assert_eq!(human_duration(s(1)), "1 second");
+    assert_eq!(human_duration(s(6)), "6 seconds");
+    assert_eq!(human_duration(s(59)), "59 seconds");
+    assert_eq!(human_duration(s(60)), "About a minute");
+    assert_eq!(human_duration(s(119)), "About a minute");
+    assert_eq!(human_duration(s(5 * 60)), "5 minutes");
+    assert_eq!(human_duration(s(59 * 60 + 59)), "59 minutes");
+    assert_eq!(human_duration(s(60 * 60)), "About an hour");
+    assert_eq!(human_duration(s(89 * 60)), "About an hour");
+    assert_eq!(human_duration(s(90 * 60)), "2 hours");
+    assert_eq!(human_duration(s(47 * 3600)), "47 hours");
+    assert_eq!(human_duration(s(3 * 86400)), "3 days");
+    assert_eq!(human_duration(s(15 * 86400)), "2 weeks");
+    assert_eq!(human_duration(s(90 * 86400)), "3 months");
+    assert_eq!(human_duration(s(800 * 86400)), "2 years");
+}
+
+#[test]
+fn ports_column() {
+    assert_eq!(service_ports(&[]), "");
+    assert_eq!(
+        service_ports(&[port_cfg(8080, 80, "tcp", "ingress")]),
+        "*:8080->80/tcp"
+    );
+    // Host-mode ports are not shown; sorted by published port.
+    assert_eq!(
+        service_ports(&[
+            port_cfg(9090, 90, "tcp", "ingress"),
+            port_cfg(8080, 80, "tcp", "ingress"),
+            port_cfg(7070, 70, "tcp", "host"),
+        ]),
+        "*:8080->80/tcp, *:9090->90/tcp"
+    );
+    // Consecutive ports merge into a range.
+    assert_eq!(
+        service_ports(&[
+            port_cfg(8080, 80, "tcp", "ingress"),
+            port_cfg(8081, 81, "tcp", "ingress"),
+            port_cfg(8082, 82, "tcp", "ingress"),
+        ]),
+        "*:8080-8082->80-82/tcp"
+    );
+    assert_eq!(
+        service_ports(&[
+            port_cfg(8080, 80, "tcp", "ingress"),
+            port_cfg(8080, 80, "udp", "ingress"),
+        ]),
+        "*:8080->80/tcp, *:8080->80/udp"
+    );
+    assert_eq!(port(&port_cfg(30000, 80, "", "host")), "*:30000->80/tcp");
+}
+
+#[test]
+fn timestamps_like_go() {
+    assert_eq!(rfc3339(0), "0001-01-01T00:00:00Z");
+    assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    assert_eq!(rfc3339(1_700_000_000_120), "2023-11-14T22:13:20.12Z");
+    assert_eq!(rfc3339(1_700_000_000_001), "2023-11-14T22:13:20.001Z");
+}
+
+#[test]
+fn natural_order() {
+    assert_eq!(natural_cmp("web.2", "web.10"), Ordering::Less);
+    assert_eq!(natural_cmp("web.10", "web.9"), Ordering::Greater);
+    assert_eq!(natural_cmp("a", "b"), Ordering::Less);
+    assert_eq!(natural_cmp("web", "web.1"), Ordering::Less);
+    assert_eq!(natural_cmp("x1y", "x1y"), Ordering::Equal);
+}
+
+#[test]
+fn ellipsis_and_title() {
+    assert_eq!(
+        ellipsis("No such container: helloworld.1.abc", 30),
+        "No such container: helloworld…"
+    );
+    assert_eq!(ellipsis("short", 30), "short");
+    assert_eq!(title("running"), "Running");
+}

@@ -1,0 +1,756 @@
+//! Docker-shaped JSON for services, tasks and nodes (`inspect` output), the
+//! minimal Go-template `--format` (`{{.Status.ContainerStatus.PID}}`,
+//! `{{json .Spec}}`), and the top-level `shoal inspect`.
+
+use std::collections::BTreeMap;
+
+use anyhow::bail;
+use serde::Serialize;
+use serde_json::Value;
+use shoal_api::pb;
+
+use crate::client::{self, DaemonError, Host};
+use crate::format::rfc3339;
+
+#[cfg(test)]
+mod tests;
+
+/// `shoal inspect ID...`.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// Format output using a Go-template path, e.g. '{{.Status.ContainerStatus.PID}}'.
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Task, service or node IDs (or names).
+    #[arg(required = true)]
+    ids: Vec<String>,
+}
+
+/// Looks each argument up as a task, then a service, then a node.
+pub async fn run(host: &Host, args: InspectArgs) -> anyhow::Result<()> {
+    let mut c = client::connect(host).await?;
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for id in &args.ids {
+        if let Ok(r) = c.get_task(pb::GetTaskRequest { task: id.clone() }).await {
+            if let Some(t) = r.into_inner().task {
+                found.push(Object::Task(task_json(&t)));
+                continue;
+            }
+        }
+        match c
+            .get_service(pb::GetServiceRequest {
+                service: id.clone(),
+            })
+            .await
+        {
+            Ok(r) => {
+                if let Some(s) = r.into_inner().service {
+                    found.push(Object::Service(service_json(&s)));
+                    continue;
+                }
+            }
+            Err(s) if !is_not_found(&s) => return Err(DaemonError(s).into()),
+            Err(_) => {}
+        }
+        match c.get_node(pb::GetNodeRequest { node: id.clone() }).await {
+            Ok(r) => match r.into_inner().node {
+                Some(n) => found.push(Object::Node(node_json(&n))),
+                None => missing.push(id.clone()),
+            },
+            Err(s) if !is_not_found(&s) => return Err(DaemonError(s).into()),
+            Err(_) => missing.push(id.clone()),
+        }
+    }
+    print_values(&found, args.format.as_deref())?;
+    if !missing.is_empty() {
+        bail!("Error: No such object: {}", missing.join(", "));
+    }
+    Ok(())
+}
+
+/// Whether a status means "no such object" rather than a real failure.
+pub fn is_not_found(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::NotFound | tonic::Code::InvalidArgument
+    )
+}
+
+/// Anything `inspect` can print, keeping Docker's field order.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Object {
+    /// `docker inspect TASK`.
+    Task(TaskJson),
+    /// `docker service inspect`.
+    Service(ServiceJson),
+    /// `docker node inspect`.
+    Node(NodeJson),
+}
+
+/// Prints inspect results: a JSON array, or one template line per object.
+pub fn print_values(values: &[Object], format: Option<&str>) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Some(tmpl) => {
+            for v in values {
+                let v = serde_json::to_value(v)?;
+                writeln!(out, "{}", render_template(tmpl, &v)?)?;
+            }
+        }
+        None => writeln!(out, "{}", to_docker_json(values))?,
+    }
+    Ok(())
+}
+
+/// Pretty JSON with Docker's 4-space indent.
+pub fn to_docker_json<T: Serialize + ?Sized>(v: &T) -> String {
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    // Serializing a Value into memory cannot fail.
+    v.serialize(&mut ser).expect("serialize JSON value");
+    String::from_utf8(buf).expect("serde_json writes UTF-8")
+}
+
+/// Renders a minimal Go template: text with `{{.A.B}}` or `{{json .A.B}}` actions.
+pub fn render_template(tmpl: &str, v: &Value) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = tmpl;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            bail!("template: unclosed action in {tmpl:?}");
+        };
+        out.push_str(&render_action(after[..end].trim(), v, tmpl)?);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn render_action(action: &str, v: &Value, tmpl: &str) -> anyhow::Result<String> {
+    let (json, path) = match action.strip_prefix("json") {
+        Some(p) if p.starts_with(char::is_whitespace) => (true, p.trim()),
+        _ => (false, action),
+    };
+    if !path.starts_with('.') {
+        bail!("template: unsupported action {{{{{action}}}}} in {tmpl:?}: use {{{{.Field.Path}}}} or {{{{json .Field}}}}");
+    }
+    let found = resolve_path(v, path);
+    Ok(match (json, found) {
+        (true, Some(x)) => serde_json::to_string(x)?,
+        (true, None) => "null".into(),
+        (false, Some(x)) => go_print(x),
+        (false, None) => "<no value>".into(),
+    })
+}
+
+/// Follows `.A.B.C` through objects; `.` alone is the value itself.
+pub fn resolve_path<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.')
+        .filter(|s| !s.is_empty())
+        .try_fold(v, |cur, key| cur.get(key))
+}
+
+/// Go's default printing of a value: strings bare, maps as `map[k:v]`.
+fn go_print(v: &Value) -> String {
+    match v {
+        Value::Null => "<nil>".into(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(a) => format!("[{}]", a.iter().map(go_print).collect::<Vec<_>>().join(" ")),
+        Value::Object(m) => format!(
+            "map[{}]",
+            m.iter()
+                .map(|(k, v)| format!("{k}:{}", go_print(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    }
+}
+
+// === Docker shapes ===
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Version {
+    index: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PortJson {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    name: String,
+    protocol: String,
+    target_port: u32,
+    published_port: u32,
+    publish_mode: String,
+}
+
+fn ports_json(ports: &[pb::PortConfig]) -> Vec<PortJson> {
+    ports
+        .iter()
+        .map(|p| PortJson {
+            name: p.name.clone(),
+            protocol: if p.protocol.is_empty() {
+                "tcp".into()
+            } else {
+                p.protocol.clone()
+            },
+            target_port: p.target_port,
+            published_port: p.published_port,
+            publish_mode: if p.publish_mode.is_empty() {
+                "ingress".into()
+            } else {
+                p.publish_mode.clone()
+            },
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerSpecJson {
+    image: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    env: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    dir: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct RestartPolicyJson {
+    condition: &'static str,
+    /// Nanoseconds, as Go's time.Duration.
+    delay: u64,
+    max_attempts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TaskTemplateJson {
+    container_spec: ContainerSpecJson,
+    restart_policy: RestartPolicyJson,
+    runtime: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EndpointSpecJson {
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<PortJson>,
+}
+
+#[derive(Serialize)]
+enum ModeJson {
+    Replicated {
+        #[serde(rename = "Replicas")]
+        replicas: u64,
+    },
+    Global {},
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ServiceSpecJson {
+    name: String,
+    labels: BTreeMap<String, String>,
+    task_template: TaskTemplateJson,
+    mode: ModeJson,
+    endpoint_spec: EndpointSpecJson,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EndpointJson {
+    spec: EndpointSpecJson,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<PortJson>,
+}
+
+/// A service as `docker service inspect` shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceJson {
+    #[serde(rename = "ID")]
+    id: String,
+    version: Version,
+    created_at: String,
+    updated_at: String,
+    spec: ServiceSpecJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_spec: Option<ServiceSpecJson>,
+    endpoint: EndpointJson,
+}
+
+/// Docker's name for a runtime (`TaskTemplate.Runtime`).
+pub fn runtime_name(r: i32) -> &'static str {
+    match pb::Runtime::try_from(r) {
+        Ok(pb::Runtime::Process) => "process",
+        _ => "builtin",
+    }
+}
+
+/// Docker's name for a restart condition.
+pub fn restart_condition_name(c: i32) -> &'static str {
+    match pb::RestartCondition::try_from(c) {
+        Ok(pb::RestartCondition::OnFailure) => "on-failure",
+        Ok(pb::RestartCondition::None) => "none",
+        _ => "any",
+    }
+}
+
+fn is_global(spec: &pb::ServiceSpec) -> bool {
+    spec.mode == pb::ServiceMode::Global as i32
+}
+
+fn container_spec_json(spec: &pb::ServiceSpec) -> ContainerSpecJson {
+    ContainerSpecJson {
+        image: spec.image.clone(),
+        args: spec.command.clone(),
+        env: spec.env.clone(),
+        dir: spec.workdir.clone(),
+    }
+}
+
+fn restart_json(spec: &pb::ServiceSpec) -> RestartPolicyJson {
+    let r = spec.restart.unwrap_or_default();
+    RestartPolicyJson {
+        condition: restart_condition_name(r.condition),
+        delay: r.delay_ms * 1_000_000,
+        max_attempts: r.max_attempts,
+        window: (r.window_ms > 0).then_some(r.window_ms * 1_000_000),
+    }
+}
+
+fn service_spec_json(spec: &pb::ServiceSpec) -> ServiceSpecJson {
+    ServiceSpecJson {
+        name: spec.name.clone(),
+        labels: spec.labels.clone().into_iter().collect(),
+        task_template: TaskTemplateJson {
+            container_spec: container_spec_json(spec),
+            restart_policy: restart_json(spec),
+            runtime: runtime_name(spec.runtime),
+        },
+        mode: if is_global(spec) {
+            ModeJson::Global {}
+        } else {
+            ModeJson::Replicated {
+                replicas: spec.replicas,
+            }
+        },
+        endpoint_spec: EndpointSpecJson {
+            mode: "vip",
+            ports: ports_json(&spec.ports),
+        },
+    }
+}
+
+/// A service as `docker service inspect` shows it.
+pub fn service_json(s: &pb::Service) -> ServiceJson {
+    let meta = s.meta.unwrap_or_default();
+    let spec = s.spec.clone().unwrap_or_default();
+    let endpoint_ports = s
+        .endpoint
+        .as_ref()
+        .map(|e| e.ports.as_slice())
+        .unwrap_or(&[]);
+    ServiceJson {
+        id: s.id.clone(),
+        version: Version {
+            index: meta.version,
+        },
+        created_at: rfc3339(meta.created_at_ms),
+        updated_at: rfc3339(meta.updated_at_ms),
+        spec: service_spec_json(&spec),
+        previous_spec: s.previous_spec.as_ref().map(service_spec_json),
+        endpoint: EndpointJson {
+            spec: EndpointSpecJson {
+                mode: "vip",
+                ports: ports_json(&spec.ports),
+            },
+            ports: ports_json(endpoint_ports),
+        },
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TaskSpecJson {
+    container_spec: ContainerSpecJson,
+    restart_policy: RestartPolicyJson,
+    runtime: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerStatusJson {
+    #[serde(rename = "ContainerID")]
+    container_id: String,
+    #[serde(rename = "PID")]
+    pid: u32,
+    exit_code: i32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PortStatusJson {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<PortJson>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct TaskStatusJson {
+    timestamp: String,
+    state: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    err: String,
+    container_status: ContainerStatusJson,
+    port_status: PortStatusJson,
+}
+
+#[derive(Serialize)]
+struct NetworkSpecJson {
+    #[serde(rename = "Name")]
+    name: &'static str,
+}
+
+#[derive(Serialize)]
+struct NetworkJson {
+    #[serde(rename = "Spec")]
+    spec: NetworkSpecJson,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NetworkAttachmentJson {
+    network: NetworkJson,
+    addresses: Vec<String>,
+}
+
+/// A task as `docker inspect TASK` shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskJson {
+    #[serde(rename = "ID")]
+    id: String,
+    version: Version,
+    created_at: String,
+    updated_at: String,
+    labels: BTreeMap<String, String>,
+    spec: TaskSpecJson,
+    #[serde(rename = "ServiceID")]
+    service_id: String,
+    slot: u64,
+    #[serde(rename = "NodeID")]
+    node_id: String,
+    status: TaskStatusJson,
+    desired_state: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    networks_attachments: Vec<NetworkAttachmentJson>,
+}
+
+fn task_state_str(s: i32) -> &'static str {
+    pb::TaskState::try_from(s)
+        .map(shoal_api::state::task_state_name)
+        .unwrap_or("unknown")
+}
+
+/// A task as `docker inspect TASK` shows it.
+pub fn task_json(t: &pb::Task) -> TaskJson {
+    let meta = t.meta.unwrap_or_default();
+    let spec = t.spec.clone().unwrap_or_default();
+    let status = t.status.clone().unwrap_or_default();
+    let host_ports: Vec<pb::PortConfig> = t
+        .endpoint
+        .as_ref()
+        .map(|e| {
+            e.ports
+                .iter()
+                .filter(|p| p.publish_mode == "host")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    TaskJson {
+        id: t.id.clone(),
+        version: Version {
+            index: meta.version,
+        },
+        created_at: rfc3339(meta.created_at_ms),
+        updated_at: rfc3339(meta.updated_at_ms),
+        labels: BTreeMap::new(),
+        spec: TaskSpecJson {
+            container_spec: container_spec_json(&spec),
+            restart_policy: restart_json(&spec),
+            runtime: runtime_name(spec.runtime),
+        },
+        service_id: t.service_id.clone(),
+        slot: t.slot,
+        node_id: t.node_id.clone(),
+        status: TaskStatusJson {
+            timestamp: rfc3339(status.timestamp_ms),
+            state: task_state_str(status.state),
+            message: status.message.clone(),
+            err: status.err.clone(),
+            container_status: ContainerStatusJson {
+                container_id: t.id.clone(),
+                pid: status.pid,
+                exit_code: status.exit_code,
+            },
+            port_status: PortStatusJson {
+                ports: ports_json(&host_ports),
+            },
+        },
+        desired_state: task_state_str(t.desired_state),
+        networks_attachments: if t.ingress_address.is_empty() {
+            Vec::new()
+        } else {
+            vec![NetworkAttachmentJson {
+                network: NetworkJson {
+                    spec: NetworkSpecJson { name: "ingress" },
+                },
+                addresses: vec![t.ingress_address.clone()],
+            }]
+        },
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeSpecJson {
+    labels: BTreeMap<String, String>,
+    role: &'static str,
+    availability: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PlatformJson {
+    architecture: String,
+    #[serde(rename = "OS")]
+    os: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct EngineJson {
+    engine_version: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeDescriptionJson {
+    hostname: String,
+    platform: PlatformJson,
+    engine: EngineJson,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NodeStatusJson {
+    state: String,
+    message: String,
+    addr: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ManagerStatusJson {
+    leader: bool,
+    reachability: String,
+    addr: String,
+}
+
+/// A node as `docker node inspect` shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeJson {
+    #[serde(rename = "ID")]
+    id: String,
+    version: Version,
+    created_at: String,
+    updated_at: String,
+    spec: NodeSpecJson,
+    description: NodeDescriptionJson,
+    status: NodeStatusJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    manager_status: Option<ManagerStatusJson>,
+}
+
+/// A node as `docker node inspect` shows it.
+pub fn node_json(n: &pb::Node) -> NodeJson {
+    let meta = n.meta.unwrap_or_default();
+    let spec = n.spec.clone().unwrap_or_default();
+    let desc = n.description.clone().unwrap_or_default();
+    let status = n.status.clone().unwrap_or_default();
+    NodeJson {
+        id: n.id.clone(),
+        version: Version {
+            index: meta.version,
+        },
+        created_at: rfc3339(meta.created_at_ms),
+        updated_at: rfc3339(meta.updated_at_ms),
+        spec: NodeSpecJson {
+            labels: spec.labels.into_iter().collect(),
+            role: if spec.role == pb::NodeRole::Manager as i32 {
+                "manager"
+            } else {
+                "worker"
+            },
+            availability: availability_name(spec.availability).to_lowercase(),
+        },
+        description: NodeDescriptionJson {
+            hostname: desc.hostname,
+            platform: PlatformJson {
+                architecture: desc.arch,
+                os: desc.os,
+            },
+            engine: EngineJson {
+                engine_version: desc.engine_version,
+            },
+        },
+        status: NodeStatusJson {
+            state: node_state_name(status.state).to_lowercase(),
+            message: status.message,
+            addr: status.addr,
+        },
+        manager_status: n.manager_status.as_ref().map(|m| ManagerStatusJson {
+            leader: m.leader,
+            reachability: m.reachability.clone(),
+            addr: m.addr.clone(),
+        }),
+    }
+}
+
+/// `Active` / `Pause` / `Drain`.
+pub fn availability_name(a: i32) -> &'static str {
+    match pb::NodeAvailability::try_from(a) {
+        Ok(pb::NodeAvailability::Pause) => "Pause",
+        Ok(pb::NodeAvailability::Drain) => "Drain",
+        _ => "Active",
+    }
+}
+
+/// `Ready` / `Down` / `Disconnected` / `Unknown`.
+pub fn node_state_name(s: i32) -> &'static str {
+    match pb::NodeState::try_from(s) {
+        Ok(pb::NodeState::Ready) => "Ready",
+        Ok(pb::NodeState::Down) => "Down",
+        Ok(pb::NodeState::Disconnected) => "Disconnected",
+        _ => "Unknown",
+    }
+}
+
+/// `docker service inspect --pretty`.
+pub fn service_pretty(s: &pb::Service) -> String {
+    let spec = s.spec.clone().unwrap_or_default();
+    let mut o = String::new();
+    o.push('\n');
+    o.push_str(&format!("ID:\t\t{}\n", s.id));
+    o.push_str(&format!("Name:\t\t{}\n", spec.name));
+    if !spec.labels.is_empty() {
+        o.push_str("Labels:\n");
+        let labels: BTreeMap<_, _> = spec.labels.iter().collect();
+        for (k, v) in labels {
+            if v.is_empty() {
+                o.push_str(&format!(" {k}\n"));
+            } else {
+                o.push_str(&format!(" {k}={v}\n"));
+            }
+        }
+    }
+    if is_global(&spec) {
+        o.push_str("Service Mode:\tGlobal\n");
+    } else {
+        o.push_str("Service Mode:\tReplicated\n");
+        o.push_str(&format!(" Replicas:\t{}\n", spec.replicas));
+    }
+    let r = restart_json(&spec);
+    o.push_str("RestartPolicy:\n");
+    o.push_str(&format!(" Condition:\t{}\n", r.condition));
+    o.push_str(&format!(
+        " Delay:\t\t{}\n",
+        humantime::format_duration(std::time::Duration::from_nanos(r.delay))
+    ));
+    o.push_str(&format!(" Max Attempts:\t{}\n", r.max_attempts));
+    o.push_str("ContainerSpec:\n");
+    o.push_str(&format!(" Image:\t\t{}\n", spec.image));
+    if !spec.command.is_empty() {
+        o.push_str(&format!(" Args:\t\t{} \n", spec.command.join(" ")));
+    }
+    if !spec.env.is_empty() {
+        o.push_str(&format!(" Env:\t\t{} \n", spec.env.join(" ")));
+    }
+    if !spec.workdir.is_empty() {
+        o.push_str(&format!(" Dir:\t\t{}\n", spec.workdir));
+    }
+    o.push_str(&format!("Runtime:\t{}\n", runtime_name(spec.runtime)));
+    o.push_str("Endpoint Mode:\tvip\n");
+    let ports = s
+        .endpoint
+        .as_ref()
+        .filter(|e| !e.ports.is_empty())
+        .map(|e| e.ports.clone())
+        .unwrap_or(spec.ports);
+    if !ports.is_empty() {
+        o.push_str("Ports:\n");
+        for p in ports_json(&ports) {
+            o.push_str(&format!(" PublishedPort = {}\n", p.published_port));
+            o.push_str(&format!("  Protocol = {}\n", p.protocol));
+            o.push_str(&format!("  TargetPort = {}\n", p.target_port));
+            o.push_str(&format!("  PublishMode = {}\n", p.publish_mode));
+        }
+    }
+    o
+}
+
+/// `docker node inspect --pretty`.
+pub fn node_pretty(n: &pb::Node) -> String {
+    let meta = n.meta.unwrap_or_default();
+    let desc = n.description.clone().unwrap_or_default();
+    let status = n.status.clone().unwrap_or_default();
+    let spec = n.spec.clone().unwrap_or_default();
+    let mut o = String::new();
+    o.push_str(&format!("ID:\t\t\t{}\n", n.id));
+    o.push_str(&format!("Hostname:\t\t{}\n", desc.hostname));
+    o.push_str(&format!("Joined at:\t\t{}\n", rfc3339(meta.created_at_ms)));
+    o.push_str("Status:\n");
+    o.push_str(&format!(" State:\t\t\t{}\n", node_state_name(status.state)));
+    o.push_str(&format!(
+        " Availability:\t\t{}\n",
+        availability_name(spec.availability)
+    ));
+    o.push_str(&format!(" Address:\t\t{}\n", status.addr));
+    if let Some(m) = &n.manager_status {
+        o.push_str("Manager Status:\n");
+        o.push_str(&format!(" Address:\t\t{}\n", m.addr));
+        o.push_str(&format!(
+            " Raft Status:\t\t{}\n",
+            crate::format::title(&m.reachability)
+        ));
+        o.push_str(&format!(
+            " Leader:\t\t{}\n",
+            if m.leader { "Yes" } else { "No" }
+        ));
+    }
+    o.push_str("Platform:\n");
+    o.push_str(&format!(" Operating System:\t{}\n", desc.os));
+    o.push_str(&format!(" Architecture:\t\t{}\n", desc.arch));
+    o.push_str(&format!("Engine Version:\t\t{}\n", desc.engine_version));
+    o
+}

@@ -1,0 +1,402 @@
+//! Client-side parsing and validation of flag values. Every error names the
+//! flag and the fix, in Docker's `invalid argument "V" for "F" flag: WHY` shape.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail};
+use shoal_api::pb::{PortConfig, RestartCondition, Runtime, ServiceMode, TaskState};
+
+#[cfg(test)]
+mod tests;
+
+/// The standard wording for a bad flag value.
+pub fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("invalid argument {value:?} for {flag:?} flag: {why}")
+}
+
+const PUBLISH: &str = "-p, --publish";
+
+/// Parses one `-p/--publish` value into one or more port configs.
+///
+/// Short form: `[PUBLISHED:]TARGET[/PROTOCOL]`, either side may be a range
+/// (`8080-8081:80-81`); long form: `published=8081,target=80,protocol=tcp,mode=ingress`.
+/// A missing published port is 0: the manager allocates one.
+pub fn parse_publish(value: &str) -> anyhow::Result<Vec<PortConfig>> {
+    let bad = |why: String| invalid(value, PUBLISH, why);
+    if value.contains('=') {
+        return parse_publish_long(value).map(|p| vec![p]).map_err(bad);
+    }
+    let (ports, proto) = match value.split_once('/') {
+        Some((p, proto)) => (p, proto),
+        None => (value, "tcp"),
+    };
+    let proto = parse_protocol(proto).map_err(&bad)?;
+    let parts: Vec<&str> = ports.split(':').collect();
+    let (published, target) = match parts.as_slice() {
+        [target] => (None, *target),
+        [published, target] => (Some(*published), *target),
+        [_ip, ..] => {
+            return Err(bad(
+                "binding to a host IP is not supported; use PUBLISHED:TARGET".into(),
+            ))
+        }
+        [] => unreachable!("split yields at least one part"),
+    };
+    let targets = parse_range(target, "target").map_err(&bad)?;
+    let published = match published {
+        Some(p) if !p.is_empty() => Some(parse_range(p, "published").map_err(&bad)?),
+        _ => None,
+    };
+    if let Some(published) = &published {
+        if published.len() != targets.len() && published.len() != 1 {
+            return Err(bad(format!(
+                "published range {} and target range {} differ in size",
+                ports.split(':').next().unwrap_or_default(),
+                target
+            )));
+        }
+    }
+    Ok(targets
+        .iter()
+        .enumerate()
+        .map(|(i, &t)| PortConfig {
+            name: String::new(),
+            protocol: proto.to_string(),
+            target_port: t,
+            published_port: match &published {
+                Some(p) if p.len() == 1 && targets.len() > 1 => p[0] + i as u32,
+                Some(p) => p[i],
+                None => 0,
+            },
+            publish_mode: "ingress".into(),
+        })
+        .collect())
+}
+
+fn parse_publish_long(value: &str) -> Result<PortConfig, String> {
+    let mut port = PortConfig {
+        name: String::new(),
+        protocol: "tcp".into(),
+        target_port: 0,
+        published_port: 0,
+        publish_mode: "ingress".into(),
+    };
+    let mut have_target = false;
+    for field in value.split(',') {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| format!("invalid field {field:?}: expected KEY=VALUE"))?;
+        match k.trim().to_ascii_lowercase().as_str() {
+            "published" => port.published_port = parse_port(v, "published")?,
+            "target" => {
+                port.target_port = parse_port(v, "target")?;
+                have_target = true;
+            }
+            "protocol" => port.protocol = parse_protocol(v)?.to_string(),
+            "mode" => match v {
+                "ingress" | "host" => port.publish_mode = v.to_string(),
+                _ => {
+                    return Err(format!(
+                        "invalid publish mode {v:?}: must be ingress or host"
+                    ))
+                }
+            },
+            "name" => port.name = v.to_string(),
+            other => {
+                return Err(format!(
+                "invalid field key {other:?}: expected published, target, protocol, mode or name"
+            ))
+            }
+        }
+    }
+    if !have_target {
+        return Err("missing mandatory field \"target\"".into());
+    }
+    Ok(port)
+}
+
+fn parse_protocol(p: &str) -> Result<&'static str, String> {
+    match p.to_ascii_lowercase().as_str() {
+        "tcp" => Ok("tcp"),
+        "udp" => Ok("udp"),
+        _ => Err(format!("invalid protocol {p:?}: must be tcp or udp")),
+    }
+}
+
+fn parse_port(s: &str, what: &str) -> Result<u32, String> {
+    let n: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{what} port {s:?} is not a number"))?;
+    if !(1..=65535).contains(&n) {
+        return Err(format!("{what} port {n} out of range (1-65535)"));
+    }
+    Ok(n as u32)
+}
+
+fn parse_range(s: &str, what: &str) -> Result<Vec<u32>, String> {
+    match s.split_once('-') {
+        Some((a, b)) => {
+            let (a, b) = (parse_port(a, what)?, parse_port(b, what)?);
+            if b < a {
+                return Err(format!("{what} port range {s} ends before it starts"));
+            }
+            Ok((a..=b).collect())
+        }
+        None => Ok(vec![parse_port(s, what)?]),
+    }
+}
+
+/// `--replicas`: a non-negative integer.
+pub fn parse_replicas(value: &str) -> anyhow::Result<u64> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(value, "--replicas", "must be a non-negative integer"))
+}
+
+/// `--mode replicated|global`.
+pub fn parse_mode(value: &str) -> anyhow::Result<ServiceMode> {
+    match value {
+        "replicated" => Ok(ServiceMode::Replicated),
+        "global" => Ok(ServiceMode::Global),
+        _ => Err(invalid(value, "--mode", "must be replicated or global")),
+    }
+}
+
+/// `--restart-condition any|on-failure|none`.
+pub fn parse_restart_condition(value: &str) -> anyhow::Result<RestartCondition> {
+    match value {
+        "any" => Ok(RestartCondition::Any),
+        "on-failure" => Ok(RestartCondition::OnFailure),
+        "none" => Ok(RestartCondition::None),
+        _ => Err(invalid(
+            value,
+            "--restart-condition",
+            "must be any, on-failure or none",
+        )),
+    }
+}
+
+/// A Go-style duration flag (`5s`, `1m30s`, `500ms`).
+pub fn parse_duration(value: &str, flag: &str) -> anyhow::Result<Duration> {
+    if value == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(value).map_err(|_| {
+        invalid(
+            value,
+            flag,
+            "expected a duration such as 5s, 1m30s or 500ms",
+        )
+    })
+}
+
+/// A non-negative integer flag such as `--restart-max-attempts`.
+pub fn parse_count(value: &str, flag: &str) -> anyhow::Result<u64> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(value, flag, "must be a non-negative integer"))
+}
+
+/// `--runtime`, defaulting by image: builtin workloads need no runtime flag,
+/// anything else needs `--runtime process` and a command.
+pub fn resolve_runtime(
+    runtime: Option<&str>,
+    image: &str,
+    command: &[String],
+) -> anyhow::Result<Runtime> {
+    let builtin = shoal_api::builtin_image(image).is_some();
+    let runtime = match runtime {
+        None if builtin => Runtime::Builtin,
+        None => bail!(
+            "image {image:?} needs a container runtime, which this node does not have yet; \
+             run a command with --runtime process"
+        ),
+        Some("builtin") if builtin => Runtime::Builtin,
+        Some("builtin") => bail!(
+            "image {image:?} is not a builtin workload (shoal/echo, shoal/timecheck); \
+             run a command with --runtime process"
+        ),
+        Some("process") => Runtime::Process,
+        Some(other) => return Err(invalid(other, "--runtime", "must be builtin or process")),
+    };
+    if runtime == Runtime::Process && command.is_empty() {
+        bail!(
+            "--runtime process needs a command: \
+             shoal service create --runtime process IMAGE COMMAND [ARG...]"
+        );
+    }
+    Ok(runtime)
+}
+
+/// `-l/--label KEY[=VALUE]` values as a map.
+pub fn parse_labels(values: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    values
+        .iter()
+        .map(|v| {
+            let (k, val) = v.split_once('=').unwrap_or((v.as_str(), ""));
+            if k.trim().is_empty() {
+                return Err(invalid(v, "-l, --label", "the key must not be empty"));
+            }
+            Ok((k.to_string(), val.to_string()))
+        })
+        .collect()
+}
+
+/// `-e/--env KEY=VALUE`; a bare `KEY` takes the value from this environment
+/// when set, as Docker does.
+pub fn parse_env(values: &[String]) -> anyhow::Result<Vec<String>> {
+    values
+        .iter()
+        .map(|v| {
+            let key = v.split_once('=').map_or(v.as_str(), |(k, _)| k);
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                return Err(invalid(v, "-e, --env", "expected KEY=VALUE"));
+            }
+            if v.contains('=') {
+                Ok(v.clone())
+            } else {
+                Ok(match std::env::var(v) {
+                    Ok(val) => format!("{v}={val}"),
+                    Err(_) => v.clone(),
+                })
+            }
+        })
+        .collect()
+}
+
+/// `service scale SERVICE=REPLICAS`.
+pub fn parse_scale(arg: &str) -> anyhow::Result<(String, u64)> {
+    let Some((name, n)) = arg.split_once('=') else {
+        bail!("invalid scale specifier {arg:?}: expected SERVICE=REPLICAS");
+    };
+    if name.is_empty() {
+        bail!("invalid scale specifier {arg:?}: expected SERVICE=REPLICAS");
+    }
+    let n = n
+        .parse()
+        .map_err(|_| anyhow!("invalid replicas value {arg}: must be a non-negative integer"))?;
+    Ok((name.to_string(), n))
+}
+
+/// `service logs --tail N|all`: -1 means all.
+pub fn parse_tail(value: &str) -> anyhow::Result<i64> {
+    if value.eq_ignore_ascii_case("all") {
+        return Ok(-1);
+    }
+    let n: i64 = value
+        .parse()
+        .map_err(|_| invalid(value, "-n, --tail", "must be a number or \"all\""))?;
+    Ok(if n < 0 { -1 } else { n })
+}
+
+/// `service logs --since`: a duration back from `now_ms` (`10s`, `5m`), an
+/// RFC 3339 timestamp or Unix seconds; returns Unix ms.
+pub fn parse_since(value: &str, now_ms: i64) -> anyhow::Result<i64> {
+    if let Ok(d) = humantime::parse_duration(value) {
+        return Ok(now_ms - d.as_millis() as i64);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(value) {
+        return Ok(crate::format::unix_ms(t));
+    }
+    if let Ok(secs) = value.parse::<f64>() {
+        if secs >= 0.0 {
+            return Ok((secs * 1000.0) as i64);
+        }
+    }
+    Err(invalid(
+        value,
+        "--since",
+        "expected a duration (10s, 5m), an RFC 3339 timestamp or Unix seconds",
+    ))
+}
+
+/// `service ps -f KEY=VALUE` filters.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TaskFilters {
+    /// Lower-case desired states (`running`, `shutdown`, `accepted`).
+    pub desired_states: Vec<String>,
+    /// Node IDs, ID prefixes or hostnames.
+    pub nodes: Vec<String>,
+    /// Task names (`web.1`) or prefixes of them.
+    pub names: Vec<String>,
+    /// Task ID prefixes.
+    pub ids: Vec<String>,
+}
+
+/// Parses every `-f/--filter` value.
+pub fn parse_task_filters(values: &[String]) -> anyhow::Result<TaskFilters> {
+    let mut f = TaskFilters::default();
+    for v in values {
+        let bad = |why: &str| invalid(v, "-f, --filter", why);
+        let (k, val) = v
+            .split_once('=')
+            .ok_or_else(|| bad("expected KEY=VALUE (desired-state, node, name or id)"))?;
+        match k {
+            "desired-state" => {
+                let state = shoal_api::state::parse_task_state(val)
+                    .filter(|s| {
+                        matches!(
+                            s,
+                            TaskState::Running | TaskState::Shutdown | TaskState::Accepted
+                        )
+                    })
+                    .ok_or_else(|| bad("desired-state must be running, shutdown or accepted"))?;
+                f.desired_states
+                    .push(shoal_api::state::task_state_name(state).to_string());
+            }
+            "node" => f.nodes.push(val.to_string()),
+            "name" => f.names.push(val.to_string()),
+            "id" => f.ids.push(val.to_string()),
+            _ => {
+                return Err(bad(
+                    "unknown filter (expected desired-state, node, name or id)",
+                ))
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// A Docker-like random service name (`blissful_kirch`) for `create` without `--name`.
+pub fn random_name() -> String {
+    const LEFT: &[&str] = &[
+        "admiring", "blissful", "brave", "busy", "clever", "eager", "elastic", "focused",
+        "gallant", "happy", "jolly", "keen", "lucid", "modest", "nifty", "quirky", "serene",
+        "sharp", "stoic", "vibrant", "wizardly", "zen",
+    ];
+    const RIGHT: &[&str] = &[
+        "albattani",
+        "bell",
+        "curie",
+        "darwin",
+        "euler",
+        "fermi",
+        "goodall",
+        "hopper",
+        "kirch",
+        "lovelace",
+        "meitner",
+        "noether",
+        "pasteur",
+        "ritchie",
+        "shannon",
+        "tesla",
+        "thompson",
+        "turing",
+        "wozniak",
+        "yalow",
+    ];
+    let id = shoal_api::id::new_id();
+    let seed = id.bytes().fold(0usize, |acc, b| {
+        acc.wrapping_mul(31).wrapping_add(b as usize)
+    });
+    format!(
+        "{}_{}",
+        LEFT[seed % LEFT.len()],
+        RIGHT[(seed / LEFT.len()) % RIGHT.len()]
+    )
+}

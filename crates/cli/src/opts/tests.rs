@@ -1,0 +1,191 @@
+use super::*;
+
+fn one(v: &str) -> PortConfig {
+    let mut ports = parse_publish(v).unwrap();
+    assert_eq!(ports.len(), 1, "{v}");
+    ports.remove(0)
+}
+
+#[test]
+fn publish_short_forms() {
+    let p = one("8080:80");
+    assert_eq!((p.published_port, p.target_port), (8080, 80));
+    assert_eq!(p.protocol, "tcp");
+    assert_eq!(p.publish_mode, "ingress");
+
+    let p = one("8080:80/udp");
+    assert_eq!(
+        (p.published_port, p.target_port, p.protocol.as_str()),
+        (8080, 80, "udp")
+    );
+
+    let p = one("80");
+    assert_eq!((p.published_port, p.target_port), (0, 80));
+
+    let p = one("80/tcp");
+    assert_eq!((p.published_port, p.target_port), (0, 80));
+
+    let ps = parse_publish("8080-8081:80-81").unwrap();
+    let pairs: Vec<_> = ps
+        .iter()
+        .map(|p| (p.published_port, p.target_port))
+        .collect();
+    assert_eq!(pairs, [(8080, 80), (8081, 81)]);
+}
+
+#[test]
+fn publish_long_form() {
+    let p = one("published=8081,target=80,protocol=tcp,mode=ingress");
+    assert_eq!((p.published_port, p.target_port), (8081, 80));
+    assert_eq!(p.publish_mode, "ingress");
+    let p = one("target=80,mode=host");
+    assert_eq!((p.published_port, p.target_port), (0, 80));
+    assert_eq!(p.publish_mode, "host");
+}
+
+#[test]
+fn publish_errors_name_the_flag() {
+    let err = |v: &str| parse_publish(v).unwrap_err().to_string();
+    assert_eq!(
+        err("70000:80"),
+        "invalid argument \"70000:80\" for \"-p, --publish\" flag: \
+         published port 70000 out of range (1-65535)"
+    );
+    assert_eq!(
+        err("8080:0"),
+        "invalid argument \"8080:0\" for \"-p, --publish\" flag: \
+         target port 0 out of range (1-65535)"
+    );
+    assert!(err("abc").contains("target port \"abc\" is not a number"));
+    assert!(err("8080:80/sctp").contains("invalid protocol"));
+    assert!(err("published=8080").contains("missing mandatory field \"target\""));
+    assert!(err("target=80,mode=foo").contains("invalid publish mode"));
+    assert!(err("target=80,color=red").contains("invalid field key"));
+    assert!(err("1.2.3.4:80:80").contains("host IP"));
+    assert!(err("8080-8082:80-81").contains("differ in size"));
+}
+
+#[test]
+fn replicas_validation() {
+    assert_eq!(parse_replicas("3").unwrap(), 3);
+    assert_eq!(parse_replicas("0").unwrap(), 0);
+    assert_eq!(
+        parse_replicas("-1").unwrap_err().to_string(),
+        "invalid argument \"-1\" for \"--replicas\" flag: must be a non-negative integer"
+    );
+    assert!(parse_replicas("abc").is_err());
+}
+
+#[test]
+fn scale_specifiers() {
+    assert_eq!(parse_scale("web=6").unwrap(), ("web".to_string(), 6));
+    assert_eq!(
+        parse_scale("web=abc").unwrap_err().to_string(),
+        "invalid replicas value web=abc: must be a non-negative integer"
+    );
+    assert!(parse_scale("web")
+        .unwrap_err()
+        .to_string()
+        .contains("invalid scale specifier"));
+}
+
+#[test]
+fn runtimes() {
+    let cmd = vec!["sleep".to_string(), "10".to_string()];
+    assert_eq!(
+        resolve_runtime(None, "shoal/echo", &[]).unwrap(),
+        Runtime::Builtin
+    );
+    assert_eq!(
+        resolve_runtime(None, "shoal/timecheck:1.0", &[]).unwrap(),
+        Runtime::Builtin
+    );
+    assert_eq!(
+        resolve_runtime(None, "nginx", &[]).unwrap_err().to_string(),
+        "image \"nginx\" needs a container runtime, which this node does not have yet; \
+         run a command with --runtime process"
+    );
+    assert_eq!(
+        resolve_runtime(Some("process"), "nginx", &cmd).unwrap(),
+        Runtime::Process
+    );
+    assert_eq!(
+        resolve_runtime(Some("process"), "nginx", &[])
+            .unwrap_err()
+            .to_string(),
+        "--runtime process needs a command: \
+         shoal service create --runtime process IMAGE COMMAND [ARG...]"
+    );
+    assert!(resolve_runtime(Some("docker"), "nginx", &cmd).is_err());
+    assert!(resolve_runtime(Some("builtin"), "nginx", &cmd).is_err());
+}
+
+#[test]
+fn flag_values() {
+    assert_eq!(parse_mode("global").unwrap(), ServiceMode::Global);
+    assert!(parse_mode("x").is_err());
+    assert_eq!(
+        parse_restart_condition("on-failure").unwrap(),
+        RestartCondition::OnFailure
+    );
+    assert_eq!(
+        parse_duration("5s", "--restart-delay").unwrap(),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        parse_duration("1m30s", "--restart-delay").unwrap(),
+        Duration::from_secs(90)
+    );
+    assert_eq!(
+        parse_duration("500ms", "--restart-delay").unwrap(),
+        Duration::from_millis(500)
+    );
+    assert_eq!(
+        parse_duration("0", "--restart-delay").unwrap(),
+        Duration::ZERO
+    );
+    assert!(parse_duration("soon", "--restart-delay").is_err());
+    let labels = parse_labels(&["a=b".into(), "c".into()]).unwrap();
+    assert_eq!(labels["a"], "b");
+    assert_eq!(labels["c"], "");
+    assert_eq!(parse_env(&["A=1".into()]).unwrap(), ["A=1"]);
+    assert!(parse_env(&["=1".into()]).is_err());
+}
+
+#[test]
+fn logs_flags() {
+    assert_eq!(parse_tail("all").unwrap(), -1);
+    assert_eq!(parse_tail("10").unwrap(), 10);
+    assert_eq!(parse_tail("-5").unwrap(), -1);
+    assert!(parse_tail("x").is_err());
+    let now = 1_700_000_000_000;
+    assert_eq!(parse_since("10s", now).unwrap(), now - 10_000);
+    assert_eq!(parse_since("2023-11-14T22:13:20Z", now).unwrap(), now);
+    assert_eq!(parse_since("1700000000", now).unwrap(), now);
+    assert!(parse_since("yesterday", now).is_err());
+}
+
+#[test]
+fn task_filters() {
+    let f = parse_task_filters(&[
+        "desired-state=running".into(),
+        "node=n1".into(),
+        "name=web.1".into(),
+    ])
+    .unwrap();
+    assert_eq!(f.desired_states, ["running"]);
+    assert_eq!(f.nodes, ["n1"]);
+    assert_eq!(f.names, ["web.1"]);
+    assert!(parse_task_filters(&["desired-state=bogus".into()]).is_err());
+    assert!(parse_task_filters(&["color=red".into()]).is_err());
+    assert!(parse_task_filters(&["node".into()]).is_err());
+}
+
+#[test]
+fn random_names_look_like_docker() {
+    let n = random_name();
+    assert!(
+        n.contains('_') && n.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+        "{n}"
+    );
+}

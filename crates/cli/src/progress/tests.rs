@@ -1,0 +1,133 @@
+use super::*;
+
+fn service(replicas: u64, global: bool) -> pb::Service {
+    pb::Service {
+        id: "svc".into(),
+        spec: Some(pb::ServiceSpec {
+            name: "web".into(),
+            replicas,
+            mode: if global { 1 } else { 0 },
+            ..Default::default()
+        }),
+        spec_version: 2,
+        ..Default::default()
+    }
+}
+
+fn task(slot: u64, node: &str, state: TaskState, created: i64) -> pb::Task {
+    pb::Task {
+        id: format!("t{slot}{node}{created}"),
+        meta: Some(pb::Meta {
+            version: 1,
+            created_at_ms: created,
+            updated_at_ms: created,
+        }),
+        service_id: "svc".into(),
+        service_name: "web".into(),
+        slot,
+        node_id: node.into(),
+        spec_version: 2,
+        desired_state: TaskState::Running as i32,
+        status: Some(pb::TaskStatus {
+            state: state as i32,
+            timestamp_ms: created,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+const FULL: &str = "[==================================================>]";
+
+#[test]
+fn bars() {
+    let t = task(1, "n1", TaskState::Running, 1);
+    assert_eq!(task_line("1/3", Some(&t)), format!("1/3: running   {FULL}"));
+    let t = task(1, "n1", TaskState::Starting, 1);
+    assert_eq!(
+        task_line("1/3", Some(&t)),
+        format!("1/3: starting  [{}>{}]", "=".repeat(44), " ".repeat(6))
+    );
+    let t = task(1, "n1", TaskState::New, 1);
+    assert_eq!(
+        task_line("1/3", Some(&t)),
+        format!("1/3: new       [{}>{}]", "=".repeat(5), " ".repeat(45))
+    );
+    let mut t = task(1, "n1", TaskState::Failed, 1);
+    t.status.as_mut().unwrap().err = "task: non-zero exit (1)".into();
+    assert_eq!(task_line("1/3", Some(&t)), "1/3: task: non-zero exit (1)");
+    assert_eq!(task_line("2/3", None), "2/3: ");
+}
+
+#[test]
+fn replicated_converges_when_every_slot_runs_the_current_spec() {
+    let svc = service(3, false);
+    let mut tasks = vec![
+        task(1, "n1", TaskState::Running, 10),
+        task(2, "n1", TaskState::Running, 10),
+        task(3, "n2", TaskState::Starting, 10),
+    ];
+    let snap = evaluate(&svc, &tasks, &[]);
+    assert_eq!((snap.running, snap.desired), (2, Some(3)));
+    assert!(!snap.converged());
+    assert_eq!(snap.lines[0], "overall progress: 2 out of 3 tasks");
+
+    tasks[2] = task(3, "n2", TaskState::Running, 10);
+    let snap = evaluate(&svc, &tasks, &[]);
+    assert!(snap.converged());
+    assert_eq!(
+        snap.lines,
+        [
+            "overall progress: 3 out of 3 tasks".to_string(),
+            format!("1/3: running   {FULL}"),
+            format!("2/3: running   {FULL}"),
+            format!("3/3: running   {FULL}"),
+        ]
+    );
+}
+
+#[test]
+fn old_spec_versions_and_stopping_tasks_do_not_count() {
+    let svc = service(1, false);
+    let mut old = task(1, "n1", TaskState::Running, 5);
+    old.spec_version = 1;
+    let snap = evaluate(&svc, &[old.clone()], &[]);
+    assert_eq!(snap.running, 0);
+
+    // A failed task being replaced: its error is remembered, the new one shown.
+    let mut failed = task(1, "n1", TaskState::Failed, 5);
+    failed.desired_state = TaskState::Shutdown as i32;
+    failed.status.as_mut().unwrap().err = "task: non-zero exit (137)".into();
+    let fresh = task(1, "n1", TaskState::Ready, 6);
+    let snap = evaluate(&svc, &[failed, fresh], &[]);
+    assert_eq!(snap.running, 0);
+    assert_eq!(
+        snap.last_error.as_deref(),
+        Some("task: non-zero exit (137)")
+    );
+    assert!(snap.lines[1].starts_with("1/1: ready "));
+}
+
+#[test]
+fn global_counts_nodes_with_tasks() {
+    let svc = service(0, true);
+    let snap = evaluate(&svc, &[], &[]);
+    assert!(!snap.converged());
+    assert_eq!(snap.lines, ["overall progress: waiting for new tasks"]);
+
+    let tasks = [
+        task(0, "aaaaaaaaaaaaaaaaaaaaaaaaa", TaskState::Running, 1),
+        task(0, "bbbbbbbbbbbbbbbbbbbbbbbbb", TaskState::Running, 1),
+    ];
+    let snap = evaluate(&svc, &tasks, &[]);
+    assert!(snap.converged());
+    assert_eq!(snap.lines[0], "overall progress: 2 out of 2 tasks");
+    assert_eq!(snap.lines[1], format!("aaaaaaaaaaaa: running   {FULL}"));
+}
+
+#[test]
+fn zero_replicas_converge_at_once() {
+    let snap = evaluate(&service(0, false), &[], &[]);
+    assert!(snap.converged());
+    assert_eq!(snap.lines, ["overall progress: 0 out of 0 tasks"]);
+}

@@ -1,0 +1,146 @@
+//! The allocator: published ports for services and ingress addresses for
+//! tasks. Port allocation runs inside the control API (conflicts are refused
+//! at create); address allocation is a sans-IO pass of the reconcile loop
+//! that moves tasks from NEW to PENDING.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use shoal_api::pb::{PortConfig, TaskState};
+use shoal_api::state::is_terminal;
+
+use crate::orchestrator::{is_live, task_state, Changes};
+use crate::spec::{DYNAMIC_PORT_END, DYNAMIC_PORT_START};
+use crate::state::ClusterView;
+
+/// Ingress subnet given to a new cluster.
+pub const DEFAULT_INGRESS_SUBNET: &str = "10.255.0.0/16";
+
+/// Fills in published ports of `ports` that are 0 with the lowest port of
+/// the dynamic range that `available` accepts and no other port here uses.
+pub fn allocate_ports(
+    ports: &mut [PortConfig],
+    available: impl Fn(u32) -> bool,
+) -> Result<(), String> {
+    let mut used: BTreeSet<u32> = ports.iter().map(|p| p.published_port).collect();
+    for p in ports.iter_mut() {
+        if p.published_port == 0 {
+            let free = (DYNAMIC_PORT_START..=DYNAMIC_PORT_END)
+                .find(|c| !used.contains(c) && available(*c));
+            match free {
+                Some(port) => p.published_port = port,
+                None => {
+                    return Err(format!(
+                        "ports: no free port left in {DYNAMIC_PORT_START}-{DYNAMIC_PORT_END}"
+                    ))
+                }
+            }
+        }
+        used.insert(p.published_port);
+    }
+    Ok(())
+}
+
+/// Parses `a.b.c.d/len` into (network, prefix).
+pub fn parse_subnet(cidr: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, len) = cidr.split_once('/')?;
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    if len > 30 {
+        return None;
+    }
+    let mask = u32::MAX.checked_shl(32 - len as u32).unwrap_or(0);
+    Some((Ipv4Addr::from(u32::from(addr) & mask), len))
+}
+
+/// The bridge's own address: the first host of the subnet.
+pub fn gateway(cidr: &str) -> Option<(Ipv4Addr, u8)> {
+    let (net, len) = parse_subnet(cidr)?;
+    Some((Ipv4Addr::from(u32::from(net) + 1), len))
+}
+
+/// Gives every NEW task an ingress address and moves it to PENDING.
+pub fn allocate_tasks(view: &mut ClusterView, changes: &mut Changes, now: i64) {
+    let Some((net, len)) = parse_subnet(&view.cluster.ingress_subnet) else {
+        return;
+    };
+    let mut in_use: BTreeSet<u32> = view
+        .tasks
+        .values()
+        .filter(|t| !is_terminal(task_state(t)))
+        .filter_map(|t| {
+            t.ingress_address
+                .split('/')
+                .next()?
+                .parse::<Ipv4Addr>()
+                .ok()
+        })
+        .map(u32::from)
+        .collect();
+    let first = u32::from(net) + 2; // .0 network, .1 gateway
+    let last = u32::from(net) + (1u32 << (32 - len)) - 2;
+    let pending: Vec<String> = view
+        .tasks
+        .values()
+        .filter(|t| is_live(t) && task_state(t) == TaskState::New)
+        .map(|t| t.id.clone())
+        .collect();
+    let mut next = first;
+    for id in pending {
+        while next <= last && in_use.contains(&next) {
+            next += 1;
+        }
+        let task = view.tasks.get_mut(&id).expect("listed above");
+        let status = task.status.get_or_insert_with(Default::default);
+        if next > last {
+            let err = format!("no free address left in {}", view.cluster.ingress_subnet);
+            if status.err != err {
+                status.err = err;
+                changes.dirty.insert(id);
+            }
+            continue;
+        }
+        in_use.insert(next);
+        task.ingress_address = format!("{}/{}", Ipv4Addr::from(next), len);
+        status.state = TaskState::Pending as i32;
+        status.timestamp_ms = now;
+        status.message = "pending task scheduling".into();
+        status.err.clear();
+        changes.dirty.insert(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_ports_skip_taken() {
+        let mut ports = vec![
+            PortConfig {
+                target_port: 80,
+                ..Default::default()
+            },
+            PortConfig {
+                target_port: 81,
+                ..Default::default()
+            },
+        ];
+        allocate_ports(&mut ports, |p| p != 30000).unwrap();
+        assert_eq!(ports[0].published_port, 30001);
+        assert_eq!(ports[1].published_port, 30002);
+    }
+
+    #[test]
+    fn subnets() {
+        assert_eq!(
+            parse_subnet("10.255.3.4/16"),
+            Some(("10.255.0.0".parse().unwrap(), 16))
+        );
+        assert_eq!(
+            gateway("10.255.0.0/16"),
+            Some(("10.255.0.1".parse().unwrap(), 16))
+        );
+        assert_eq!(parse_subnet("nope"), None);
+    }
+}

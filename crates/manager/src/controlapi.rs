@@ -1,0 +1,563 @@
+//! The `Control` gRPC service: validates requests, resolves names, and turns
+//! them into store transactions. It never runs tasks itself; the reconcilers
+//! react to what it writes.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+
+use futures::Stream;
+use shoal_api::codec;
+use shoal_api::pb::control_server::Control;
+use shoal_api::pb::*;
+use shoal_api::state::{is_terminal, parse_task_state};
+use shoal_store::{Compare, Op, Store, StoreError, Txn};
+use tonic::{Request, Response, Status};
+
+use crate::dispatcher::DispatcherApi;
+use crate::orchestrator::global::eligible_nodes;
+use crate::orchestrator::{is_live, task_state};
+use crate::state::{self, ClusterView};
+use crate::{allocator, spec, ManagerConfig};
+
+/// Implements `shoal.v1.Control` on a manager.
+#[derive(Clone)]
+pub struct ControlApi {
+    store: Store,
+    config: ManagerConfig,
+    dispatcher: DispatcherApi,
+}
+
+fn store_status(err: StoreError) -> Status {
+    match err {
+        StoreError::NotLeader { leader } => Status::unavailable(format!(
+            "this manager is not the Raft leader (leader: {}); retry",
+            leader.as_deref().unwrap_or("unknown")
+        )),
+        StoreError::ConditionFailed { key } => Status::aborted(format!(
+            "update out of sequence: {key} changed meanwhile; retry"
+        )),
+        other => Status::unavailable(format!("store: {other}")),
+    }
+}
+
+/// Finds one object by full ID, name, or unique ID prefix.
+fn resolve<'a, T>(
+    kind: &str,
+    query: &str,
+    items: impl Iterator<Item = &'a T> + Clone,
+    id: impl Fn(&T) -> &str,
+    name: impl Fn(&T) -> &str,
+) -> Result<&'a T, Status>
+where
+    T: 'a,
+{
+    if query.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{kind}: a {kind} name or ID is required"
+        )));
+    }
+    if let Some(hit) = items.clone().find(|t| id(t) == query) {
+        return Ok(hit);
+    }
+    if let Some(hit) = items.clone().find(|t| name(t) == query) {
+        return Ok(hit);
+    }
+    let prefixed: Vec<&T> = items.filter(|t| id(t).starts_with(query)).collect();
+    match prefixed.len() {
+        1 => Ok(prefixed[0]),
+        0 => Err(Status::not_found(format!("no such {kind}: {query}"))),
+        n => Err(Status::invalid_argument(format!(
+            "{kind} {query} is ambiguous ({n} matches); use more of the ID"
+        ))),
+    }
+}
+
+impl ControlApi {
+    pub fn new(store: Store, config: ManagerConfig, dispatcher: DispatcherApi) -> Self {
+        Self {
+            store,
+            config,
+            dispatcher,
+        }
+    }
+
+    fn view(&self) -> ClusterView {
+        ClusterView::load(&self.store)
+    }
+
+    fn find_service(&self, view: &ClusterView, q: &str) -> Result<Service, Status> {
+        resolve(
+            "service",
+            q,
+            view.services.values(),
+            |s| &s.id,
+            |s| s.spec.as_ref().map(|sp| sp.name.as_str()).unwrap_or(""),
+        )
+        .cloned()
+    }
+
+    fn find_node(&self, view: &ClusterView, q: &str) -> Result<Node, Status> {
+        resolve(
+            "node",
+            q,
+            view.nodes.values(),
+            |n| &n.id,
+            |n| {
+                n.description
+                    .as_ref()
+                    .map(|d| d.hostname.as_str())
+                    .unwrap_or("")
+            },
+        )
+        .cloned()
+    }
+
+    /// Published ports already owned by other services: port → service name.
+    fn taken_ports(
+        &self,
+        view: &ClusterView,
+        except: &str,
+    ) -> std::collections::BTreeMap<u32, String> {
+        view.services
+            .values()
+            .filter(|s| s.id != except)
+            .flat_map(|s| {
+                let name = s
+                    .spec
+                    .as_ref()
+                    .map(|sp| sp.name.clone())
+                    .unwrap_or_default();
+                s.endpoint
+                    .iter()
+                    .flat_map(|e| e.ports.iter())
+                    .map(move |p| (p.published_port, name.clone()))
+            })
+            .collect()
+    }
+
+    /// Fills the endpoint of a service spec: keeps ports it already had,
+    /// rejects ports owned by others or bound on this host, allocates the rest.
+    fn allocate_endpoint(
+        &self,
+        view: &ClusterView,
+        service_id: &str,
+        spec: &ServiceSpec,
+        current: Option<&ServiceEndpoint>,
+    ) -> Result<ServiceEndpoint, Status> {
+        let taken = self.taken_ports(view, service_id);
+        let mine: BTreeSet<u32> = current
+            .iter()
+            .flat_map(|e| e.ports.iter().map(|p| p.published_port))
+            .collect();
+        let mut ports = spec.ports.clone();
+        for p in &ports {
+            if p.published_port == 0 {
+                continue;
+            }
+            if let Some(owner) = taken.get(&p.published_port) {
+                return Err(Status::already_exists(format!(
+                    "ports: published port {} is already used by service {owner}; pick another published port",
+                    p.published_port
+                )));
+            }
+            if !mine.contains(&p.published_port) && host_port_in_use(p.published_port) {
+                return Err(Status::already_exists(format!(
+                    "ports: port {} is already in use on this host by another program; pick another published port",
+                    p.published_port
+                )));
+            }
+        }
+        // Ports with no number keep the one they had, if the target matches.
+        for p in ports.iter_mut().filter(|p| p.published_port == 0) {
+            if let Some(old) = current
+                .iter()
+                .flat_map(|e| e.ports.iter())
+                .find(|o| o.target_port == p.target_port && o.protocol == p.protocol)
+            {
+                p.published_port = old.published_port;
+            }
+        }
+        allocator::allocate_ports(&mut ports, |port| {
+            !taken.contains_key(&port) && (mine.contains(&port) || !host_port_in_use(port))
+        })
+        .map_err(Status::resource_exhausted)?;
+        Ok(ServiceEndpoint { ports })
+    }
+
+    fn running_counts(&self, view: &ClusterView, service: &Service) -> (u64, u64) {
+        let running = view
+            .tasks_of(&service.id)
+            .filter(|t| is_live(t) && task_state(t) == TaskState::Running)
+            .count() as u64;
+        let spec = service.spec.clone().unwrap_or_default();
+        let desired = match spec.mode() {
+            ServiceMode::Replicated => spec.replicas,
+            ServiceMode::Global => {
+                let eligible = eligible_nodes(view);
+                view.tasks_of(&service.id)
+                    .filter(|t| is_live(t) && eligible.contains(&t.node_id))
+                    .count() as u64
+            }
+        };
+        (running, desired)
+    }
+
+    fn with_leader(&self, mut node: Node) -> Node {
+        if node.id == self.config.node_id {
+            let ms = node.manager_status.get_or_insert_with(Default::default);
+            ms.leader = self.store.is_leader();
+            ms.reachability = "reachable".into();
+        }
+        node
+    }
+}
+
+/// Whether something on this host already listens on the TCP port.
+fn host_port_in_use(port: u32) -> bool {
+    std::net::TcpListener::bind(("0.0.0.0", port as u16)).is_err()
+}
+
+fn service_ops(txn: &mut Txn, service: &Service) {
+    txn.ops.push(Op::Put {
+        key: state::service_key(&service.id),
+        value: codec::encode(service),
+    });
+}
+
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlApi {
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        let cluster: Option<Cluster> = state::get(&self.store, state::CLUSTER_KEY);
+        Ok(Response::new(InfoResponse {
+            node_id: self.config.node_id.clone(),
+            hostname: self.config.hostname.clone(),
+            local_node_state: "active".into(),
+            is_manager: true,
+            cluster_id: cluster.map(|c| c.id).unwrap_or_default(),
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+
+    async fn swarm_init(
+        &self,
+        _: Request<SwarmInitRequest>,
+    ) -> Result<Response<SwarmInitResponse>, Status> {
+        Err(Status::already_exists(
+            "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.",
+        ))
+    }
+
+    async fn create_service(
+        &self,
+        req: Request<CreateServiceRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        let mut spec = req
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        spec::normalize(&mut spec);
+        spec::validate(&spec).map_err(Status::invalid_argument)?;
+        let view = self.view();
+        if view
+            .services
+            .values()
+            .any(|s| s.spec.as_ref().is_some_and(|sp| sp.name == spec.name))
+        {
+            return Err(Status::already_exists(format!(
+                "service {} already exists: choose another --name, or remove it first with shoal service rm {}",
+                spec.name, spec.name
+            )));
+        }
+        let id = shoal_api::id::new_id();
+        let endpoint = self.allocate_endpoint(&view, &id, &spec, None)?;
+        let now = shoal_api::now_ms();
+        let mut service = Service {
+            id: id.clone(),
+            meta: Some(Meta {
+                version: 0,
+                created_at_ms: now,
+                updated_at_ms: now,
+            }),
+            spec: Some(spec.clone()),
+            previous_spec: None,
+            endpoint: Some(endpoint.clone()),
+            spec_version: 1,
+        };
+        let mut txn = Txn::default();
+        txn.compares.push(Compare::Version {
+            key: state::service_key(&id),
+            version: 0,
+        });
+        txn.compares.push(Compare::Version {
+            key: state::service_name_key(&spec.name),
+            version: 0,
+        });
+        txn.ops.push(Op::Put {
+            key: state::service_name_key(&spec.name),
+            value: id.clone().into_bytes(),
+        });
+        for p in &endpoint.ports {
+            txn.compares.push(Compare::Version {
+                key: state::ingress_port_key(p.published_port),
+                version: 0,
+            });
+            txn.ops.push(Op::Put {
+                key: state::ingress_port_key(p.published_port),
+                value: id.clone().into_bytes(),
+            });
+        }
+        service_ops(&mut txn, &service);
+        let rev = self.store.write(txn).await.map_err(|e| match e {
+            StoreError::ConditionFailed { key } => {
+                Status::already_exists(format!("{key} was taken by a concurrent request; retry"))
+            }
+            other => store_status(other),
+        })?;
+        service.meta.get_or_insert_with(Default::default).version = rev;
+        tracing::info!(service = %spec.name, %id, "service created");
+        Ok(Response::new(ServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn get_service(
+        &self,
+        req: Request<GetServiceRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        let view = self.view();
+        let service = self.find_service(&view, &req.into_inner().service)?;
+        Ok(Response::new(ServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<ListServicesRequest>,
+    ) -> Result<Response<ListServicesResponse>, Status> {
+        let view = self.view();
+        let mut services: Vec<ServiceListEntry> = view
+            .services
+            .values()
+            .map(|s| {
+                let (running, desired) = self.running_counts(&view, s);
+                ServiceListEntry {
+                    service: Some(s.clone()),
+                    running_tasks: running,
+                    desired_tasks: desired,
+                }
+            })
+            .collect();
+        services.sort_by(|a, b| {
+            let name = |e: &ServiceListEntry| {
+                e.service
+                    .as_ref()
+                    .and_then(|s| s.spec.as_ref())
+                    .map(|s| s.name.clone())
+            };
+            name(a).cmp(&name(b))
+        });
+        Ok(Response::new(ListServicesResponse { services }))
+    }
+
+    async fn update_service(
+        &self,
+        req: Request<UpdateServiceRequest>,
+    ) -> Result<Response<ServiceResponse>, Status> {
+        let req = req.into_inner();
+        let mut spec = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        let view = self.view();
+        let current = self.find_service(&view, &req.service)?;
+        let version = current.meta.as_ref().map(|m| m.version).unwrap_or(0);
+        if req.version != 0 && req.version != version {
+            return Err(Status::aborted(format!(
+                "update out of sequence: service {} changed since version {}; retry",
+                req.service, req.version
+            )));
+        }
+        let old_spec = current.spec.clone().unwrap_or_default();
+        if spec.name != old_spec.name {
+            return Err(Status::invalid_argument(
+                "name: renaming a service is not supported",
+            ));
+        }
+        if spec.mode != old_spec.mode {
+            return Err(Status::invalid_argument(
+                "mode: the mode of a service cannot be changed; remove and create it again",
+            ));
+        }
+        spec::normalize(&mut spec);
+        spec::validate(&spec).map_err(Status::invalid_argument)?;
+        if spec == old_spec {
+            return Ok(Response::new(ServiceResponse {
+                service: Some(current),
+            }));
+        }
+        let endpoint =
+            self.allocate_endpoint(&view, &current.id, &spec, current.endpoint.as_ref())?;
+        let mut service = current.clone();
+        if spec::task_template_changed(&old_spec, &spec) {
+            service.spec_version += 1;
+        }
+        service.previous_spec = Some(old_spec);
+        service.spec = Some(spec);
+        let old_ports: BTreeSet<u32> = current
+            .endpoint
+            .iter()
+            .flat_map(|e| e.ports.iter().map(|p| p.published_port))
+            .collect();
+        let new_ports: BTreeSet<u32> = endpoint.ports.iter().map(|p| p.published_port).collect();
+        service.endpoint = Some(endpoint);
+        state::touch_meta(&mut service.meta);
+        let mut txn = Txn::default();
+        txn.compares.push(Compare::Version {
+            key: state::service_key(&service.id),
+            version,
+        });
+        for p in old_ports.difference(&new_ports) {
+            txn.ops.push(Op::Delete {
+                key: state::ingress_port_key(*p),
+            });
+        }
+        for p in new_ports.difference(&old_ports) {
+            txn.compares.push(Compare::Version {
+                key: state::ingress_port_key(*p),
+                version: 0,
+            });
+            txn.ops.push(Op::Put {
+                key: state::ingress_port_key(*p),
+                value: service.id.clone().into_bytes(),
+            });
+        }
+        service_ops(&mut txn, &service);
+        let rev = self.store.write(txn).await.map_err(store_status)?;
+        service.meta.get_or_insert_with(Default::default).version = rev;
+        Ok(Response::new(ServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn remove_service(
+        &self,
+        req: Request<RemoveServiceRequest>,
+    ) -> Result<Response<RemoveServiceResponse>, Status> {
+        let view = self.view();
+        let service = self.find_service(&view, &req.into_inner().service)?;
+        let version = service.meta.as_ref().map(|m| m.version).unwrap_or(0);
+        let name = service
+            .spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let mut txn = Txn::default();
+        txn.compares.push(Compare::Version {
+            key: state::service_key(&service.id),
+            version,
+        });
+        txn.ops.push(Op::Delete {
+            key: state::service_key(&service.id),
+        });
+        txn.ops.push(Op::Delete {
+            key: state::service_name_key(&name),
+        });
+        for p in service.endpoint.iter().flat_map(|e| e.ports.iter()) {
+            txn.ops.push(Op::Delete {
+                key: state::ingress_port_key(p.published_port),
+            });
+        }
+        self.store.write(txn).await.map_err(store_status)?;
+        tracing::info!(service = %name, "service removed");
+        Ok(Response::new(RemoveServiceResponse { id: service.id }))
+    }
+
+    type ServiceLogsStream = LogStream;
+
+    async fn service_logs(
+        &self,
+        req: Request<ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        let req = req.into_inner();
+        let view = self.view();
+        let service = self.find_service(&view, &req.service)?;
+        let tasks: Vec<Task> = view.tasks_of(&service.id).cloned().collect();
+        let stream =
+            self.dispatcher
+                .log_broker()
+                .subscribe(&tasks, req.follow, req.tail, req.since_ms);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_task(
+        &self,
+        req: Request<GetTaskRequest>,
+    ) -> Result<Response<TaskResponse>, Status> {
+        let view = self.view();
+        let q = req.into_inner().task;
+        let task = resolve("task", &q, view.tasks.values(), |t| &t.id, |_| "")?.clone();
+        Ok(Response::new(TaskResponse { task: Some(task) }))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
+        let req = req.into_inner();
+        let view = self.view();
+        let mut services = BTreeSet::new();
+        for q in &req.services {
+            services.insert(self.find_service(&view, q)?.id);
+        }
+        let mut nodes = BTreeSet::new();
+        for q in &req.nodes {
+            nodes.insert(self.find_node(&view, q)?.id);
+        }
+        let mut desired = BTreeSet::new();
+        for s in &req.desired_states {
+            let state = parse_task_state(s).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "desired-state: invalid value {s:?}; use running, shutdown or accepted"
+                ))
+            })?;
+            desired.insert(state as i32);
+        }
+        let tasks = view
+            .tasks
+            .values()
+            .filter(|t| services.is_empty() || services.contains(&t.service_id))
+            .filter(|t| nodes.is_empty() || nodes.contains(&t.node_id))
+            .filter(|t| desired.is_empty() || desired.contains(&t.desired_state)
+                // Docker's "accepted" filter means "not yet running or done".
+                || (desired.contains(&(TaskState::Accepted as i32)) && t.desired_state <= TaskState::Running as i32 && !is_terminal(task_state(t))))
+            .cloned()
+            .collect();
+        Ok(Response::new(ListTasksResponse { tasks }))
+    }
+
+    async fn get_node(
+        &self,
+        req: Request<GetNodeRequest>,
+    ) -> Result<Response<NodeResponse>, Status> {
+        let view = self.view();
+        let node = self.find_node(&view, &req.into_inner().node)?;
+        Ok(Response::new(NodeResponse {
+            node: Some(self.with_leader(node)),
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _: Request<ListNodesRequest>,
+    ) -> Result<Response<ListNodesResponse>, Status> {
+        let view = self.view();
+        let nodes = view
+            .nodes
+            .into_values()
+            .map(|n| self.with_leader(n))
+            .collect();
+        Ok(Response::new(ListNodesResponse { nodes }))
+    }
+}

@@ -1,0 +1,291 @@
+//! The discovery feed: for each service its published ports and the task
+//! endpoints the mesh may route to, derived from the store and versioned by
+//! store revision. Subscribers get a snapshot, then deltas; one that resumes
+//! from a revision still covered by the retained deltas gets only what it
+//! missed, otherwise a fresh snapshot.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+use shoal_api::pb::{
+    feed_message, FeedMessage, RouteEndpoint, RoutePort, RoutingDelta, RoutingSnapshot,
+    ServiceRoute, TaskState,
+};
+use shoal_store::Store;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::orchestrator::task_state;
+use crate::state::ClusterView;
+use crate::ManagerError;
+
+/// How many deltas are kept for resuming subscribers.
+const RETAINED_DELTAS: usize = 4096;
+
+/// The feed's current state and its recent history.
+#[derive(Default)]
+struct FeedState {
+    revision: u64,
+    routes: BTreeMap<String, ServiceRoute>,
+    /// (revision, delta) in increasing revision order.
+    deltas: VecDeque<(u64, RoutingDelta)>,
+    /// Deltas at or below this revision are gone: older subscribers need a snapshot.
+    horizon: u64,
+}
+
+/// Builds and serves the feed. Cheap to clone.
+#[derive(Clone)]
+pub struct Feed {
+    store: Store,
+    changes: watch::Receiver<u64>,
+    state: Arc<Mutex<FeedState>>,
+    live: broadcast::Sender<Arc<FeedMessage>>,
+    shutdown: CancellationToken,
+}
+
+/// Routes for every service that publishes ports.
+pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
+    let mut routes = BTreeMap::new();
+    for service in view.services.values() {
+        let ports: Vec<RoutePort> = service
+            .endpoint
+            .iter()
+            .flat_map(|e| e.ports.iter())
+            .filter(|p| p.publish_mode == "ingress" || p.publish_mode.is_empty())
+            .map(|p| RoutePort {
+                published_port: p.published_port,
+                target_port: p.target_port,
+                protocol: if p.protocol.is_empty() {
+                    "tcp".into()
+                } else {
+                    p.protocol.clone()
+                },
+            })
+            .collect();
+        if ports.is_empty() {
+            continue;
+        }
+        let mut endpoints: Vec<RouteEndpoint> = view
+            .tasks_of(&service.id)
+            .filter(|t| task_state(t) == TaskState::Running)
+            .filter(|t| !t.status.as_ref().is_some_and(|s| s.ports.is_empty()))
+            .map(|t| RouteEndpoint {
+                task_id: t.id.clone(),
+                task_name: shoal_api::task_name(t),
+                slot: t.slot,
+                node_id: t.node_id.clone(),
+                node_name: view
+                    .nodes
+                    .get(&t.node_id)
+                    .and_then(|n| n.description.as_ref())
+                    .map(|d| d.hostname.clone())
+                    .unwrap_or_else(|| t.node_id.clone()),
+                ports: t
+                    .status
+                    .as_ref()
+                    .map(|s| s.ports.clone())
+                    .unwrap_or_default(),
+                draining: t.desired_state > TaskState::Running as i32,
+            })
+            .collect();
+        endpoints.sort_by(|a, b| {
+            (a.slot, &a.node_id, &a.task_id).cmp(&(b.slot, &b.node_id, &b.task_id))
+        });
+        let name = service
+            .spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        routes.insert(
+            service.id.clone(),
+            ServiceRoute {
+                service_id: service.id.clone(),
+                service_name: name,
+                ports,
+                endpoints,
+            },
+        );
+    }
+    routes
+}
+
+/// What changed between two route maps.
+pub fn diff(
+    old: &BTreeMap<String, ServiceRoute>,
+    new: &BTreeMap<String, ServiceRoute>,
+) -> RoutingDelta {
+    RoutingDelta {
+        upserts: new
+            .iter()
+            .filter(|(id, r)| old.get(*id) != Some(r))
+            .map(|(_, r)| r.clone())
+            .collect(),
+        removed_service_ids: old
+            .keys()
+            .filter(|id| !new.contains_key(*id))
+            .cloned()
+            .collect(),
+    }
+}
+
+impl Feed {
+    pub fn new(store: Store, changes: watch::Receiver<u64>, shutdown: CancellationToken) -> Self {
+        let (live, _) = broadcast::channel(1024);
+        let revision = store.revision();
+        Self {
+            store,
+            changes,
+            state: Arc::new(Mutex::new(FeedState {
+                revision,
+                horizon: revision,
+                ..Default::default()
+            })),
+            live,
+            shutdown,
+        }
+    }
+
+    /// Recomputes routes on every store change and publishes deltas.
+    pub async fn run(&self) -> Result<(), ManagerError> {
+        let mut changes = self.changes.clone();
+        loop {
+            let revision = self.store.revision();
+            let routes = build_routes(&ClusterView::load(&self.store));
+            self.advance(revision, routes);
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                r = changes.changed() => if r.is_err() { return Ok(()) },
+            }
+        }
+    }
+
+    fn advance(&self, revision: u64, routes: BTreeMap<String, ServiceRoute>) {
+        let mut st = self.state.lock().expect("feed lock");
+        let delta = diff(&st.routes, &routes);
+        st.routes = routes;
+        if revision > st.revision {
+            st.revision = revision;
+        }
+        if delta.upserts.is_empty() && delta.removed_service_ids.is_empty() {
+            return;
+        }
+        let revision = st.revision;
+        st.deltas.push_back((revision, delta.clone()));
+        while st.deltas.len() > RETAINED_DELTAS {
+            if let Some((r, _)) = st.deltas.pop_front() {
+                st.horizon = r;
+            }
+        }
+        let _ = self.live.send(Arc::new(FeedMessage {
+            revision,
+            body: Some(feed_message::Body::Delta(delta)),
+        }));
+    }
+
+    fn snapshot(st: &FeedState) -> FeedMessage {
+        FeedMessage {
+            revision: st.revision,
+            body: Some(feed_message::Body::Snapshot(RoutingSnapshot {
+                services: st.routes.values().cloned().collect(),
+            })),
+        }
+    }
+
+    /// A subscriber stream starting after `from_revision` (0 = snapshot).
+    pub fn subscribe(
+        &self,
+        from_revision: u64,
+    ) -> impl Stream<Item = Result<FeedMessage, Status>> + Send + 'static {
+        let (tx, rx) = mpsc::channel::<Result<FeedMessage, Status>>(64);
+        let (first, mut live) = {
+            let st = self.state.lock().expect("feed lock");
+            let live = self.live.subscribe();
+            let first: Vec<FeedMessage> = if from_revision != 0
+                && from_revision >= st.horizon
+                && from_revision <= st.revision
+            {
+                st.deltas
+                    .iter()
+                    .filter(|(r, _)| *r > from_revision)
+                    .map(|(r, d)| FeedMessage {
+                        revision: *r,
+                        body: Some(feed_message::Body::Delta(d.clone())),
+                    })
+                    .collect()
+            } else {
+                vec![Self::snapshot(&st)]
+            };
+            (first, live)
+        };
+        let state = self.state.clone();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            for m in first {
+                sent = sent.max(m.revision);
+                if tx.send(Ok(m)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let msg = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                    m = live.recv() => m,
+                };
+                let out = match msg {
+                    Ok(m) if m.revision <= sent => continue,
+                    Ok(m) => (*m).clone(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        Self::snapshot(&state.lock().expect("feed lock"))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                sent = out.revision;
+                if tx.send(Ok(out)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: &str, endpoints: usize) -> ServiceRoute {
+        ServiceRoute {
+            service_id: id.into(),
+            service_name: id.into(),
+            ports: vec![],
+            endpoints: (0..endpoints)
+                .map(|i| RouteEndpoint {
+                    task_id: format!("t{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn diff_lists_only_changed_services() {
+        let old = BTreeMap::from([
+            ("a".to_string(), route("a", 1)),
+            ("b".to_string(), route("b", 1)),
+        ]);
+        let new = BTreeMap::from([
+            ("a".to_string(), route("a", 2)),
+            ("c".to_string(), route("c", 1)),
+        ]);
+        let d = diff(&old, &new);
+        let ids: Vec<&str> = d.upserts.iter().map(|r| r.service_id.as_str()).collect();
+        assert_eq!(ids, vec!["a", "c"]);
+        assert_eq!(d.removed_service_ids, vec!["b".to_string()]);
+        assert!(diff(&new, &new).upserts.is_empty());
+    }
+}

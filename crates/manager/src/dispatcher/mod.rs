@@ -1,0 +1,419 @@
+//! The dispatcher: the manager side of every node. Agents open a session and
+//! receive their assigned tasks, heartbeat, and report task status; meshes
+//! subscribe to the discovery feed; agents serve log subscriptions.
+//!
+//! # Layout
+//! - this module: sessions, heartbeats, assignments, task status.
+//! - [`feed`]: the revisioned routing feed (snapshot + deltas).
+//! - [`logbroker`]: log subscriptions out to agents, log lines back.
+
+pub mod feed;
+pub mod logbroker;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use shoal_api::codec;
+use shoal_api::pb::dispatcher_server::Dispatcher;
+use shoal_api::pb::*;
+use shoal_store::{Compare, Op, Store, StoreError, Txn};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::state::{self, ClusterView};
+use crate::ManagerError;
+pub use feed::Feed;
+pub use logbroker::LogBroker;
+
+/// One connected node.
+struct Session {
+    id: String,
+    last_heartbeat: Instant,
+}
+
+/// Implements `shoal.v1.Dispatcher`. Cheap to clone.
+#[derive(Clone)]
+pub struct DispatcherApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    /// Store revision signal: every component re-reads on change.
+    changes: watch::Receiver<u64>,
+    heartbeat: Duration,
+    /// node id → live session.
+    sessions: Mutex<HashMap<String, Session>>,
+    feed: Feed,
+    logs: LogBroker,
+    shutdown: CancellationToken,
+    started: Instant,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+impl DispatcherApi {
+    pub fn new(
+        store: Store,
+        changes: watch::Receiver<u64>,
+        heartbeat: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let feed = Feed::new(store.clone(), changes.clone(), shutdown.clone());
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                changes,
+                heartbeat,
+                sessions: Mutex::new(HashMap::new()),
+                feed,
+                logs: LogBroker::default(),
+                shutdown,
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    pub fn log_broker(&self) -> &LogBroker {
+        &self.inner.logs
+    }
+
+    pub fn routing_feed(&self) -> &Feed {
+        &self.inner.feed
+    }
+
+    /// Nodes with a live session.
+    pub fn connected_nodes(&self) -> Vec<String> {
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub async fn run_feed(&self) -> Result<(), ManagerError> {
+        self.inner.feed.run().await
+    }
+
+    /// Marks nodes Down when they miss three heartbeats (or never connect
+    /// after a manager start).
+    pub async fn run_heartbeat_checker(&self) -> Result<(), ManagerError> {
+        let limit = self.inner.heartbeat * 3;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            if !self.inner.store.is_leader() {
+                continue;
+            }
+            let expired: Vec<String> = {
+                let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+                let gone: Vec<String> = sessions
+                    .iter()
+                    .filter(|(_, s)| s.last_heartbeat.elapsed() > limit)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for n in &gone {
+                    sessions.remove(n);
+                }
+                gone
+            };
+            let mut down = expired;
+            if self.inner.started.elapsed() > limit {
+                let connected = self.connected_nodes();
+                let view = ClusterView::load(&self.inner.store);
+                down.extend(
+                    view.nodes
+                        .values()
+                        .filter(|n| {
+                            n.status
+                                .as_ref()
+                                .is_some_and(|s| s.state() == NodeState::Ready)
+                        })
+                        .filter(|n| !connected.contains(&n.id))
+                        .map(|n| n.id.clone()),
+                );
+            }
+            for node in down {
+                tracing::warn!(%node, "node missed its heartbeats: marking it down");
+                let _ = self
+                    .update_node(&node, |n| {
+                        let s = n.status.get_or_insert_with(Default::default);
+                        s.state = NodeState::Down as i32;
+                        s.message = "heartbeat failure".into();
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// Read-modify-write of a node with retries on conflict.
+    async fn update_node(&self, id: &str, f: impl Fn(&mut Node)) -> Result<(), StoreError> {
+        for _ in 0..5 {
+            let Some(mut node) = state::get::<Node>(&self.inner.store, &state::node_key(id)) else {
+                return Ok(());
+            };
+            let before = node.clone();
+            f(&mut node);
+            if node == before {
+                return Ok(());
+            }
+            let version = node.meta.as_ref().map(|m| m.version).unwrap_or(0);
+            state::touch_meta(&mut node.meta);
+            let key = state::node_key(id);
+            let txn = Txn {
+                compares: vec![Compare::Version {
+                    key: key.clone(),
+                    version,
+                }],
+                ops: vec![Op::Put {
+                    key,
+                    value: codec::encode(&node),
+                }],
+            };
+            match self.inner.store.write(txn).await {
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates or refreshes the node record of a connecting agent.
+    async fn register_node(&self, req: &SessionRequest) -> Result<(), StoreError> {
+        let key = state::node_key(&req.node_id);
+        if state::get::<Node>(&self.inner.store, &key).is_none() {
+            let now = shoal_api::now_ms();
+            let node = Node {
+                id: req.node_id.clone(),
+                meta: Some(Meta {
+                    version: 0,
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                }),
+                spec: Some(NodeSpec::default()),
+                description: req.description.clone(),
+                status: Some(NodeStatus {
+                    state: NodeState::Ready as i32,
+                    message: String::new(),
+                    addr: req.addr.clone(),
+                }),
+                manager_status: None,
+            };
+            let txn = Txn {
+                compares: vec![Compare::Version {
+                    key: key.clone(),
+                    version: 0,
+                }],
+                ops: vec![Op::Put {
+                    key,
+                    value: codec::encode(&node),
+                }],
+            };
+            match self.inner.store.write(txn).await {
+                Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (desc, addr) = (req.description.clone(), req.addr.clone());
+        self.update_node(&req.node_id, move |n| {
+            if desc.is_some() {
+                n.description = desc.clone();
+            }
+            let s = n.status.get_or_insert_with(Default::default);
+            s.state = NodeState::Ready as i32;
+            s.message.clear();
+            if !addr.is_empty() {
+                s.addr = addr.clone();
+            }
+        })
+        .await
+    }
+
+    fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), Status> {
+        let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+        match sessions.get_mut(node_id) {
+            Some(s) if s.id == session_id => {
+                s.last_heartbeat = Instant::now();
+                Ok(())
+            }
+            _ => Err(Status::not_found("session expired; open a new session")),
+        }
+    }
+
+    /// Applies one agent status report, never moving a task backwards.
+    async fn apply_status(
+        &self,
+        node_id: &str,
+        update: &TaskStatusUpdate,
+    ) -> Result<(), StoreError> {
+        let Some(new) = update.status.clone() else {
+            return Ok(());
+        };
+        for _ in 0..5 {
+            let key = state::task_key(&update.task_id);
+            let Some(mut task) = state::get::<Task>(&self.inner.store, &key) else {
+                return Ok(());
+            };
+            if task.node_id != node_id {
+                tracing::warn!(task = %update.task_id, node = %node_id, "status from a node the task is not assigned to");
+                return Ok(());
+            }
+            let current = task.status.clone().unwrap_or_default();
+            if new.state < current.state || (new.state == current.state && new == current) {
+                return Ok(());
+            }
+            task.status = Some(new.clone());
+            let version = task.meta.as_ref().map(|m| m.version).unwrap_or(0);
+            state::touch_meta(&mut task.meta);
+            let txn = Txn {
+                compares: vec![Compare::Version {
+                    key: key.clone(),
+                    version,
+                }],
+                ops: vec![Op::Put {
+                    key,
+                    value: codec::encode(&task),
+                }],
+            };
+            match self.inner.store.write(txn).await {
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn assigned_tasks(store: &Store, node_id: &str) -> Vec<Task> {
+    let mut tasks: Vec<Task> = state::list::<Task>(store, state::TASKS)
+        .into_iter()
+        .filter(|t| t.node_id == node_id)
+        .filter(|t| {
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.state >= TaskState::Assigned as i32)
+        })
+        .collect();
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    tasks
+}
+
+fn unavailable(e: StoreError) -> Status {
+    Status::unavailable(format!("store: {e}"))
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatcherApi {
+    type SessionStream = BoxStream<SessionMessage>;
+
+    async fn session(
+        &self,
+        req: Request<SessionRequest>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let req = req.into_inner();
+        if req.node_id.is_empty() {
+            return Err(Status::invalid_argument("node_id: required"));
+        }
+        self.register_node(&req).await.map_err(unavailable)?;
+        let session_id = shoal_api::id::new_id();
+        self.inner.sessions.lock().expect("sessions lock").insert(
+            req.node_id.clone(),
+            Session {
+                id: session_id.clone(),
+                last_heartbeat: Instant::now(),
+            },
+        );
+        tracing::info!(node = %req.node_id, "agent session opened");
+        let (tx, rx) = mpsc::channel(4);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut changes = this.inner.changes.clone();
+            let mut last: Option<Vec<Task>> = None;
+            loop {
+                let tasks = assigned_tasks(&this.inner.store, &req.node_id);
+                if last.as_ref() != Some(&tasks) {
+                    let msg = SessionMessage {
+                        session_id: session_id.clone(),
+                        heartbeat_period_ms: this.inner.heartbeat.as_millis() as u64,
+                        tasks: tasks.clone(),
+                    };
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                    last = Some(tasks);
+                }
+                tokio::select! {
+                    _ = this.inner.shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                    r = changes.changed() => if r.is_err() { return },
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let req = req.into_inner();
+        self.check_session(&req.node_id, &req.session_id)?;
+        Ok(Response::new(HeartbeatResponse {
+            period_ms: self.inner.heartbeat.as_millis() as u64,
+        }))
+    }
+
+    async fn update_task_status(
+        &self,
+        req: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        let req = req.into_inner();
+        self.check_session(&req.node_id, &req.session_id)?;
+        for u in &req.updates {
+            self.apply_status(&req.node_id, u)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(Response::new(UpdateTaskStatusResponse {}))
+    }
+
+    type FeedStream = BoxStream<FeedMessage>;
+
+    async fn feed(&self, req: Request<FeedRequest>) -> Result<Response<Self::FeedStream>, Status> {
+        let req = req.into_inner();
+        Ok(Response::new(Box::pin(
+            self.inner.feed.subscribe(req.from_revision),
+        )))
+    }
+
+    type ListenSubscriptionsStream = BoxStream<LogSubscription>;
+
+    async fn listen_subscriptions(
+        &self,
+        req: Request<ListenSubscriptionsRequest>,
+    ) -> Result<Response<Self::ListenSubscriptionsStream>, Status> {
+        let node = req.into_inner().node_id;
+        Ok(Response::new(Box::pin(self.inner.logs.listen(node))))
+    }
+
+    async fn publish_logs(
+        &self,
+        req: Request<Streaming<PublishLogsMessage>>,
+    ) -> Result<Response<PublishLogsResponse>, Status> {
+        let mut stream = req.into_inner();
+        while let Some(msg) = stream.message().await? {
+            self.inner.logs.publish(msg).await;
+        }
+        Ok(Response::new(PublishLogsResponse {}))
+    }
+}

@@ -1,0 +1,67 @@
+//! Global services: one live task on every node that is Ready and Active.
+
+use shoal_api::pb::{NodeAvailability, NodeState, ServiceMode, Task, TaskState};
+use shoal_api::state::is_terminal;
+
+use super::{add_task, is_live, new_task, restart, set_desired, task_state, Changes};
+use crate::state::ClusterView;
+
+/// Nodes that may receive new tasks.
+pub fn eligible_nodes(view: &ClusterView) -> Vec<String> {
+    view.nodes
+        .values()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .is_some_and(|s| s.state() == NodeState::Ready)
+        })
+        .filter(|n| {
+            n.spec
+                .as_ref()
+                .is_none_or(|s| s.availability() == NodeAvailability::Active)
+        })
+        .map(|n| n.id.clone())
+        .collect()
+}
+
+pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
+    let services: Vec<_> = view
+        .services
+        .values()
+        .filter(|s| {
+            s.spec
+                .as_ref()
+                .is_some_and(|sp| sp.mode() == ServiceMode::Global)
+        })
+        .cloned()
+        .collect();
+    let eligible = eligible_nodes(view);
+    for service in services {
+        let tasks: Vec<Task> = view.tasks_of(&service.id).cloned().collect();
+        for node in &eligible {
+            let history: Vec<&Task> = tasks.iter().filter(|t| &t.node_id == node).collect();
+            let current = history
+                .iter()
+                .filter(|t| is_live(t))
+                .max_by_key(|t| t.meta.as_ref().map(|m| m.created_at_ms));
+            match current {
+                None => add_task(view, changes, new_task(&service, 0, node, now, now)),
+                Some(t) if is_terminal(task_state(t)) => {
+                    if restart::should_restart(t, &history, now) {
+                        set_desired(view, changes, &t.id, TaskState::Shutdown);
+                        let not_before = restart::restart_not_before(t, now);
+                        add_task(view, changes, new_task(&service, 0, node, not_before, now));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        // Nodes that left the eligible set (drained, down, removed) lose their task.
+        for t in tasks
+            .iter()
+            .filter(|t| is_live(t) && !eligible.contains(&t.node_id))
+        {
+            set_desired(view, changes, &t.id, TaskState::Shutdown);
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Orchestration cores: from services and nodes to the tasks that should
+//! exist. Sans-IO: they read a [`ClusterView`], change it in place and record
+//! what changed in [`Changes`]; the reconcile loop turns that into one store
+//! transaction. Their tests need no clock and no sockets.
+//!
+//! # Layout
+//! - [`replicated`]: slots 1..=replicas, scale up and down.
+//! - [`global`]: one task per eligible node.
+//! - [`restart`]: the restart policy (condition, delay, attempts, window).
+//! - [`removed`]: tasks of services that no longer exist.
+
+pub mod global;
+pub mod removed;
+pub mod replicated;
+pub mod restart;
+
+use std::collections::BTreeSet;
+
+use shoal_api::pb::{Meta, Service, Task, TaskState, TaskStatus};
+
+use crate::state::ClusterView;
+
+/// What a reconcile pass changed, for the loop to write back.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Tasks created or modified (written with a compare on `meta.version`,
+    /// 0 for new ones).
+    pub dirty: BTreeSet<String>,
+    /// Tasks to delete, with the version read.
+    pub deleted: Vec<(String, u64)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.dirty.is_empty() && self.deleted.is_empty()
+    }
+}
+
+/// A task that should be running: its desired state is at most RUNNING.
+pub fn is_live(task: &Task) -> bool {
+    task.desired_state <= TaskState::Running as i32
+}
+
+pub fn task_state(task: &Task) -> TaskState {
+    task.status
+        .as_ref()
+        .map(|s| s.state())
+        .unwrap_or(TaskState::New)
+}
+
+/// Sets a task's desired state, recording the change only if it is one.
+pub fn set_desired(view: &mut ClusterView, changes: &mut Changes, id: &str, desired: TaskState) {
+    if let Some(task) = view.tasks.get_mut(id) {
+        if task.desired_state != desired as i32 {
+            task.desired_state = desired as i32;
+            changes.dirty.insert(id.to_string());
+        }
+    }
+}
+
+/// A new task for `slot` (replicated) or `node_id` (global).
+pub fn new_task(service: &Service, slot: u64, node_id: &str, not_before_ms: i64, now: i64) -> Task {
+    let spec = service.spec.clone().unwrap_or_default();
+    Task {
+        id: shoal_api::id::new_id(),
+        meta: Some(Meta {
+            version: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+        }),
+        service_id: service.id.clone(),
+        service_name: spec.name.clone(),
+        slot,
+        node_id: node_id.to_string(),
+        spec: Some(spec),
+        spec_version: service.spec_version,
+        desired_state: TaskState::Running as i32,
+        status: Some(TaskStatus {
+            state: TaskState::New as i32,
+            timestamp_ms: now,
+            message: "created".into(),
+            ..Default::default()
+        }),
+        ingress_address: String::new(),
+        not_before_ms,
+        endpoint: service.endpoint.clone(),
+    }
+}
+
+/// Inserts a new task into the view and records it.
+pub fn add_task(view: &mut ClusterView, changes: &mut Changes, task: Task) {
+    changes.dirty.insert(task.id.clone());
+    view.tasks.insert(task.id.clone(), task);
+}
+
+/// Runs every orchestrator over the view.
+pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
+    removed::reconcile(view, changes);
+    replicated::reconcile(view, changes, now);
+    global::reconcile(view, changes, now);
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

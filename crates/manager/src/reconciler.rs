@@ -1,0 +1,90 @@
+//! The thin async loop around the sans-IO cores: on every store change (and
+//! once a second, for timers), read a [`ClusterView`], run orchestrator →
+//! allocator → scheduler → reaper, and write what changed as one transaction
+//! guarded by version compares. A conflicting write (an agent's status update
+//! raced us) is simply retried from a fresh view.
+
+use std::time::Duration;
+
+use shoal_api::codec;
+use shoal_store::{Compare, Op, Store, StoreError, Txn};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::orchestrator::{self, Changes};
+use crate::state::{self, ClusterView};
+use crate::{allocator, reaper, scheduler, ManagerError};
+
+/// Runs until `shutdown`; only acts while this node leads the Raft group.
+pub async fn run(
+    store: Store,
+    mut changes: watch::Receiver<u64>,
+    shutdown: CancellationToken,
+) -> Result<(), ManagerError> {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = changes.changed() => if r.is_err() { return Ok(()) },
+            _ = tick.tick() => {}
+        }
+        if !store.is_leader() {
+            continue;
+        }
+        for _ in 0..5 {
+            match reconcile_once(&store).await {
+                Ok(_) => break,
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(StoreError::NotLeader { .. }) => break,
+                Err(err) => {
+                    tracing::warn!(%err, "reconcile write failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One pass. Returns whether anything was written.
+pub async fn reconcile_once(store: &Store) -> Result<bool, StoreError> {
+    let mut view = ClusterView::load(store);
+    if view.cluster.id.is_empty() {
+        return Ok(false);
+    }
+    let now = shoal_api::now_ms();
+    let mut changes = Changes::default();
+    orchestrator::reconcile(&mut view, &mut changes, now);
+    allocator::allocate_tasks(&mut view, &mut changes, now);
+    scheduler::schedule(&mut view, &mut changes, now);
+    reaper::reap(&mut view, &mut changes);
+    if changes.is_empty() {
+        return Ok(false);
+    }
+    let mut txn = Txn::default();
+    for id in &changes.dirty {
+        let Some(task) = view.tasks.get_mut(id) else {
+            continue;
+        };
+        let key = state::task_key(id);
+        let version = task.meta.as_ref().map(|m| m.version).unwrap_or(0);
+        state::touch_meta(&mut task.meta);
+        txn.compares.push(Compare::Version {
+            key: key.clone(),
+            version,
+        });
+        txn.ops.push(Op::Put {
+            key,
+            value: codec::encode(&*task),
+        });
+    }
+    for (id, version) in &changes.deleted {
+        let key = state::task_key(id);
+        txn.compares.push(Compare::Version {
+            key: key.clone(),
+            version: *version,
+        });
+        txn.ops.push(Op::Delete { key });
+    }
+    store.write(txn).await?;
+    Ok(true)
+}

@@ -1,0 +1,198 @@
+//! Service spec validation and comparison, shared by the control API and the
+//! orchestrators. Error texts name the field and the fix: they reach users
+//! verbatim as `Error response from daemon: ...`.
+
+use shoal_api::pb::{PortConfig, Runtime, ServiceMode, ServiceSpec};
+
+/// First port handed out when a spec publishes a port without a number.
+pub const DYNAMIC_PORT_START: u32 = 30000;
+/// Last port of the dynamic range (inclusive), as in Swarm.
+pub const DYNAMIC_PORT_END: u32 = 32767;
+
+/// Checks everything that does not need the store.
+pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
+    validate_name(&spec.name)?;
+    if spec.image.trim().is_empty() {
+        return Err("image: an image is required (e.g. shoal/echo)".into());
+    }
+    match spec.runtime() {
+        Runtime::Builtin => {
+            if shoal_api::builtin_image(&spec.image).is_none() {
+                return Err(format!(
+                    "image {:?} is not a built-in workload (shoal/echo, shoal/timecheck); run a command with --runtime process",
+                    spec.image
+                ));
+            }
+        }
+        Runtime::Process => {
+            if spec.command.first().is_none_or(|c| c.trim().is_empty()) {
+                return Err(
+                    "command: --runtime process needs a command (shoal service create --runtime process IMAGE COMMAND [ARG...])"
+                        .into(),
+                );
+            }
+        }
+    }
+    if spec.mode() == ServiceMode::Global && spec.replicas != 0 {
+        return Err("replicas: --replicas can only be used with replicated mode".into());
+    }
+    for env in &spec.env {
+        if env.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
+            return Err(format!("env: {env:?} is not KEY=VALUE"));
+        }
+    }
+    let mut seen = Vec::new();
+    for p in &spec.ports {
+        validate_port(p)?;
+        if p.published_port != 0 {
+            if seen.contains(&p.published_port) {
+                return Err(format!(
+                    "ports: published port {} is listed twice",
+                    p.published_port
+                ));
+            }
+            seen.push(p.published_port);
+        }
+    }
+    Ok(())
+}
+
+fn validate_name(name: &str) -> Result<(), String> {
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if name.is_empty() {
+        return Err("name: a service name is required (--name web)".into());
+    }
+    if !ok_first || !ok_rest || name.len() > 63 {
+        return Err(format!(
+            "name: invalid service name {name:?}: use 1-63 letters, digits, '-' or '_', starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_port(p: &PortConfig) -> Result<(), String> {
+    if p.target_port == 0 || p.target_port > 65535 {
+        return Err(format!(
+            "ports: target port {} out of range (1-65535)",
+            p.target_port
+        ));
+    }
+    if p.published_port > 65535 {
+        return Err(format!(
+            "ports: published port {} out of range (1-65535)",
+            p.published_port
+        ));
+    }
+    match p.protocol.as_str() {
+        "" | "tcp" => {}
+        "udp" | "sctp" => {
+            return Err(format!(
+                "ports: protocol {} is not routed by the mesh yet; use tcp",
+                p.protocol
+            ))
+        }
+        other => return Err(format!("ports: unknown protocol {other:?} (use tcp)")),
+    }
+    match p.publish_mode.as_str() {
+        "" | "ingress" => Ok(()),
+        "host" => Err("ports: mode=host is not supported yet; use mode=ingress".into()),
+        other => Err(format!(
+            "ports: unknown publish mode {other:?} (use ingress)"
+        )),
+    }
+}
+
+/// Fills defaults (protocol tcp, mode ingress) so stored specs are explicit.
+pub fn normalize(spec: &mut ServiceSpec) {
+    for p in &mut spec.ports {
+        if p.protocol.is_empty() {
+            p.protocol = "tcp".into();
+        }
+        if p.publish_mode.is_empty() {
+            p.publish_mode = "ingress".into();
+        }
+    }
+    if spec.restart.is_none() {
+        spec.restart = Some(shoal_api::pb::RestartPolicy {
+            delay_ms: 5000,
+            ..Default::default()
+        });
+    }
+}
+
+/// Whether two specs run different tasks (anything but replicas, name and
+/// labels). Only such a change bumps `Service.spec_version`.
+pub fn task_template_changed(a: &ServiceSpec, b: &ServiceSpec) -> bool {
+    let strip = |s: &ServiceSpec| ServiceSpec {
+        replicas: 0,
+        labels: Default::default(),
+        name: String::new(),
+        ..s.clone()
+    };
+    strip(a) != strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec {
+            name: "web".into(),
+            image: "shoal/echo".into(),
+            replicas: 3,
+            ports: vec![PortConfig {
+                target_port: 80,
+                published_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepts_a_plain_spec() {
+        assert_eq!(validate(&spec()), Ok(()));
+    }
+
+    #[test]
+    fn rejects_bad_input_naming_the_field() {
+        let mut s = spec();
+        s.ports[0].published_port = 70000;
+        assert!(validate(&s)
+            .unwrap_err()
+            .starts_with("ports: published port 70000"));
+
+        let mut s = spec();
+        s.mode = ServiceMode::Global as i32;
+        assert!(validate(&s).unwrap_err().starts_with("replicas:"));
+
+        let mut s = spec();
+        s.runtime = Runtime::Process as i32;
+        assert!(validate(&s).unwrap_err().starts_with("command:"));
+
+        let mut s = spec();
+        s.name = "bad name".into();
+        assert!(validate(&s).unwrap_err().starts_with("name:"));
+
+        let mut s = spec();
+        s.image = "nginx".into();
+        assert!(validate(&s).unwrap_err().contains("--runtime process"));
+    }
+
+    #[test]
+    fn scaling_is_not_a_template_change() {
+        let a = spec();
+        let mut b = spec();
+        b.replicas = 6;
+        assert!(!task_template_changed(&a, &b));
+        b.env.push("A=1".into());
+        assert!(task_template_changed(&a, &b));
+    }
+}

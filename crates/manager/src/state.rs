@@ -1,0 +1,127 @@
+//! Typed access to the store: key layout, decoding, and [`ClusterView`], the
+//! in-memory picture every reconciler reads.
+//!
+//! Key layout (values are protobuf-encoded `shoal.v1` objects):
+//! - `cluster` → `Cluster`
+//! - `services/<id>` → `Service`
+//! - `tasks/<id>` → `Task`
+//! - `nodes/<id>` → `Node`
+//! - `index/service-names/<name>` → service id (uniqueness of names)
+//! - `index/ingress-ports/<port>` → service id (uniqueness of published ports)
+
+use std::collections::BTreeMap;
+
+use shoal_api::codec;
+use shoal_api::pb::{Cluster, Node, Service, Task};
+use shoal_store::{KeyValue, Store};
+
+pub const CLUSTER_KEY: &str = "cluster";
+pub const SERVICES: &str = "services/";
+pub const TASKS: &str = "tasks/";
+pub const NODES: &str = "nodes/";
+pub const SERVICE_NAMES: &str = "index/service-names/";
+pub const INGRESS_PORTS: &str = "index/ingress-ports/";
+
+pub fn service_key(id: &str) -> String {
+    format!("{SERVICES}{id}")
+}
+pub fn task_key(id: &str) -> String {
+    format!("{TASKS}{id}")
+}
+pub fn node_key(id: &str) -> String {
+    format!("{NODES}{id}")
+}
+pub fn service_name_key(name: &str) -> String {
+    format!("{SERVICE_NAMES}{name}")
+}
+pub fn ingress_port_key(port: u32) -> String {
+    format!("{INGRESS_PORTS}{port}")
+}
+
+/// Objects that carry a [`shoal_api::pb::Meta`] whose version mirrors the
+/// store's mod revision.
+pub trait Versioned: Sized + Default {
+    fn decode_kv(kv: &KeyValue) -> Option<Self>;
+    fn version(&self) -> u64;
+}
+
+macro_rules! versioned {
+    ($t:ty) => {
+        impl Versioned for $t {
+            fn decode_kv(kv: &KeyValue) -> Option<Self> {
+                match codec::decode::<$t>(&kv.value) {
+                    Ok(mut obj) => {
+                        let meta = obj.meta.get_or_insert_with(Default::default);
+                        meta.version = kv.mod_revision;
+                        Some(obj)
+                    }
+                    Err(err) => {
+                        tracing::error!(key = %kv.key, %err, "undecodable object in store");
+                        None
+                    }
+                }
+            }
+            fn version(&self) -> u64 {
+                self.meta.as_ref().map(|m| m.version).unwrap_or(0)
+            }
+        }
+    };
+}
+versioned!(Service);
+versioned!(Task);
+versioned!(Node);
+versioned!(Cluster);
+
+pub fn get<T: Versioned>(store: &Store, key: &str) -> Option<T> {
+    store.get(key).and_then(|kv| T::decode_kv(&kv))
+}
+
+pub fn list<T: Versioned>(store: &Store, prefix: &str) -> Vec<T> {
+    store.list(prefix).iter().filter_map(T::decode_kv).collect()
+}
+
+/// Everything the reconcilers look at, read in one pass.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    pub cluster: Cluster,
+    pub services: BTreeMap<String, Service>,
+    pub tasks: BTreeMap<String, Task>,
+    pub nodes: BTreeMap<String, Node>,
+}
+
+impl ClusterView {
+    pub fn load(store: &Store) -> Self {
+        Self {
+            cluster: get(store, CLUSTER_KEY).unwrap_or_default(),
+            services: list::<Service>(store, SERVICES)
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect(),
+            tasks: list::<Task>(store, TASKS)
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
+                .collect(),
+            nodes: list::<Node>(store, NODES)
+                .into_iter()
+                .map(|n| (n.id.clone(), n))
+                .collect(),
+        }
+    }
+
+    pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks
+            .values()
+            .filter(move |t| t.service_id == service_id)
+    }
+}
+
+/// Attaches a fresh Meta (timestamps) for a write; the version stays as read
+/// so the caller can use it as the compare value.
+pub fn touch_meta(meta: &mut Option<shoal_api::pb::Meta>) {
+    let now = shoal_api::now_ms();
+    let m = meta.get_or_insert_with(Default::default);
+    if m.created_at_ms == 0 {
+        m.created_at_ms = now;
+    }
+    m.updated_at_ms = now;
+}

@@ -1,0 +1,128 @@
+//! Endpoint selection: round-robin over non-draining endpoints, with passive
+//! ejection of endpoints whose connects fail.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::table::{EndpointEntry, ServiceEntry};
+use crate::MeshConfig;
+
+/// Passive health of one endpoint: consecutive connect failures and the time
+/// until which it is ejected. Lock-free; races only blur the backoff slightly.
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// Consecutive connect failures; 0 when healthy.
+    failures: AtomicU32,
+    /// Ejected while `now < ejected_until`, in nanoseconds since the mesh's epoch.
+    ejected_until: AtomicU64,
+}
+
+/// The clock ejection deadlines are measured on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    epoch: Instant,
+}
+
+// === impl Clock ===
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+// === impl Health ===
+
+impl Health {
+    pub(crate) fn is_ejected(&self, now: u64) -> bool {
+        now < self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn record_failure(&self, now: u64, config: &MeshConfig) -> Duration {
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let backoff = config
+            .eject_base
+            .saturating_mul(1u32 << (failures - 1).min(20))
+            .min(config.eject_max);
+        let until = now.saturating_add(u64::try_from(backoff.as_nanos()).unwrap_or(u64::MAX));
+        self.ejected_until.store(until, Ordering::Relaxed);
+        backoff
+    }
+
+    pub(crate) fn record_success(&self) {
+        // Read first so the healthy path does not write a shared cache line.
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejected_until.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Connects to an endpoint of `service` for `target`, trying each candidate
+/// at most once: non-ejected endpoints first, in round-robin order from the
+/// service's counter, then ejected ones as a last resort. Draining endpoints
+/// and those that do not expose `target` are never candidates.
+///
+/// Returns `None` when no endpoint could be reached.
+pub(crate) async fn connect(
+    service: &ServiceEntry,
+    target: u16,
+    config: &MeshConfig,
+    clock: Clock,
+) -> Option<(Arc<EndpointEntry>, TcpStream)> {
+    let mut order: Vec<_> = service
+        .endpoints
+        .iter()
+        .filter(|e| !e.endpoint.draining)
+        .filter_map(|e| Some((e, e.addr_for(target)?)))
+        .collect();
+    if order.is_empty() {
+        return None;
+    }
+    let start = service.next.fetch_add(1, Ordering::Relaxed) % order.len();
+    order.rotate_left(start);
+    let now = clock.now();
+    // Stable: keeps the round-robin order within each group.
+    order.sort_by_key(|(e, _)| e.health.is_ejected(now));
+
+    for (entry, addr) in order {
+        let m = &entry.metrics;
+        let t0 = Instant::now();
+        let err = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await
+        {
+            Ok(Ok(stream)) => {
+                m.connect_duration.observe(t0.elapsed().as_secs_f64());
+                m.connections.inc();
+                entry.health.record_success();
+                return Some((entry.clone(), stream));
+            }
+            Ok(Err(e)) => e,
+            Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        };
+        m.connect_errors.inc();
+        let backoff = entry.health.record_failure(clock.now(), config);
+        debug!(
+            service = %service.name(),
+            task = %entry.endpoint.task_name,
+            %addr,
+            error = %err,
+            ?backoff,
+            "backend connect failed; endpoint ejected",
+        );
+    }
+    None
+}

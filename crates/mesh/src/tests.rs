@@ -1,0 +1,618 @@
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use crate::{Endpoint, Mesh, MeshConfig, MeshError, PortRoute, ServiceRoute};
+
+const DEADLINE: Duration = Duration::from_secs(10);
+const TARGET: u16 = 80;
+
+// === fixtures ===
+
+fn mesh() -> (Mesh, Registry) {
+    let registry = Registry::new();
+    let config = MeshConfig {
+        listen_ip: Ipv4Addr::LOCALHOST.into(),
+        connect_timeout: Duration::from_millis(500),
+        ..MeshConfig::default()
+    };
+    (Mesh::new(config, &registry).unwrap(), registry)
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An address nothing listens on.
+fn dead_addr() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()))
+}
+
+/// A backend that replies with its name and closes.
+async fn name_backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(name.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A backend that reads until EOF, then echoes everything it read and closes.
+async fn echo_after_eof_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                s.read_to_end(&mut buf).await.unwrap();
+                s.write_all(&buf).await.unwrap();
+            });
+        }
+    });
+    addr
+}
+
+/// A backend that says "ready\n", waits for EOF, then says "bye".
+async fn ready_bye_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                s.write_all(b"ready\n").await.unwrap();
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf).await;
+                let _ = s.write_all(b"bye").await;
+            });
+        }
+    });
+    addr
+}
+
+fn endpoint(task: &str, addr: SocketAddr, draining: bool) -> Endpoint {
+    Endpoint {
+        task_id: task.into(),
+        task_name: format!("web.{task}").into(),
+        slot: task.trim_start_matches('t').parse().unwrap_or(0),
+        node: "node-1".into(),
+        ports: vec![(TARGET, addr)],
+        draining,
+    }
+}
+
+fn route(id: &str, published: u16, endpoints: Vec<Endpoint>) -> ServiceRoute {
+    ServiceRoute {
+        service_id: id.into(),
+        service_name: format!("svc-{id}").into(),
+        ports: vec![PortRoute {
+            published,
+            target: TARGET,
+        }],
+        endpoints,
+    }
+}
+
+/// Connects through the mesh and returns everything the backend sent.
+async fn fetch(port: u16) -> std::io::Result<String> {
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+async fn fetch_n(port: u16, n: usize) -> HashMap<String, usize> {
+    let mut hits = HashMap::new();
+    for i in 0..n {
+        let name = fetch(port).await.unwrap();
+        assert!(!name.is_empty(), "connection {i} got no reply");
+        *hits.entry(name).or_default() += 1;
+    }
+    hits
+}
+
+/// Sum of a family's samples whose labels include all of `labels`.
+fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .filter(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+        .map(|m| m.get_counter().get_value() + m.get_gauge().get_value())
+        .sum()
+}
+
+fn has_series(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> bool {
+    registry
+        .gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric())
+        .any(|m| {
+            labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            })
+        })
+}
+
+/// Polls `f` until it returns true or the deadline passes.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn port_refuses(port: u16) -> bool {
+    TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .is_err()
+}
+
+// === tests ===
+
+#[tokio::test]
+async fn round_robin_hits_each_endpoint_equally() {
+    let (mesh, registry) = mesh();
+    let port = free_port();
+    let eps = vec![
+        endpoint("t1", name_backend("a").await, false),
+        endpoint("t2", name_backend("b").await, false),
+        endpoint("t3", name_backend("c").await, false),
+    ];
+    assert!(mesh.apply_snapshot(vec![route("s", port, eps)]).is_empty());
+
+    let hits = fetch_n(port, 30).await;
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    assert!(hits.values().all(|&n| n == 10), "{hits:?}");
+
+    let total = metric(
+        &registry,
+        "shoal_mesh_task_connections_total",
+        &[("service", "svc-s")],
+    );
+    assert_eq!(total, 30.0);
+    for task in ["t1", "t2", "t3"] {
+        let n = metric(
+            &registry,
+            "shoal_mesh_task_connections_total",
+            &[("task", task), ("node", "node-1")],
+        );
+        assert_eq!(n, 10.0, "task {task}");
+    }
+    let accepted = metric(
+        &registry,
+        "shoal_mesh_port_accepted_total",
+        &[("port", &port.to_string())],
+    );
+    assert_eq!(accepted, 30.0);
+}
+
+#[tokio::test]
+async fn dead_endpoint_is_skipped_and_ejected() {
+    let (mesh, registry) = mesh();
+    let port = free_port();
+    let eps = vec![
+        endpoint("t1", name_backend("a").await, false),
+        endpoint("t2", dead_addr(), false),
+        endpoint("t3", name_backend("c").await, false),
+    ];
+    mesh.apply_snapshot(vec![route("s", port, eps)]);
+
+    let hits = fetch_n(port, 30).await;
+    assert_eq!(hits.values().sum::<usize>(), 30);
+    assert_eq!(
+        hits.keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["a", "c"].into()
+    );
+
+    assert!(
+        metric(
+            &registry,
+            "shoal_mesh_task_connect_errors_total",
+            &[("task", "t2")]
+        ) > 0.0
+    );
+    assert_eq!(
+        metric(
+            &registry,
+            "shoal_mesh_task_connect_errors_total",
+            &[("task", "t1")]
+        ),
+        0.0
+    );
+    assert_eq!(metric(&registry, "shoal_mesh_port_refused_total", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn all_endpoints_dead_refuses_client() {
+    let (mesh, registry) = mesh();
+    let port = free_port();
+    let eps = vec![
+        endpoint("t1", dead_addr(), false),
+        endpoint("t2", dead_addr(), false),
+    ];
+    mesh.apply_snapshot(vec![route("s", port, eps)]);
+    for _ in 0..3 {
+        // Closed without data (or reset).
+        assert_eq!(fetch(port).await.unwrap_or_default(), "");
+    }
+    // Every endpoint is tried each time, even while ejected.
+    eventually("refused count", || async {
+        metric(
+            &registry,
+            "shoal_mesh_port_refused_total",
+            &[("service", "svc-s")],
+        ) == 3.0
+    })
+    .await;
+    assert_eq!(
+        metric(&registry, "shoal_mesh_task_connect_errors_total", &[]),
+        6.0
+    );
+}
+
+#[tokio::test]
+async fn removed_and_draining_endpoints_get_no_new_connections() {
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    let a = endpoint("t1", name_backend("a").await, false);
+    let b = endpoint("t2", name_backend("b").await, false);
+    let c = endpoint("t3", name_backend("c").await, false);
+    mesh.apply_snapshot(vec![route(
+        "s",
+        port,
+        vec![a.clone(), b.clone(), c.clone()],
+    )]);
+    assert_eq!(fetch_n(port, 3).await.len(), 3);
+
+    // Remove c.
+    mesh.apply_delta(vec![route("s", port, vec![a.clone(), b.clone()])], &[]);
+    let hits = fetch_n(port, 20).await;
+    assert_eq!(hits.get("a"), Some(&10), "{hits:?}");
+    assert_eq!(hits.get("b"), Some(&10), "{hits:?}");
+    assert!(!hits.contains_key("c"));
+
+    // b drains.
+    let b_draining = Endpoint {
+        draining: true,
+        ..b
+    };
+    mesh.apply_delta(vec![route("s", port, vec![a, b_draining])], &[]);
+    let hits = fetch_n(port, 10).await;
+    assert_eq!(hits.get("a"), Some(&10), "{hits:?}");
+}
+
+#[tokio::test]
+async fn half_close_is_propagated() {
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    let backend = echo_after_eof_backend().await;
+    mesh.apply_snapshot(vec![route("s", port, vec![endpoint("t1", backend, false)])]);
+
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
+    s.write_all(&payload).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload);
+}
+
+#[tokio::test]
+async fn bytes_are_counted_per_direction() {
+    let (mesh, registry) = mesh();
+    let port = free_port();
+    let backend = echo_after_eof_backend().await;
+    mesh.apply_snapshot(vec![route("s", port, vec![endpoint("t1", backend, false)])]);
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
+    s.write_all(b"hello").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out, b"hello");
+    eventually("bytes counted and connection closed", || async {
+        metric(
+            &registry,
+            "shoal_mesh_task_bytes_from_client_total",
+            &[("task", "t1")],
+        ) == 5.0
+            && metric(
+                &registry,
+                "shoal_mesh_task_bytes_to_client_total",
+                &[("task", "t1")],
+            ) == 5.0
+            && metric(
+                &registry,
+                "shoal_mesh_task_active_connections",
+                &[("task", "t1")],
+            ) == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn removed_service_closes_its_port() {
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    let other = free_port();
+    let a = endpoint("t1", name_backend("a").await, false);
+    mesh.apply_snapshot(vec![
+        route("s", port, vec![a.clone()]),
+        route("o", other, vec![a]),
+    ]);
+    assert_eq!(fetch(port).await.unwrap(), "a");
+
+    mesh.apply_delta(vec![], &["s".to_owned()]);
+    assert!(mesh.table().service_for_port(port).is_none());
+    eventually("port closed", || port_refuses(port)).await;
+    assert_eq!(mesh.listening_ports(), vec![other]);
+    assert_eq!(fetch(other).await.unwrap(), "a");
+}
+
+#[tokio::test]
+async fn port_without_endpoints_closes_and_counts_refused() {
+    let (mesh, registry) = mesh();
+    let port = free_port();
+    mesh.apply_snapshot(vec![route("s", port, vec![])]);
+    assert_eq!(fetch(port).await.unwrap_or_default(), "");
+    eventually("refused counted", || async {
+        metric(
+            &registry,
+            "shoal_mesh_port_refused_total",
+            &[("service", "svc-s"), ("port", &port.to_string())],
+        ) == 1.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn port_moves_between_services() {
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    let a = endpoint("t1", name_backend("a").await, false);
+    let b = endpoint("t2", name_backend("b").await, false);
+    mesh.apply_snapshot(vec![route("s1", port, vec![a])]);
+    assert_eq!(fetch(port).await.unwrap(), "a");
+    assert!(mesh
+        .apply_snapshot(vec![route("s2", port, vec![b])])
+        .is_empty());
+    assert_eq!(fetch(port).await.unwrap(), "b");
+    assert_eq!(mesh.table().service_for_port(port).unwrap().id(), "s2");
+}
+
+#[tokio::test]
+async fn bind_error_is_reported_and_other_ports_served() {
+    let (mesh, _registry) = mesh();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let port = free_port();
+    let a = endpoint("t1", name_backend("a").await, false);
+    let errors = mesh.apply_snapshot(vec![
+        route("web", taken_port, vec![a.clone()]),
+        route("api", port, vec![a]),
+    ]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(matches!(&errors[0], MeshError::Bind { port, .. } if *port == taken_port));
+    let msg = errors[0].to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "bind 127.0.0.1:{taken_port} for service svc-web: "
+        )),
+        "{msg}"
+    );
+    assert_eq!(fetch(port).await.unwrap(), "a");
+
+    // Retried on the next update once the port is free.
+    drop(taken);
+    assert!(mesh.apply_delta(vec![], &[]).is_empty());
+    assert_eq!(fetch(taken_port).await.unwrap(), "a");
+}
+
+#[tokio::test]
+async fn unchanged_services_are_shared_and_counter_carries_over() {
+    let (mesh, _registry) = mesh();
+    let (p1, p2) = (free_port(), free_port());
+    let a = endpoint("t1", name_backend("a").await, false);
+    let b = endpoint("t2", name_backend("b").await, false);
+    mesh.apply_snapshot(vec![
+        route("s1", p1, vec![a.clone(), b.clone()]),
+        route("s2", p2, vec![a.clone()]),
+    ]);
+    let before = mesh.table();
+    assert_eq!(fetch(p1).await.unwrap(), "a");
+
+    // Upsert s2 only: s1's entry is the same allocation.
+    mesh.apply_delta(vec![route("s2", p2, vec![b.clone()])], &[]);
+    let after = mesh.table();
+    assert_eq!(after.revision(), before.revision() + 1);
+    assert!(Arc::ptr_eq(
+        before.service("s1").unwrap(),
+        after.service("s1").unwrap()
+    ));
+
+    // Changing s1 keeps its round-robin position: next is b.
+    let a_renamed = Endpoint {
+        node: "node-2".into(),
+        ..a
+    };
+    mesh.apply_delta(vec![route("s1", p1, vec![a_renamed, b])], &[]);
+    assert!(!Arc::ptr_eq(
+        before.service("s1").unwrap(),
+        mesh.table().service("s1").unwrap()
+    ));
+    assert_eq!(fetch(p1).await.unwrap(), "b");
+}
+
+#[tokio::test]
+async fn task_series_removed_when_task_leaves_table() {
+    let (mesh, registry) = mesh();
+    let port = free_port();
+    let a = endpoint("t1", name_backend("a").await, false);
+    let b = endpoint("t2", name_backend("b").await, false);
+    mesh.apply_snapshot(vec![route("s", port, vec![a.clone(), b])]);
+    fetch_n(port, 2).await;
+    assert!(has_series(
+        &registry,
+        "shoal_mesh_task_connections_total",
+        &[("task", "t2")]
+    ));
+
+    mesh.apply_delta(vec![route("s", port, vec![a])], &[]);
+    eventually("t2 series removed", || async {
+        !has_series(
+            &registry,
+            "shoal_mesh_task_connections_total",
+            &[("task", "t2")],
+        )
+    })
+    .await;
+    assert!(has_series(
+        &registry,
+        "shoal_mesh_task_connections_total",
+        &[("task", "t1")]
+    ));
+
+    mesh.apply_snapshot(vec![]);
+    eventually("all series removed", || async {
+        !has_series(&registry, "shoal_mesh_task_connections_total", &[])
+            && !has_series(&registry, "shoal_mesh_port_accepted_total", &[])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_in_flight_connection() {
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    mesh.apply_snapshot(vec![route(
+        "s",
+        port,
+        vec![endpoint("t1", ready_bye_backend().await, false)],
+    )]);
+
+    let mut client = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
+    let mut ready = [0u8; 6];
+    client.read_exact(&mut ready).await.unwrap();
+    assert_eq!(&ready, b"ready\n");
+
+    let stopping = tokio::spawn({
+        let mesh = mesh.clone();
+        async move { mesh.shutdown(Duration::from_secs(60)).await }
+    });
+    eventually("port closed", || port_refuses(port)).await;
+    assert!(
+        !stopping.is_finished(),
+        "shutdown returned with a connection in flight"
+    );
+
+    client.shutdown().await.unwrap();
+    let mut rest = String::new();
+    client.read_to_string(&mut rest).await.unwrap();
+    assert_eq!(rest, "bye");
+    tokio::time::timeout(DEADLINE, stopping)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Idempotent, and no listener is reopened afterwards.
+    mesh.shutdown(Duration::from_secs(1)).await;
+    mesh.apply_delta(vec![], &[]);
+    assert!(mesh.listening_ports().is_empty());
+    assert!(port_refuses(port).await);
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_after_grace() {
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    mesh.apply_snapshot(vec![route(
+        "s",
+        port,
+        vec![endpoint("t1", ready_bye_backend().await, false)],
+    )]);
+    let mut client = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
+    let mut ready = [0u8; 6];
+    client.read_exact(&mut ready).await.unwrap();
+
+    tokio::time::timeout(DEADLINE, mesh.shutdown(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    // The mesh closed the client leg: EOF (or reset), never "bye".
+    let mut rest = String::new();
+    let r = tokio::time::timeout(DEADLINE, client.read_to_string(&mut rest))
+        .await
+        .unwrap();
+    assert!(r.is_err() || rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn ejection_backoff_doubles_caps_and_resets() {
+    let config = MeshConfig::default();
+    let health = crate::balancer::Health::default();
+    let secs = |s: u64| Duration::from_secs(s);
+    assert!(!health.is_ejected(0));
+    let backoffs: Vec<_> = (0..7).map(|_| health.record_failure(0, &config)).collect();
+    assert_eq!(
+        backoffs,
+        [
+            secs(1),
+            secs(2),
+            secs(4),
+            secs(8),
+            secs(16),
+            secs(30),
+            secs(30)
+        ]
+    );
+    assert!(health.is_ejected(secs(29).as_nanos() as u64));
+    assert!(!health.is_ejected(secs(30).as_nanos() as u64));
+    health.record_success();
+    assert!(!health.is_ejected(0));
+    assert_eq!(health.record_failure(0, &config), secs(1));
+}

@@ -1,0 +1,99 @@
+//! Command-line flags. Defaults follow dockerd where one exists.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "shoald", version, about = "The Shoal node daemon")]
+pub struct Cli {
+    #[command(flatten)]
+    pub daemon: DaemonConfig,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a built-in workload (used as a task's process; not for humans).
+    #[command(hide = true)]
+    Workload {
+        #[arg(value_enum)]
+        name: Workload,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Workload {
+    Echo,
+    Timecheck,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetworkModeArg {
+    /// Network namespaces when root, loopback ports otherwise.
+    Auto,
+    /// Every task in its own network namespace on the ingress bridge (root).
+    Netns,
+    /// Tasks are plain processes on allocated loopback ports.
+    Loopback,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DaemonConfig {
+    /// Where the store, node identity and task logs live.
+    #[arg(long, default_value = "/var/lib/shoal", env = "SHOAL_DATA_ROOT")]
+    pub data_root: PathBuf,
+    /// The API socket the CLI talks to (`unix:///path.sock`).
+    #[arg(
+        short = 'H',
+        long = "host",
+        default_value = "unix:///run/shoal/shoal.sock"
+    )]
+    pub host: String,
+    /// Prometheus metrics and admin HTTP (`/metrics`, `/healthz`, `/routes`).
+    #[arg(long, default_value = "0.0.0.0:9323")]
+    pub metrics_addr: SocketAddr,
+    /// Make this node a one-node cluster at start-up if it is not in one yet.
+    #[arg(long)]
+    pub init: bool,
+    /// With --init: also create the demo service `web` (3 x shoal/echo on port 8080).
+    #[arg(long)]
+    pub demo: bool,
+    /// Node name shown in `node ls` (default: the host name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Address other nodes reach this node on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub advertise_addr: String,
+    /// Address the mesh serves published ports on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub mesh_listen_ip: IpAddr,
+    /// How tasks are connected to the mesh.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub network_mode: NetworkModeArg,
+    /// Name of the ingress bridge tasks attach to (netns mode).
+    #[arg(long, default_value = "shoal-ingress")]
+    pub bridge: String,
+    /// How long open mesh connections may finish on shutdown.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+    /// How long a task gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub stop_grace_period: Duration,
+}
+
+impl DaemonConfig {
+    /// The Unix socket path of `--host`.
+    pub fn socket_path(&self) -> anyhow::Result<PathBuf> {
+        match self.host.strip_prefix("unix://") {
+            Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+            _ => anyhow::bail!(
+                "--host {:?}: only unix:///path.sock is supported, e.g. unix:///run/shoal/shoal.sock",
+                self.host
+            ),
+        }
+    }
+}

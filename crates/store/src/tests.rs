@@ -1,0 +1,473 @@
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::*;
+
+const LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn config(dir: &Path, node_id: u64, watch_history: usize) -> StoreConfig {
+    StoreConfig {
+        data_dir: dir.to_path_buf(),
+        node_id,
+        advertise_addr: String::new(),
+        watch_history,
+    }
+}
+
+async fn single(dir: &Path, watch_history: usize) -> Store {
+    let store = Store::open(config(dir, 1, watch_history)).await.unwrap();
+    store.initialize().await.unwrap();
+    store.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    store
+}
+
+/// Polls `f` until it returns true, panicking after `timeout`.
+async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn next_event(w: &mut Watch) -> WatchEvent {
+    tokio::time::timeout(Duration::from_secs(5), w.next())
+        .await
+        .expect("watch event within 5s")
+        .expect("watch still open")
+        .expect("no watch error")
+}
+
+fn summary(e: &WatchEvent) -> (u64, EventKind, String, Vec<u8>) {
+    (e.revision, e.kind, e.kv.key.clone(), e.kv.value.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reads_and_compares() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = single(dir.path(), 1000).await;
+    assert!(store.is_initialized().await.unwrap());
+    assert!(store.is_leader());
+    // initialize again is a no-op.
+    store.initialize().await.unwrap();
+
+    let r1 = store
+        .write(Txn::new().put("a", "1").put("b", "2"))
+        .await
+        .unwrap();
+    assert_eq!(store.revision(), r1);
+    let a = store.get("a").unwrap();
+    assert_eq!(
+        (a.value.as_slice(), a.create_revision, a.mod_revision),
+        (&b"1"[..], r1, r1)
+    );
+
+    let r2 = store.write(Txn::new().put("a", "3")).await.unwrap();
+    assert!(r2 > r1);
+    let a = store.get("a").unwrap();
+    assert_eq!(
+        (a.value.as_slice(), a.create_revision, a.mod_revision),
+        (&b"3"[..], r1, r2)
+    );
+
+    // A failed compare writes nothing.
+    let err = store
+        .write(Txn::new().when_version("a", r1).put("c", "x").delete("b"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::ConditionFailed { key } if key == "a"),
+        "{err}"
+    );
+    assert!(store.get("c").is_none());
+    assert!(store.get("b").is_some());
+    let err = store
+        .write(Txn::new().when_absent("b").put("x", "y"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::ConditionFailed { key } if key == "b"),
+        "{err}"
+    );
+
+    // Matching compares apply.
+    let r3 = store
+        .write(
+            Txn::new()
+                .when_version("a", r2)
+                .when_absent("c")
+                .put("c", "x")
+                .delete("b"),
+        )
+        .await
+        .unwrap();
+    assert!(r3 > r2);
+    assert!(store.get("b").is_none());
+    let keys: Vec<_> = store.list("").into_iter().map(|kv| kv.key).collect();
+    assert_eq!(keys, ["a", "c"]);
+
+    store
+        .write(
+            Txn::new()
+                .put("svc/2", "b")
+                .put("svc/1", "a")
+                .put("svd", "z"),
+        )
+        .await
+        .unwrap();
+    let keys: Vec<_> = store.list("svc/").into_iter().map(|kv| kv.key).collect();
+    assert_eq!(keys, ["svc/1", "svc/2"]);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = single(dir.path(), 1000).await;
+    store.write(Txn::new().put("k1", "v1")).await.unwrap();
+    let rev = store
+        .write(Txn::new().put("k2", "v2").delete("k1"))
+        .await
+        .unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = Store::open(config(dir.path(), 1, 1000)).await.unwrap();
+    assert!(store.is_initialized().await.unwrap());
+    assert_eq!(store.revision(), rev, "applied state loaded from disk");
+    assert!(store.get("k1").is_none());
+    assert_eq!(store.get("k2").unwrap().value, b"v2");
+    store.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    eventually("leadership", LEADER_TIMEOUT, || store.is_leader()).await;
+    let next = store.write(Txn::new().put("k3", "v3")).await.unwrap();
+    assert!(next > rev);
+    assert_eq!(store.get("k3").unwrap().create_revision, next);
+    // Resuming a watch from before the restart is not possible; from now it is.
+    assert!(matches!(
+        store.watch("", rev - 1),
+        Err(StoreError::Compacted { .. })
+    ));
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_resume_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = single(dir.path(), 1000).await;
+    let r0 = store.revision();
+    let r1 = store.write(Txn::new().put("/a/1", "x")).await.unwrap();
+    store.write(Txn::new().put("/b/1", "y")).await.unwrap();
+    let r3 = store
+        .write(Txn::new().put("/a/2", "z").delete("/a/1"))
+        .await
+        .unwrap();
+
+    let mut w = store.watch("/a/", r0).unwrap();
+    let got: Vec<_> = [
+        next_event(&mut w).await,
+        next_event(&mut w).await,
+        next_event(&mut w).await,
+    ]
+    .iter()
+    .map(summary)
+    .collect();
+    assert_eq!(
+        got,
+        [
+            (r1, EventKind::Put, "/a/1".into(), b"x".to_vec()),
+            (r3, EventKind::Put, "/a/2".into(), b"z".to_vec()),
+            (r3, EventKind::Delete, "/a/1".into(), b"x".to_vec()),
+        ]
+    );
+    let mut resumed = store.watch("/a/", r1).unwrap();
+    assert_eq!(next_event(&mut resumed).await.revision, r3);
+    assert_eq!(next_event(&mut resumed).await.revision, r3);
+
+    let (rev, kvs, mut live) = store.snapshot_and_watch("/a/");
+    assert_eq!(rev, store.revision());
+    assert_eq!(
+        kvs.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(),
+        ["/a/2"]
+    );
+    store
+        .write(Txn::new().put("/b/2", "ignored"))
+        .await
+        .unwrap();
+    let r5 = store.write(Txn::new().put("/a/3", "w")).await.unwrap();
+
+    // Every watcher sees the new event next: no gaps, no duplicates, prefix filtered.
+    for w in [&mut w, &mut resumed, &mut live] {
+        let e = next_event(w).await;
+        assert_eq!(
+            summary(&e),
+            (r5, EventKind::Put, "/a/3".into(), b"w".to_vec())
+        );
+    }
+
+    // A watcher that falls far behind the live stream is dropped with Lagged.
+    let mut slow = store.watch("", store.revision()).unwrap();
+    let mut big = Txn::new();
+    for i in 0..2000 {
+        big = big.put(format!("/bulk/{i:04}"), "v");
+    }
+    store.write(big).await.unwrap();
+    assert!(matches!(slow.next().await, Some(Err(StoreError::Lagged))));
+    assert!(slow.next().await.is_none());
+
+    // The live watch lagged too: the live buffer is shared by all prefixes.
+    assert!(matches!(live.next().await, Some(Err(StoreError::Lagged))));
+
+    // Shutdown ends watches.
+    let mut idle = store.watch("", store.revision()).unwrap();
+    store.shutdown().await.unwrap();
+    assert!(idle.next().await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_from_compacted_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = single(dir.path(), 2).await;
+    let mut revs = Vec::new();
+    for i in 0..5 {
+        revs.push(
+            store
+                .write(Txn::new().put(format!("k{i}"), "v"))
+                .await
+                .unwrap(),
+        );
+    }
+    // History holds the last two events (revs[3], revs[4]).
+    match store.watch("", revs[2] - 1) {
+        Err(StoreError::Compacted { requested, oldest }) => {
+            assert_eq!((requested, oldest), (revs[2] - 1, revs[2]));
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    let mut w = store.watch("", revs[2]).unwrap();
+    assert_eq!(next_event(&mut w).await.revision, revs[3]);
+    assert_eq!(next_event(&mut w).await.revision, revs[4]);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_purge_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = RaftTuning {
+        snapshot_logs_since_last: 20,
+        max_in_snapshot_log_to_keep: 5,
+        ..RaftTuning::default()
+    };
+    let store = Store::open_with(config(dir.path(), 1, 1000), tuning.clone())
+        .await
+        .unwrap();
+    store.initialize().await.unwrap();
+    store.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    let mut last = 0;
+    for i in 0..60 {
+        last = store
+            .write(
+                Txn::new()
+                    .put(format!("key/{i:02}"), format!("v{i}"))
+                    .delete(format!("key/{:02}", i.max(1) - 1)),
+            )
+            .await
+            .unwrap();
+    }
+    eventually("snapshot and purge", Duration::from_secs(10), || {
+        let m = store.metrics();
+        m.snapshot.is_some() && m.purged.is_some()
+    })
+    .await;
+    let purged = store.metrics().purged.unwrap().index;
+    assert!(purged > 0);
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    let store = Store::open_with(config(dir.path(), 1, 1000), tuning)
+        .await
+        .unwrap();
+    assert_eq!(store.revision(), last);
+    let kvs = store.list("key/");
+    assert_eq!(kvs.len(), 1);
+    assert_eq!(kvs[0].key, "key/59");
+    // The snapshot and the purge point are reloaded from disk.
+    eventually("snapshot and purge point reloaded", LEADER_TIMEOUT, || {
+        let m = store.metrics();
+        m.snapshot.is_some() && m.purged.map(|p| p.index).unwrap_or(0) >= purged
+    })
+    .await;
+    store.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    eventually("leadership", LEADER_TIMEOUT, || store.is_leader()).await;
+    assert!(store.write(Txn::new().put("key/60", "v")).await.unwrap() > last);
+    store.shutdown().await.unwrap();
+}
+
+/// A node with its RaftTransport server on 127.0.0.1:0.
+struct Node {
+    store: Store,
+    addr: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn start_node(dir: &Path, node_id: u64, tuning: &RaftTuning) -> Node {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut cfg = config(dir, node_id, 1000);
+    cfg.advertise_addr = addr.clone();
+    let store = Store::open_with(cfg, tuning.clone()).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = store.raft_service();
+    let server = tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Node {
+        store,
+        addr,
+        stop,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_node_group_replicates() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let tuning = RaftTuning {
+        heartbeat_interval: Duration::from_millis(100),
+        election_timeout_min: Duration::from_millis(500),
+        election_timeout_max: Duration::from_millis(1000),
+        // Small, so that the learners must be sent a snapshot.
+        snapshot_logs_since_last: 10,
+        max_in_snapshot_log_to_keep: 0,
+    };
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(start_node(dir.path(), i as u64 + 1, &tuning).await);
+    }
+    let leader = &nodes[0].store;
+    leader.initialize().await.unwrap();
+    leader.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    let before = leader.write(Txn::new().put("early", "1")).await.unwrap();
+    for i in 0..25 {
+        leader
+            .write(Txn::new().put(format!("bulk/{i:02}"), "v"))
+            .await
+            .unwrap();
+    }
+    eventually("leader purged its log", Duration::from_secs(10), || {
+        leader.metrics().purged.map(|p| p.index).unwrap_or(0) > before
+    })
+    .await;
+
+    leader.add_learner(2, &nodes[1].addr).await.unwrap();
+    leader.add_learner(3, &nodes[2].addr).await.unwrap();
+    leader
+        .change_membership(BTreeSet::from([1, 2, 3]))
+        .await
+        .unwrap();
+    assert!(leader.is_leader());
+
+    let rev = leader
+        .write(Txn::new().put("svc/web", "spec"))
+        .await
+        .unwrap();
+    assert!(rev > before);
+    for node in &nodes {
+        eventually("replication", Duration::from_secs(10), || {
+            node.store.revision() >= rev && node.store.get("svc/web").is_some()
+        })
+        .await;
+        assert_eq!(node.store.get("early").unwrap().mod_revision, before);
+        assert_eq!(node.store.list("bulk/").len(), 25);
+        assert_eq!(node.store.get("svc/web").unwrap().mod_revision, rev);
+    }
+
+    // A follower refuses writes and names the leader; forwarding over ClientWrite works.
+    let follower = &nodes[1].store;
+    assert!(!follower.is_leader());
+    match follower.write(Txn::new().put("x", "y")).await {
+        Err(StoreError::NotLeader { leader }) => {
+            assert_eq!(leader.as_deref(), Some(nodes[0].addr.as_str()))
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+    let fwd = write_remote(&nodes[0].addr, &Txn::new().put("fwd", "1"))
+        .await
+        .unwrap();
+    assert!(fwd > rev);
+    let err = write_remote(
+        &nodes[0].addr,
+        &Txn::new().when_absent("fwd").put("fwd", "2"),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+    eventually(
+        "forwarded write replicated",
+        Duration::from_secs(10),
+        || nodes.iter().all(|n| n.store.get("fwd").is_some()),
+    )
+    .await;
+
+    for node in nodes {
+        node.store.shutdown().await.unwrap();
+        let _ = node.stop.send(());
+        node.server.await.unwrap();
+    }
+}
+
+#[test]
+fn log_store_append_truncate_purge() {
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _closed) = db::Db::open(&dir.path().join("log.redb")).unwrap();
+    let log = LogStore::open(Arc::new(db)).unwrap();
+    let id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
+    let entry = |index| openraft::Entry::<TypeConfig> {
+        log_id: id(index),
+        payload: EntryPayload::Normal(Txn::new().put(format!("k{index}"), "v")),
+    };
+    log.append_entries((1..=10).map(entry)).unwrap();
+    let st = log.log_state().unwrap();
+    assert_eq!(
+        (st.last_purged_log_id, st.last_log_id),
+        (None, Some(id(10)))
+    );
+
+    log.truncate_from(8).unwrap();
+    log.purge_upto(&id(3)).unwrap();
+    let st = log.log_state().unwrap();
+    assert_eq!(
+        (st.last_purged_log_id, st.last_log_id),
+        (Some(id(3)), Some(id(7)))
+    );
+    let all = log
+        .read_range((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded))
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        [4, 5, 6, 7]
+    );
+
+    // Purging everything leaves the purge point as the last log id.
+    log.purge_upto(&id(7)).unwrap();
+    let st = log.log_state().unwrap();
+    assert_eq!(
+        (st.last_purged_log_id, st.last_log_id),
+        (Some(id(7)), Some(id(7)))
+    );
+}
