@@ -2,7 +2,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["objects", "control", "dispatcher", "raft"]
+    let files = ["objects", "control", "dispatcher", "raft", "ca"]
         .map(|f| root.join(format!("shoal/v1/{f}.proto")));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());

@@ -57,6 +57,7 @@ impl Dispatcher for FakeDispatcher {
                     session_id: "sess1".into(),
                     heartbeat_period_ms: 100,
                     tasks,
+                    ..Default::default()
                 };
                 if tx.send(Ok(msg)).await.is_err() || assignments.changed().await.is_err() {
                     return;

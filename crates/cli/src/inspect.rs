@@ -719,7 +719,8 @@ pub fn service_pretty(s: &pb::Service) -> String {
     o
 }
 
-/// `docker node inspect --pretty`.
+/// `docker node inspect --pretty`: Docker's `nodeInspectPrettyTemplate`
+/// (without the Resources and Plugins sections, which Shoal does not track).
 pub fn node_pretty(n: &pb::Node) -> String {
     let meta = n.meta.unwrap_or_default();
     let desc = n.description.clone().unwrap_or_default();
@@ -727,21 +728,47 @@ pub fn node_pretty(n: &pb::Node) -> String {
     let spec = n.spec.clone().unwrap_or_default();
     let mut o = String::new();
     o.push_str(&format!("ID:\t\t\t{}\n", n.id));
-    o.push_str(&format!("Hostname:\t\t{}\n", desc.hostname));
-    o.push_str(&format!("Joined at:\t\t{}\n", rfc3339(meta.created_at_ms)));
+    if !spec.labels.is_empty() {
+        o.push_str("Labels:\n");
+        let labels: BTreeMap<_, _> = spec.labels.iter().collect();
+        for (k, v) in labels {
+            if v.is_empty() {
+                o.push_str(&format!(" - {k}\n"));
+            } else {
+                o.push_str(&format!(" - {k}={v}\n"));
+            }
+        }
+    }
+    o.push_str(&format!("Hostname:              \t{}\n", desc.hostname));
+    o.push_str(&format!(
+        "Joined at:             \t{}\n",
+        go_time_string(meta.created_at_ms)
+    ));
     o.push_str("Status:\n");
     o.push_str(&format!(" State:\t\t\t{}\n", node_state_name(status.state)));
+    if !status.message.is_empty() {
+        o.push_str(&format!(
+            " Message:              \t{}\n",
+            pretty_print(&status.message)
+        ));
+    }
     o.push_str(&format!(
-        " Availability:\t\t{}\n",
+        " Availability:         \t{}\n",
         availability_name(spec.availability)
     ));
-    o.push_str(&format!(" Address:\t\t{}\n", status.addr));
-    if let Some(m) = &n.manager_status {
+    if !status.addr.is_empty() {
+        o.push_str(&format!(" Address:\t\t{}\n", status.addr));
+    }
+    if let Some(m) = n
+        .manager_status
+        .as_ref()
+        .filter(|_| spec.role == pb::NodeRole::Manager as i32)
+    {
         o.push_str("Manager Status:\n");
         o.push_str(&format!(" Address:\t\t{}\n", m.addr));
         o.push_str(&format!(
             " Raft Status:\t\t{}\n",
-            crate::format::title(&m.reachability)
+            pretty_print(&m.reachability)
         ));
         o.push_str(&format!(
             " Leader:\t\t{}\n",
@@ -753,4 +780,18 @@ pub fn node_pretty(n: &pb::Node) -> String {
     o.push_str(&format!(" Architecture:\t\t{}\n", desc.arch));
     o.push_str(&format!("Engine Version:\t\t{}\n", desc.engine_version));
     o
+}
+
+/// Docker's `command.PrettyPrint` of a string: first letter upper-cased, the
+/// rest lower-cased.
+fn pretty_print(s: &str) -> String {
+    crate::format::title(&s.to_lowercase())
+}
+
+/// Docker's `PrettyPrint(time.Time)`: Go's `Time.String()` in UTC, lower-cased
+/// (`2017-05-16 22:52:44.991 +0000 utc`).
+pub fn go_time_string(ms: i64) -> String {
+    let t = rfc3339(ms);
+    let body = t.strip_suffix('Z').unwrap_or(&t).replacen('T', " ", 1);
+    format!("{body} +0000 utc")
 }

@@ -11,8 +11,8 @@
 //! - [`inspect`]: Docker-shaped JSON for services, tasks and nodes, and `--format`.
 //! - [`progress`]: the `overall progress: N out of M tasks` convergence display.
 //! - [`service`]: `service create|ls|ps|inspect|scale|rm|logs`.
-//! - [`node`]: `node ls|inspect`.
-//! - [`swarm`]: `swarm init`.
+//! - [`node`]: `node ls|inspect|update|promote|demote|rm|ps`.
+//! - [`swarm`]: `swarm init|join|join-token|leave`.
 #![forbid(unsafe_code)]
 
 mod client;

@@ -1,4 +1,4 @@
-//! `shoal node ls|inspect`.
+//! `shoal node ls|inspect|update|promote|demote|rm|ps`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -9,6 +9,8 @@ use shoal_api::pb;
 use crate::client::{self, Control, DaemonExt, Host};
 use crate::format::{natural_cmp, title, Table};
 use crate::inspect::{self, availability_name, node_state_name};
+use crate::opts;
+use crate::service::ps::{self as task_ps, RowOptions};
 
 /// `shoal node ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -32,41 +34,145 @@ pub enum NodeCommand {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+    /// Update a node.
+    Update(UpdateArgs),
+    /// Promote one or more nodes to manager in the swarm.
+    Promote {
+        /// Node IDs, prefixes or hostnames.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Demote one or more nodes from manager in the swarm.
+    Demote {
+        /// Node IDs, prefixes or hostnames.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Remove one or more nodes from the swarm.
+    #[command(alias = "remove")]
+    Rm {
+        /// Force remove a node from the swarm.
+        #[arg(short, long)]
+        force: bool,
+        /// Node IDs, prefixes or hostnames.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// List tasks running on one or more nodes, defaults to current node.
+    Ps(NodePsArgs),
 }
 
-/// Runs a `node` subcommand.
+/// `shoal node update [OPTIONS] NODE`.
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    /// Availability of the node ("active", "pause", "drain").
+    #[arg(long)]
+    pub availability: Option<String>,
+    /// Add or update a node label (key=value).
+    #[arg(long = "label-add")]
+    pub label_add: Vec<String>,
+    /// Remove a node label if exists.
+    #[arg(long = "label-rm")]
+    pub label_rm: Vec<String>,
+    /// Role of the node ("worker", "manager").
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Node ID, prefix or hostname.
+    pub node: String,
+}
+
+/// `shoal node ps [OPTIONS] [NODE...]`.
+#[derive(Debug, clap::Args)]
+pub struct NodePsArgs {
+    /// Filter output based on conditions provided (desired-state=, name=, id=, node=).
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+    /// Do not truncate output.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// Do not map IDs to names.
+    #[arg(long = "no-resolve")]
+    pub no_resolve: bool,
+    /// Only display task IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Node IDs, prefixes or hostnames (default: this node).
+    pub nodes: Vec<String>,
+}
+
+/// The validated flags of `node update`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NodeUpdate {
+    /// `--availability`.
+    pub availability: Option<pb::NodeAvailability>,
+    /// `--role`.
+    pub role: Option<pb::NodeRole>,
+    /// `--label-add`, in order.
+    pub label_add: Vec<(String, String)>,
+    /// `--label-rm`, in order.
+    pub label_rm: Vec<String>,
+}
+
+// === impl NodeUpdate ===
+
+impl NodeUpdate {
+    /// Validates the flags of `node update`.
+    pub fn parse(a: &UpdateArgs) -> anyhow::Result<NodeUpdate> {
+        Ok(NodeUpdate {
+            availability: a
+                .availability
+                .as_deref()
+                .map(opts::parse_availability)
+                .transpose()?,
+            role: a.role.as_deref().map(opts::parse_node_role).transpose()?,
+            label_add: a
+                .label_add
+                .iter()
+                .map(|l| opts::parse_label_add(l))
+                .collect::<anyhow::Result<_>>()?,
+            label_rm: a.label_rm.clone(),
+        })
+    }
+
+    /// Applies the flags to `spec` as Docker's `mergeNodeUpdate` does: role,
+    /// availability, added labels, then removed labels (which must exist).
+    pub fn apply(&self, spec: &mut pb::NodeSpec) -> anyhow::Result<()> {
+        if let Some(role) = self.role {
+            spec.role = role as i32;
+        }
+        if let Some(a) = self.availability {
+            spec.availability = a as i32;
+        }
+        for (k, v) in &self.label_add {
+            spec.labels.insert(k.clone(), v.clone());
+        }
+        for k in &self.label_rm {
+            if spec.labels.remove(k).is_none() {
+                bail!("key {k} doesn't exist in node's labels");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a `node` subcommand; flags are validated before connecting.
 pub async fn run(host: &Host, cmd: NodeCommand) -> anyhow::Result<()> {
-    let mut c = client::connect(host).await?;
     match cmd {
-        NodeCommand::Ls { quiet } => ls(&mut c, quiet).await,
+        NodeCommand::Ls { quiet } => ls(&mut client::connect(host).await?, quiet).await,
         NodeCommand::Inspect {
             pretty,
             format,
             nodes,
         } => {
+            // As Docker: `--pretty` wins over `--format`.
+            let mut c = client::connect(host).await?;
             let mut found = Vec::new();
             for name in &nodes {
-                let name = if name == "self" {
-                    c.info(pb::InfoRequest {}).await.daemon()?.node_id
-                } else {
-                    name.clone()
-                };
-                match c
-                    .get_node(pb::GetNodeRequest { node: name.clone() })
-                    .await
-                    .daemon()?
-                    .node
-                {
-                    Some(n) => found.push(n),
-                    None => bail!("Error: No such node: {name}"),
-                }
+                found.push(get_node(&mut c, name).await?);
             }
             if pretty {
                 let mut out = std::io::stdout().lock();
-                for (i, n) in found.iter().enumerate() {
-                    if i > 0 {
-                        writeln!(out)?;
-                    }
+                for n in &found {
                     write!(out, "{}", inspect::node_pretty(n))?;
                 }
                 Ok(())
@@ -78,7 +184,168 @@ pub async fn run(host: &Host, cmd: NodeCommand) -> anyhow::Result<()> {
                 inspect::print_values(&values, format.as_deref())
             }
         }
+        NodeCommand::Update(args) => {
+            let update = NodeUpdate::parse(&args)?;
+            let mut c = client::connect(host).await?;
+            let node = get_node(&mut c, &args.node).await?;
+            let mut spec = node.spec.clone().unwrap_or_default();
+            update.apply(&mut spec)?;
+            update_node(&mut c, &node, spec).await?;
+            writeln!(std::io::stdout(), "{}", args.node)?;
+            Ok(())
+        }
+        NodeCommand::Promote { nodes } => {
+            change_role(
+                &mut client::connect(host).await?,
+                &nodes,
+                pb::NodeRole::Manager,
+            )
+            .await
+        }
+        NodeCommand::Demote { nodes } => {
+            change_role(
+                &mut client::connect(host).await?,
+                &nodes,
+                pb::NodeRole::Worker,
+            )
+            .await
+        }
+        NodeCommand::Rm { force, nodes } => {
+            let mut c = client::connect(host).await?;
+            let mut errors = Vec::new();
+            for name in &nodes {
+                match c
+                    .remove_node(pb::RemoveNodeRequest {
+                        node: name.clone(),
+                        force,
+                    })
+                    .await
+                    .daemon()
+                {
+                    Ok(_) => writeln!(std::io::stdout(), "{name}")?,
+                    Err(e) => errors.push(client::one_line(&e, &host.to_string())),
+                }
+            }
+            if !errors.is_empty() {
+                bail!("{}", errors.join("; "));
+            }
+            Ok(())
+        }
+        NodeCommand::Ps(args) => ps(host, &args).await,
     }
+}
+
+/// `self` is this node (as Docker's `node.Reference`); anything else as given.
+async fn resolve(c: &mut Control, name: &str) -> anyhow::Result<String> {
+    if name == "self" {
+        Ok(c.info(pb::InfoRequest {}).await.daemon()?.node_id)
+    } else {
+        Ok(name.to_string())
+    }
+}
+
+/// Looks a node up by ID, prefix, hostname or `self`.
+async fn get_node(c: &mut Control, name: &str) -> anyhow::Result<pb::Node> {
+    let key = resolve(c, name).await?;
+    match c
+        .get_node(pb::GetNodeRequest { node: key })
+        .await
+        .daemon()?
+        .node
+    {
+        Some(n) => Ok(n),
+        None => bail!("Error: No such node: {name}"),
+    }
+}
+
+/// Writes `spec` back, guarded by the version that was read.
+async fn update_node(c: &mut Control, node: &pb::Node, spec: pb::NodeSpec) -> anyhow::Result<()> {
+    c.update_node(pb::UpdateNodeRequest {
+        node: node.id.clone(),
+        version: node.meta.as_ref().map_or(0, |m| m.version),
+        spec: Some(spec),
+    })
+    .await
+    .daemon()?;
+    Ok(())
+}
+
+/// `node promote` / `node demote`: stops at the first error, as Docker does;
+/// a node already in the role is reported and skipped.
+async fn change_role(c: &mut Control, names: &[String], role: pb::NodeRole) -> anyhow::Result<()> {
+    for name in names {
+        let node = get_node(c, name).await?;
+        let mut spec = node.spec.clone().unwrap_or_default();
+        if spec.role == role as i32 {
+            writeln!(std::io::stdout(), "{}", already_text(&node.id, role))?;
+            continue;
+        }
+        spec.role = role as i32;
+        update_node(c, &node, spec).await?;
+        writeln!(std::io::stdout(), "{}", role_changed_text(name, role))?;
+    }
+    Ok(())
+}
+
+/// Docker's line after a successful promote (`Manager`) or demote (`Worker`).
+pub fn role_changed_text(name: &str, role: pb::NodeRole) -> String {
+    match role {
+        pb::NodeRole::Manager => format!("Node {name} promoted to a manager in the swarm."),
+        pb::NodeRole::Worker => format!("Manager {name} demoted in the swarm."),
+    }
+}
+
+/// Docker's line when the node already has the role (it names the node ID).
+pub fn already_text(id: &str, role: pb::NodeRole) -> String {
+    format!("Node {id} is already a {}.", crate::swarm::role_word(role))
+}
+
+/// `node ps`: the tasks of each named node (default `self`), in the
+/// `service ps` table. Nodes that fail to resolve are reported after the table.
+async fn ps(host: &Host, a: &NodePsArgs) -> anyhow::Result<()> {
+    let filters = opts::parse_task_filters(&a.filter)?;
+    let mut c = client::connect(host).await?;
+    let names = if a.nodes.is_empty() {
+        vec!["self".to_string()]
+    } else {
+        a.nodes.clone()
+    };
+    let mut errors = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for name in &names {
+        match get_node(&mut c, name).await {
+            Ok(n) if !ids.contains(&n.id) => ids.push(n.id),
+            Ok(_) => {}
+            Err(e) => errors.push(client::one_line(&e, &host.to_string())),
+        }
+    }
+    let mut tasks = Vec::new();
+    if !ids.is_empty() {
+        tasks = c
+            .list_tasks(pb::ListTasksRequest {
+                services: Vec::new(),
+                nodes: ids.clone(),
+                desired_states: filters.desired_states.clone(),
+            })
+            .await
+            .daemon()?
+            .tasks;
+        // Whatever the daemon does with `nodes`, show only the asked-for ones.
+        tasks.retain(|t| ids.contains(&t.node_id));
+    }
+    if errors.is_empty() || !tasks.is_empty() {
+        let hosts = hostnames(&mut c).await?;
+        let opts = RowOptions {
+            no_trunc: a.no_trunc,
+            no_resolve: a.no_resolve,
+        };
+        let rows = task_ps::rows(&tasks, &hosts, &filters, opts, shoal_api::now_ms());
+        task_ps::print(&rows, a.quiet)?;
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("; "));
+    }
+    Ok(())
 }
 
 async fn ls(c: &mut Control, quiet: bool) -> anyhow::Result<()> {
@@ -112,13 +379,7 @@ pub fn node_table(nodes: &[pb::Node], self_id: &str) -> Table {
     ]);
     for n in nodes {
         let spec = n.spec.clone().unwrap_or_default();
-        let manager = match &n.manager_status {
-            Some(m) if m.leader => "Leader".to_string(),
-            Some(m) if spec.role == pb::NodeRole::Manager as i32 || !m.reachability.is_empty() => {
-                title(&m.reachability)
-            }
-            _ => String::new(),
-        };
+        let manager = manager_status(n);
         t.row(vec![
             if n.id == self_id {
                 format!("{} *", n.id)
@@ -137,6 +398,20 @@ pub fn node_table(nodes: &[pb::Node], self_id: &str) -> Table {
     t
 }
 
+/// The MANAGER STATUS column: `Leader`, else the title-cased reachability
+/// (`Reachable`, `Unavailable`); empty for workers.
+pub fn manager_status(n: &pb::Node) -> String {
+    let is_manager = n
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.role == pb::NodeRole::Manager as i32);
+    match &n.manager_status {
+        Some(m) if is_manager && m.leader => "Leader".to_string(),
+        Some(m) if is_manager => title(&m.reachability),
+        _ => String::new(),
+    }
+}
+
 /// Node ID → hostname, for `service ps` and `service logs`.
 pub async fn hostnames(c: &mut Control) -> anyhow::Result<HashMap<String, String>> {
     let nodes = c.list_nodes(pb::ListNodesRequest {}).await.daemon()?.nodes;
@@ -150,59 +425,4 @@ pub async fn hostnames(c: &mut Control) -> anyhow::Result<HashMap<String, String
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(id: &str, host: &str, leader: Option<bool>) -> pb::Node {
-        pb::Node {
-            id: id.into(),
-            meta: None,
-            spec: Some(pb::NodeSpec {
-                role: if leader.is_some() { 1 } else { 0 },
-                availability: 0,
-                labels: Default::default(),
-            }),
-            description: Some(pb::NodeDescription {
-                hostname: host.into(),
-                engine_version: "0.1.0".into(),
-                os: "linux".into(),
-                arch: "x86_64".into(),
-            }),
-            status: Some(pb::NodeStatus {
-                state: pb::NodeState::Ready as i32,
-                message: String::new(),
-                addr: String::new(),
-            }),
-            manager_status: leader.map(|l| pb::ManagerStatus {
-                leader: l,
-                reachability: "reachable".into(),
-                addr: String::new(),
-                raft_id: 1,
-            }),
-        }
-    }
-
-    #[test]
-    fn node_ls_marks_self_and_leader() {
-        let nodes = [
-            node("4ekbnwh2ayfy2qo9alcarsy5q", "ip-1", None),
-            node("f4ag8t9kczcn0sg0wzexfac3x", "ip-2", Some(true)),
-            node("js2iuhm3i5r7qpnsrxs15ojc1", "ip-3", Some(false)),
-        ];
-        let out = node_table(&nodes, "f4ag8t9kczcn0sg0wzexfac3x").render();
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(
-            lines[0],
-            "ID                            HOSTNAME   STATUS    AVAILABILITY   MANAGER STATUS   ENGINE VERSION"
-        );
-        assert_eq!(
-            lines[1],
-            "4ekbnwh2ayfy2qo9alcarsy5q     ip-1       Ready     Active                          0.1.0"
-        );
-        assert_eq!(
-            lines[2],
-            "f4ag8t9kczcn0sg0wzexfac3x *   ip-2       Ready     Active         Leader           0.1.0"
-        );
-        assert!(lines[3].contains("Reachable"));
-    }
-}
+mod tests;

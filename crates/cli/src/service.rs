@@ -9,7 +9,7 @@
 mod create;
 mod logs;
 mod ls;
-mod ps;
+pub mod ps;
 mod simple;
 
 use crate::client::{self, Host};

@@ -1,10 +1,11 @@
-//! `shoal swarm init`.
+//! `shoal swarm init|join|join-token|leave`.
 
 use std::io::Write;
 
 use shoal_api::pb;
 
-use crate::client::{self, DaemonExt, Host};
+use crate::client::{self, Control, DaemonExt, Host};
+use crate::opts;
 
 /// `shoal swarm ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -18,9 +19,40 @@ pub enum SwarmCommand {
         #[arg(long = "task-history-limit")]
         task_history_limit: Option<String>,
     },
+    /// Join a swarm as a node and/or manager.
+    Join {
+        /// Token for entry into the swarm.
+        #[arg(long, required = true)]
+        token: String,
+        /// Advertised address (format: <ip|interface>[:port]).
+        #[arg(long = "advertise-addr")]
+        advertise_addr: Option<String>,
+        /// A manager's address (HOST[:PORT], port 2377 by default).
+        #[arg(value_name = "HOST:PORT")]
+        remote: String,
+    },
+    /// Manage join tokens.
+    #[command(name = "join-token")]
+    JoinToken {
+        /// Only display token.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Rotate join token.
+        #[arg(long)]
+        rotate: bool,
+        /// The role whose token to show: worker or manager.
+        #[arg(value_name = "worker|manager")]
+        role: String,
+    },
+    /// Leave the swarm.
+    Leave {
+        /// Force this node to leave the swarm, ignoring warnings.
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
-/// Runs a `swarm` subcommand.
+/// Runs a `swarm` subcommand; flags are validated before connecting.
 pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
     match cmd {
         SwarmCommand::Init {
@@ -28,7 +60,7 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
             task_history_limit,
         } => {
             let limit = match task_history_limit {
-                Some(v) => crate::opts::parse_count(&v, "--task-history-limit")?,
+                Some(v) => opts::parse_count(&v, "--task-history-limit")?,
                 None => 0,
             };
             let mut c = client::connect(host).await?;
@@ -39,23 +71,171 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
                 })
                 .await
                 .daemon()?;
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "Swarm initialized: current node ({}) is now a manager.",
-                resp.node_id
-            )?;
-            writeln!(out)?;
-            writeln!(
-                out,
-                "To add a worker to this swarm, run 'shoal swarm join-token worker' and follow the instructions."
-            )?;
-            writeln!(out)?;
-            writeln!(
-                out,
-                "To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions."
-            )?;
+            // Docker prints the worker join command here; a failure to fetch it
+            // does not undo the init, so the lines are just left out.
+            let worker = join_command_for(&mut c, pb::NodeRole::Worker, false)
+                .await
+                .ok();
+            let text = init_text(
+                &resp.node_id,
+                worker.as_ref().map(|(t, a)| (t.as_str(), a.as_str())),
+            );
+            write!(std::io::stdout(), "{text}")?;
             Ok(())
         }
+        SwarmCommand::Join {
+            token,
+            advertise_addr,
+            remote,
+        } => {
+            let remote_addr = opts::parse_remote_addr(&remote)?;
+            let mut c = client::connect(host).await?;
+            let resp = c
+                .swarm_join(pb::SwarmJoinRequest {
+                    token,
+                    remote_addr,
+                    advertise_addr: advertise_addr.unwrap_or_default(),
+                })
+                .await
+                .daemon()?;
+            writeln!(std::io::stdout(), "{}", joined_text(resp.role))?;
+            Ok(())
+        }
+        SwarmCommand::JoinToken {
+            quiet,
+            rotate,
+            role,
+        } => {
+            let role = opts::parse_join_role(&role)?;
+            let mut c = client::connect(host).await?;
+            let (token, addr) = join_command_for(&mut c, role, rotate).await?;
+            let mut out = std::io::stdout().lock();
+            if quiet {
+                writeln!(out, "{token}")?;
+                return Ok(());
+            }
+            if rotate {
+                write!(
+                    out,
+                    "Successfully rotated {} join token.\n\n",
+                    role_word(role)
+                )?;
+            }
+            write!(out, "{}", join_command(role, &token, &addr))?;
+            Ok(())
+        }
+        SwarmCommand::Leave { force } => {
+            let mut c = client::connect(host).await?;
+            c.swarm_leave(pb::SwarmLeaveRequest { force })
+                .await
+                .daemon()?;
+            writeln!(std::io::stdout(), "Node left the swarm.")?;
+            Ok(())
+        }
+    }
+}
+
+/// Fetches (and optionally rotates) a join token, with the manager address a
+/// joining node dials (falling back to the first manager `Info` knows).
+async fn join_command_for(
+    c: &mut Control,
+    role: pb::NodeRole,
+    rotate: bool,
+) -> anyhow::Result<(String, String)> {
+    let resp = c
+        .join_token(pb::JoinTokenRequest {
+            role: role_word(role).to_string(),
+            rotate,
+        })
+        .await
+        .daemon()?;
+    let mut addr = resp.manager_addr;
+    if addr.is_empty() {
+        let info = c.info(pb::InfoRequest {}).await.daemon()?;
+        addr = info.managers.into_iter().next().unwrap_or_default();
+    }
+    Ok((resp.token, addr))
+}
+
+/// `worker` / `manager`.
+pub fn role_word(role: pb::NodeRole) -> &'static str {
+    match role {
+        pb::NodeRole::Manager => "manager",
+        pb::NodeRole::Worker => "worker",
+    }
+}
+
+/// Docker's join instructions for `role`, ending with a blank line.
+pub fn join_command(role: pb::NodeRole, token: &str, addr: &str) -> String {
+    format!(
+        "To add a {} to this swarm, run the following command:\n\n    shoal swarm join --token {token} {addr}\n\n",
+        role_word(role)
+    )
+}
+
+/// Everything `swarm init` prints; `worker` is the worker token and manager
+/// address, when they could be fetched.
+pub fn init_text(node_id: &str, worker: Option<(&str, &str)>) -> String {
+    let mut o = format!("Swarm initialized: current node ({node_id}) is now a manager.\n\n");
+    if let Some((token, addr)) = worker {
+        o.push_str(&join_command(pb::NodeRole::Worker, token, addr));
+    }
+    o.push_str(
+        "To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n",
+    );
+    o
+}
+
+/// The line `swarm join` prints for the role the node joined as.
+pub fn joined_text(role: i32) -> String {
+    let role = pb::NodeRole::try_from(role).unwrap_or(pb::NodeRole::Worker);
+    format!("This node joined a swarm as a {}.", role_word(role))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_instructions_match_docker() {
+        assert_eq!(
+            join_command(
+                pb::NodeRole::Worker,
+                "SWMTKN-1-abc-def",
+                "192.168.100.10:2377"
+            ),
+            "To add a worker to this swarm, run the following command:\n\n    \
+             shoal swarm join --token SWMTKN-1-abc-def 192.168.100.10:2377\n\n"
+        );
+        assert!(join_command(pb::NodeRole::Manager, "T", "a:1")
+            .starts_with("To add a manager to this swarm, run the following command:\n"));
+    }
+
+    #[test]
+    fn init_text_with_and_without_a_token() {
+        assert_eq!(
+            init_text("n1", Some(("T", "10.0.0.1:2377"))),
+            "Swarm initialized: current node (n1) is now a manager.\n\n\
+             To add a worker to this swarm, run the following command:\n\n    \
+             shoal swarm join --token T 10.0.0.1:2377\n\n\
+             To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n"
+        );
+        assert_eq!(
+            init_text("n1", None),
+            "Swarm initialized: current node (n1) is now a manager.\n\n\
+             To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n"
+        );
+    }
+
+    #[test]
+    fn joined_lines() {
+        assert_eq!(
+            joined_text(pb::NodeRole::Worker as i32),
+            "This node joined a swarm as a worker."
+        );
+        assert_eq!(
+            joined_text(pb::NodeRole::Manager as i32),
+            "This node joined a swarm as a manager."
+        );
     }
 }

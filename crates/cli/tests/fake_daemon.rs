@@ -8,15 +8,48 @@ use tonic::codegen::tokio_stream;
 use tonic::{Request, Response, Status};
 
 const NODE: &str = "nodeaaaaaaaaaaaaaaaaaaaaa";
+const NODE2: &str = "nodebbbbbbbbbbbbbbbbbbbbb";
 
-/// A daemon whose tasks start running the moment they are created.
-#[derive(Default, Clone)]
+/// A daemon whose tasks start running the moment they are created. It has
+/// two nodes: `host1` (this node, the leader) and `host2` (a ready worker).
+#[derive(Clone)]
 struct Fake {
     services: Arc<Mutex<Vec<pb::Service>>>,
     tasks: Arc<Mutex<Vec<pb::Task>>>,
+    nodes: Arc<Mutex<Vec<pb::Node>>>,
+    /// Bumped by `join-token --rotate`.
+    rotations: Arc<Mutex<u32>>,
 }
 
 impl Fake {
+    fn new() -> Fake {
+        Fake {
+            services: Arc::default(),
+            tasks: Arc::default(),
+            nodes: Arc::new(Mutex::new(vec![
+                node(NODE, "host1", pb::NodeRole::Manager),
+                node(NODE2, "host2", pb::NodeRole::Worker),
+            ])),
+            rotations: Arc::default(),
+        }
+    }
+
+    fn find_node(&self, key: &str) -> Result<pb::Node, Status> {
+        self.nodes
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|n| {
+                n.id.starts_with(key) || n.description.as_ref().is_some_and(|d| d.hostname == key)
+            })
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("node {key} not found")))
+    }
+
+    fn token(&self, role: &str) -> String {
+        format!("SWMTKN-1-digest-{role}{}", self.rotations.lock().unwrap())
+    }
+
     fn find(&self, key: &str) -> Result<pb::Service, Status> {
         self.services
             .lock()
@@ -78,6 +111,7 @@ impl pb::control_server::Control for Fake {
             is_manager: true,
             cluster_id: "c".into(),
             engine_version: "0.1.0".into(),
+            managers: vec!["10.0.0.1:2377".into()],
         }))
     }
 
@@ -225,6 +259,7 @@ impl pb::control_server::Control for Fake {
             .unwrap()
             .iter()
             .filter(|t| r.services.is_empty() || r.services.contains(&t.service_id))
+            .filter(|t| r.nodes.is_empty() || r.nodes.contains(&t.node_id))
             .cloned()
             .collect();
         Ok(Response::new(pb::ListTasksResponse { tasks }))
@@ -234,11 +269,8 @@ impl pb::control_server::Control for Fake {
         &self,
         r: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::NodeResponse>, Status> {
-        if r.into_inner().node == NODE {
-            Ok(Response::new(pb::NodeResponse { node: Some(node()) }))
-        } else {
-            Err(Status::not_found("no such node"))
-        }
+        let node = self.find_node(&r.into_inner().node)?;
+        Ok(Response::new(pb::NodeResponse { node: Some(node) }))
     }
 
     async fn list_nodes(
@@ -246,22 +278,122 @@ impl pb::control_server::Control for Fake {
         _: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
         Ok(Response::new(pb::ListNodesResponse {
-            nodes: vec![node()],
+            nodes: self.nodes.lock().unwrap().clone(),
         }))
+    }
+
+    async fn update_node(
+        &self,
+        r: Request<pb::UpdateNodeRequest>,
+    ) -> Result<Response<pb::NodeResponse>, Status> {
+        let r = r.into_inner();
+        let found = self.find_node(&r.node)?;
+        let mut nodes = self.nodes.lock().unwrap();
+        let n = nodes.iter_mut().find(|n| n.id == found.id).unwrap();
+        let meta = n.meta.as_mut().unwrap();
+        if r.version != 0 && r.version != meta.version {
+            return Err(Status::failed_precondition("update out of sequence"));
+        }
+        meta.version += 1;
+        let spec = r.spec.unwrap_or_default();
+        n.manager_status = (spec.role == pb::NodeRole::Manager as i32).then(|| pb::ManagerStatus {
+            leader: n.id == NODE,
+            reachability: "reachable".into(),
+            addr: "10.0.0.1:2377".into(),
+            raft_id: 1,
+        });
+        n.spec = Some(spec);
+        Ok(Response::new(pb::NodeResponse {
+            node: Some(n.clone()),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        r: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let r = r.into_inner();
+        let n = self.find_node(&r.node)?;
+        let ready = n.status.as_ref().unwrap().state == pb::NodeState::Ready as i32;
+        if ready && !r.force {
+            return Err(Status::failed_precondition(format!(
+                "node {} is not down and can't be removed",
+                n.id
+            )));
+        }
+        self.nodes.lock().unwrap().retain(|x| x.id != n.id);
+        Ok(Response::new(pb::RemoveNodeResponse { id: n.id }))
+    }
+
+    async fn join_token(
+        &self,
+        r: Request<pb::JoinTokenRequest>,
+    ) -> Result<Response<pb::JoinTokenResponse>, Status> {
+        let r = r.into_inner();
+        if r.role != "worker" && r.role != "manager" {
+            return Err(Status::invalid_argument(format!("bad role {}", r.role)));
+        }
+        if r.rotate {
+            *self.rotations.lock().unwrap() += 1;
+        }
+        Ok(Response::new(pb::JoinTokenResponse {
+            token: self.token(&r.role),
+            manager_addr: "10.0.0.1:2377".into(),
+        }))
+    }
+
+    async fn swarm_join(
+        &self,
+        r: Request<pb::SwarmJoinRequest>,
+    ) -> Result<Response<pb::SwarmJoinResponse>, Status> {
+        let r = r.into_inner();
+        if r.remote_addr != "10.0.0.1:2377" {
+            return Err(Status::unavailable(format!(
+                "could not reach {}",
+                r.remote_addr
+            )));
+        }
+        let role = if r.token == self.token("manager") {
+            pb::NodeRole::Manager
+        } else if r.token == self.token("worker") {
+            pb::NodeRole::Worker
+        } else {
+            return Err(Status::invalid_argument("invalid join token"));
+        };
+        Ok(Response::new(pb::SwarmJoinResponse {
+            node_id: "nodecccccccccccccccccccccc".into(),
+            role: role as i32,
+        }))
+    }
+
+    async fn swarm_leave(
+        &self,
+        r: Request<pb::SwarmLeaveRequest>,
+    ) -> Result<Response<pb::SwarmLeaveResponse>, Status> {
+        if !r.into_inner().force {
+            return Err(Status::failed_precondition(
+                "You are attempting to leave the swarm on a node that is participating as a manager. Use `--force` to suppress this message.",
+            ));
+        }
+        Ok(Response::new(pb::SwarmLeaveResponse {}))
     }
 }
 
-fn node() -> pb::Node {
+fn node(id: &str, hostname: &str, role: pb::NodeRole) -> pb::Node {
     pb::Node {
-        id: NODE.into(),
-        meta: None,
+        id: id.into(),
+        meta: Some(pb::Meta {
+            version: 1,
+            created_at_ms: 1_700_000_000_000,
+            updated_at_ms: 1_700_000_000_000,
+        }),
         spec: Some(pb::NodeSpec {
-            role: pb::NodeRole::Manager as i32,
+            role: role as i32,
             availability: pb::NodeAvailability::Active as i32,
             labels: Default::default(),
         }),
         description: Some(pb::NodeDescription {
-            hostname: "host1".into(),
+            hostname: hostname.into(),
             engine_version: "0.1.0".into(),
             os: "linux".into(),
             arch: "x86_64".into(),
@@ -270,8 +402,9 @@ fn node() -> pb::Node {
             state: pb::NodeState::Ready as i32,
             message: String::new(),
             addr: "10.0.0.1".into(),
+            ingress_address: "10.255.0.2/16".into(),
         }),
-        manager_status: Some(pb::ManagerStatus {
+        manager_status: (role == pb::NodeRole::Manager).then(|| pb::ManagerStatus {
             leader: true,
             reachability: "reachable".into(),
             addr: "10.0.0.1:2377".into(),
@@ -300,18 +433,25 @@ async fn shoal(host: &str, args: &[&str]) -> Out {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verbs_against_a_fake_daemon() {
+/// Serves a fresh fake on a Unix socket in a temporary directory; returns the
+/// directory (keep it alive) and the `-H` value.
+fn start() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("shoal.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ControlServer::new(Fake::default()))
+            .add_service(ControlServer::new(Fake::new()))
             .serve_with_incoming(incoming),
     );
     let host = format!("unix://{}", sock.display());
+    (dir, host)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verbs_against_a_fake_daemon() {
+    let (dir, host) = start();
 
     // create: ID, then the non-TTY progress once converged.
     let o = shoal(
@@ -425,9 +565,15 @@ async fn verbs_against_a_fake_daemon() {
     );
 
     let o = shoal(&host, &["swarm", "init"]).await;
-    assert!(o.stdout.starts_with(&format!(
-        "Swarm initialized: current node ({NODE}) is now a manager.\n"
-    )));
+    assert_eq!(
+        o.stdout,
+        format!(
+            "Swarm initialized: current node ({NODE}) is now a manager.\n\n\
+             To add a worker to this swarm, run the following command:\n\n    \
+             shoal swarm join --token SWMTKN-1-digest-worker0 10.0.0.1:2377\n\n\
+             To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n"
+        )
+    );
 
     drop(dir);
     let o = shoal("unix:///nonexistent/shoal.sock", &["service", "ls"]).await;
@@ -436,4 +582,254 @@ async fn verbs_against_a_fake_daemon() {
         o.stderr,
         "cannot connect to shoald at unix:///nonexistent/shoal.sock: is it running?\n"
     );
+}
+
+/// Asserts success and returns stdout.
+fn ok(o: Out) -> String {
+    assert_eq!(o.code, 0, "stderr: {}", o.stderr);
+    o.stdout
+}
+
+/// Asserts failure and returns stderr.
+fn fails(o: Out) -> String {
+    assert_eq!(o.code, 1, "stdout: {}", o.stdout);
+    o.stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_membership_verbs() {
+    let (_dir, host) = start();
+
+    let out = ok(shoal(&host, &["swarm", "join-token", "worker"]).await);
+    assert_eq!(
+        out,
+        "To add a worker to this swarm, run the following command:\n\n    \
+         shoal swarm join --token SWMTKN-1-digest-worker0 10.0.0.1:2377\n\n"
+    );
+    let out = ok(shoal(&host, &["swarm", "join-token", "manager"]).await);
+    assert!(
+        out.starts_with("To add a manager to this swarm, run the following command:\n"),
+        "{out}"
+    );
+    let out = ok(shoal(&host, &["swarm", "join-token", "-q", "worker"]).await);
+    assert_eq!(out, "SWMTKN-1-digest-worker0\n");
+    let out = ok(shoal(&host, &["swarm", "join-token", "--rotate", "worker"]).await);
+    assert_eq!(
+        out,
+        "Successfully rotated worker join token.\n\n\
+         To add a worker to this swarm, run the following command:\n\n    \
+         shoal swarm join --token SWMTKN-1-digest-worker1 10.0.0.1:2377\n\n"
+    );
+    let out = ok(shoal(&host, &["swarm", "join-token", "-q", "--rotate", "manager"]).await);
+    assert_eq!(out, "SWMTKN-1-digest-manager2\n");
+    let err = fails(shoal(&host, &["swarm", "join-token", "boss"]).await);
+    assert_eq!(
+        err,
+        "invalid argument \"boss\": role must be \"worker\" or \"manager\"\n"
+    );
+
+    // The port defaults to 2377.
+    let out = ok(shoal(
+        &host,
+        &[
+            "swarm",
+            "join",
+            "--token",
+            "SWMTKN-1-digest-worker2",
+            "10.0.0.1",
+        ],
+    )
+    .await);
+    assert_eq!(out, "This node joined a swarm as a worker.\n");
+    let out = ok(shoal(
+        &host,
+        &[
+            "swarm",
+            "join",
+            "--token",
+            "SWMTKN-1-digest-manager2",
+            "--advertise-addr",
+            "10.0.0.9",
+            "10.0.0.1:2377",
+        ],
+    )
+    .await);
+    assert_eq!(out, "This node joined a swarm as a manager.\n");
+    let err = fails(shoal(&host, &["swarm", "join", "--token", "bad", "10.0.0.1"]).await);
+    assert_eq!(err, "Error response from daemon: invalid join token\n");
+    let err = fails(shoal(&host, &["swarm", "join", "--token", "t", "h:x"]).await);
+    assert!(err.starts_with("invalid remote address \"h:x\""), "{err}");
+
+    let err = fails(shoal(&host, &["swarm", "leave"]).await);
+    assert!(
+        err.starts_with("Error response from daemon: You are attempting to leave"),
+        "{err}"
+    );
+    assert_eq!(
+        ok(shoal(&host, &["swarm", "leave", "--force"]).await),
+        "Node left the swarm.\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_verbs() {
+    let (_dir, host) = start();
+
+    let out = ok(shoal(&host, &["node", "ls"]).await);
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(rows[1].starts_with(&format!("{NODE} *   host1")), "{out}");
+    assert!(rows[1].contains("   Leader   "), "{out}");
+    assert!(rows[2].starts_with(&format!("{NODE2}     host2")), "{out}");
+    assert!(!rows[2].contains("Reachable"), "{out}");
+
+    // update: flags applied, the argument echoed.
+    let out = ok(shoal(
+        &host,
+        &[
+            "node",
+            "update",
+            "--availability",
+            "drain",
+            "--label-add",
+            "zone=east",
+            "--label-add",
+            "ssd=yes",
+            "host2",
+        ],
+    )
+    .await);
+    assert_eq!(out, "host2\n");
+    let out = ok(shoal(&host, &["node", "update", "--label-rm", "ssd", "host2"]).await);
+    assert_eq!(out, "host2\n");
+    let out = ok(shoal(
+        &host,
+        &[
+            "node",
+            "inspect",
+            "-f",
+            "{{.Spec.Availability}} {{.Spec.Labels}}",
+            "host2",
+        ],
+    )
+    .await);
+    assert!(out.starts_with("drain "), "{out}");
+    assert!(out.contains("zone") && !out.contains("ssd"), "{out}");
+    let out = ok(shoal(&host, &["node", "inspect", "--pretty", "host2"]).await);
+    assert!(out.contains("Labels:\n - zone=east\n"), "{out}");
+    assert!(out.contains(" Availability:         \tDrain\n"), "{out}");
+    assert!(!out.contains("Manager Status:"), "{out}");
+    let out = ok(shoal(&host, &["node", "inspect", "--pretty", "self"]).await);
+    assert!(out.starts_with(&format!("ID:\t\t\t{NODE}\n")), "{out}");
+    assert!(out.contains("Manager Status:\n"), "{out}");
+    assert!(out.contains(" Leader:\t\tYes\n"), "{out}");
+
+    let err = fails(
+        shoal(
+            &host,
+            &["node", "update", "--availability", "sideways", "host2"],
+        )
+        .await,
+    );
+    assert_eq!(
+        err,
+        "invalid argument \"sideways\" for \"--availability\" flag: must be active, pause or drain\n"
+    );
+    let err = fails(shoal(&host, &["node", "update", "--label-add", "zone", "host2"]).await);
+    assert_eq!(
+        err,
+        "invalid argument \"zone\" for \"--label-add\" flag: expected KEY=VALUE\n"
+    );
+    let err = fails(shoal(&host, &["node", "update", "--label-rm", "nope", "host2"]).await);
+    assert_eq!(err, "key nope doesn't exist in node's labels\n");
+    let err = fails(
+        shoal(
+            &host,
+            &["node", "update", "--availability", "pause", "ghost"],
+        )
+        .await,
+    );
+    assert_eq!(err, "Error response from daemon: node ghost not found\n");
+
+    // promote / demote, and the already-in-role case.
+    let out = ok(shoal(&host, &["node", "promote", "host2"]).await);
+    assert_eq!(out, "Node host2 promoted to a manager in the swarm.\n");
+    let out = ok(shoal(&host, &["node", "promote", "host2", "host1"]).await);
+    assert_eq!(
+        out,
+        format!("Node {NODE2} is already a manager.\nNode {NODE} is already a manager.\n")
+    );
+    let out = ok(shoal(&host, &["node", "ls"]).await);
+    assert!(out.lines().nth(2).unwrap().contains("Reachable"), "{out}");
+    let out = ok(shoal(&host, &["node", "demote", "host2"]).await);
+    assert_eq!(out, "Manager host2 demoted in the swarm.\n");
+    let out = ok(shoal(&host, &["node", "demote", "host2"]).await);
+    assert_eq!(out, format!("Node {NODE2} is already a worker.\n"));
+    let out = ok(shoal(&host, &["node", "update", "--role", "manager", "host2"]).await);
+    assert_eq!(out, "host2\n");
+    let out = ok(shoal(&host, &["node", "inspect", "-f", "{{.Spec.Role}}", "host2"]).await);
+    assert_eq!(out, "manager\n");
+
+    // ps: tasks of this node by default; another node has none.
+    ok(shoal(
+        &host,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "shoal/echo",
+        ],
+    )
+    .await);
+    let out = ok(shoal(&host, &["node", "ps"]).await);
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(
+        rows[0].starts_with(
+            "ID             NAME      IMAGE        NODE      DESIRED STATE   CURRENT STATE"
+        ),
+        "{out}"
+    );
+    assert!(rows[0].ends_with("ERROR     PORTS"), "{out}");
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(
+        rows[1].contains("   web.1     shoal/echo   host1     Running         Running "),
+        "{}",
+        rows[1]
+    );
+    let out = ok(shoal(&host, &["node", "ps", "-q", "self"]).await);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(out.lines().all(|l| l.len() == 12), "{out}");
+    let out = ok(shoal(&host, &["node", "ps", "--no-trunc", "-q", NODE]).await);
+    assert!(out.lines().all(|l| l.len() == 25), "{out}");
+    let out = ok(shoal(&host, &["node", "ps", "-f", "name=web.2", "host1"]).await);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let out = ok(shoal(&host, &["node", "ps", "host2"]).await);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let o = shoal(&host, &["node", "ps", "host1", "ghost"]).await;
+    assert_eq!(o.code, 1);
+    assert_eq!(o.stdout.lines().count(), 3, "{}", o.stdout);
+    assert_eq!(
+        o.stderr,
+        "Error response from daemon: node ghost not found\n"
+    );
+
+    // rm: a ready node needs --force; errors come after the removed ones.
+    let o = shoal(&host, &["node", "rm", "host2", "ghost"]).await;
+    assert_eq!(o.code, 1);
+    assert_eq!(o.stdout, "");
+    assert_eq!(
+        o.stderr,
+        format!(
+            "Error response from daemon: node {NODE2} is not down and can't be removed; \
+             Error response from daemon: node ghost not found\n"
+        )
+    );
+    let out = ok(shoal(&host, &["node", "rm", "--force", "host2"]).await);
+    assert_eq!(out, "host2\n");
+    let out = ok(shoal(&host, &["node", "ls", "-q"]).await);
+    assert_eq!(out, format!("{NODE}\n"));
 }

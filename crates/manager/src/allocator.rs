@@ -59,6 +59,39 @@ pub fn gateway(cidr: &str) -> Option<(Ipv4Addr, u8)> {
     Some((Ipv4Addr::from(u32::from(net) + 1), len))
 }
 
+/// Node bridge addresses are taken from the top of the subnet down, task
+/// addresses from the bottom up, so the two never meet in practice; both
+/// passes skip every address already in use.
+pub fn allocate_node_address(view: &ClusterView) -> Option<String> {
+    let (net, len) = parse_subnet(&view.cluster.ingress_subnet)?;
+    let in_use = addresses_in_use(view);
+    let first = u32::from(net) + 2;
+    let last = u32::from(net) + (1u32 << (32 - len)) - 2;
+    (first..=last)
+        .rev()
+        .find(|a| !in_use.contains(a))
+        .map(|a| format!("{}/{}", Ipv4Addr::from(a), len))
+}
+
+/// Addresses held by live tasks and by nodes.
+fn addresses_in_use(view: &ClusterView) -> BTreeSet<u32> {
+    let tasks = view
+        .tasks
+        .values()
+        .filter(|t| !is_terminal(task_state(t)))
+        .map(|t| t.ingress_address.as_str());
+    let nodes = view
+        .nodes
+        .values()
+        .filter_map(|n| n.status.as_ref())
+        .map(|s| s.ingress_address.as_str());
+    tasks
+        .chain(nodes)
+        .filter_map(|a| a.split('/').next()?.parse::<Ipv4Addr>().ok())
+        .map(u32::from)
+        .collect()
+}
+
 /// Gives every NEW task an ingress address and moves it to PENDING.
 pub fn allocate_tasks(view: &mut ClusterView, changes: &mut Changes, now: i64) {
     let Some((net, len)) = parse_subnet(&view.cluster.ingress_subnet) else {
@@ -129,6 +162,28 @@ mod tests {
         allocate_ports(&mut ports, |p| p != 30000).unwrap();
         assert_eq!(ports[0].published_port, 30001);
         assert_eq!(ports[1].published_port, 30002);
+    }
+
+    #[test]
+    fn node_addresses_come_from_the_top() {
+        let mut view = ClusterView::default();
+        view.cluster.ingress_subnet = "10.255.0.0/16".into();
+        assert_eq!(
+            allocate_node_address(&view).as_deref(),
+            Some("10.255.255.254/16")
+        );
+        let node = shoal_api::pb::Node {
+            status: Some(shoal_api::pb::NodeStatus {
+                ingress_address: "10.255.255.254/16".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        view.nodes.insert("n1".into(), node);
+        assert_eq!(
+            allocate_node_address(&view).as_deref(),
+            Some("10.255.255.253/16")
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::dispatcher::DispatcherApi;
 use crate::orchestrator::global::eligible_nodes;
 use crate::orchestrator::{is_live, task_state};
 use crate::state::{self, ClusterView};
-use crate::{allocator, spec, ManagerConfig};
+use crate::{allocator, ca, join, spec, ManagerConfig};
 
 /// Implements `shoal.v1.Control` on a manager.
 #[derive(Clone)]
@@ -237,6 +237,7 @@ impl Control for ControlApi {
             is_manager: true,
             cluster_id: cluster.map(|c| c.id).unwrap_or_default(),
             engine_version: env!("CARGO_PKG_VERSION").into(),
+            managers: self.view().cluster.manager_addrs,
         }))
     }
 
@@ -559,5 +560,216 @@ impl Control for ControlApi {
             .map(|n| self.with_leader(n))
             .collect();
         Ok(Response::new(ListNodesResponse { nodes }))
+    }
+
+    async fn update_node(
+        &self,
+        req: Request<UpdateNodeRequest>,
+    ) -> Result<Response<NodeResponse>, Status> {
+        let req = req.into_inner();
+        let view = self.view();
+        let mut node = self.find_node(&view, &req.node)?;
+        let version = node.meta.as_ref().map(|m| m.version).unwrap_or(0);
+        if req.version != 0 && req.version != version {
+            return Err(Status::aborted(format!(
+                "update out of sequence: node {} changed since version {}; retry",
+                req.node, req.version
+            )));
+        }
+        let new = req
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        let old = node.spec.clone().unwrap_or_default();
+        if new.role != old.role {
+            let managers = view
+                .nodes
+                .values()
+                .filter(|n| {
+                    n.spec
+                        .as_ref()
+                        .is_some_and(|s| s.role() == NodeRole::Manager)
+                })
+                .count();
+            if new.role() == NodeRole::Worker && managers <= 1 {
+                return Err(Status::failed_precondition(
+                    "attempting to demote the last manager of the swarm: promote another node first",
+                ));
+            }
+            if new.role() == NodeRole::Manager {
+                let down = node
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.state() != NodeState::Ready);
+                if down {
+                    return Err(Status::failed_precondition(format!(
+                        "node {} is not Ready and can't be promoted",
+                        req.node
+                    )));
+                }
+                return Err(Status::unimplemented(
+                    "promoting a node to manager is not supported yet: this version runs a single manager",
+                ));
+            }
+            return Err(Status::unimplemented(
+                "demoting a manager is not supported yet: this version runs a single manager",
+            ));
+        }
+        if new == old {
+            return Ok(Response::new(NodeResponse {
+                node: Some(self.with_leader(node)),
+            }));
+        }
+        node.spec = Some(new);
+        state::touch_meta(&mut node.meta);
+        let key = state::node_key(&node.id);
+        let txn = Txn {
+            compares: vec![Compare::Version {
+                key: key.clone(),
+                version,
+            }],
+            ops: vec![Op::Put {
+                key,
+                value: codec::encode(&node),
+            }],
+        };
+        let rev = self.store.write(txn).await.map_err(store_status)?;
+        node.meta.get_or_insert_with(Default::default).version = rev;
+        Ok(Response::new(NodeResponse {
+            node: Some(self.with_leader(node)),
+        }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        let req = req.into_inner();
+        let view = self.view();
+        let node = self.find_node(&view, &req.node)?;
+        if node
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.role() == NodeRole::Manager)
+        {
+            return Err(Status::failed_precondition(format!(
+                "node {} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal",
+                req.node
+            )));
+        }
+        let ready = node
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state() == NodeState::Ready);
+        if ready && !req.force {
+            return Err(Status::failed_precondition(format!(
+                "node {} is not down and can't be removed: stop it first, or use --force",
+                req.node
+            )));
+        }
+        let version = node.meta.as_ref().map(|m| m.version).unwrap_or(0);
+        let mut txn = Txn::default();
+        txn.compares.push(Compare::Version {
+            key: state::node_key(&node.id),
+            version,
+        });
+        txn.ops.push(Op::Delete {
+            key: state::node_key(&node.id),
+        });
+        // Its tasks will never report again: they end as orphaned, which frees
+        // their addresses; the orchestrator replaces them elsewhere.
+        for t in view
+            .tasks
+            .values()
+            .filter(|t| t.node_id == node.id && !is_terminal(task_state(t)))
+        {
+            let mut t = t.clone();
+            let tv = t.meta.as_ref().map(|m| m.version).unwrap_or(0);
+            let status = t.status.get_or_insert_with(Default::default);
+            status.state = TaskState::Orphaned as i32;
+            status.timestamp_ms = shoal_api::now_ms();
+            status.message = "node removed from the swarm".into();
+            t.desired_state = t.desired_state.max(TaskState::Shutdown as i32);
+            state::touch_meta(&mut t.meta);
+            txn.compares.push(Compare::Version {
+                key: state::task_key(&t.id),
+                version: tv,
+            });
+            txn.ops.push(Op::Put {
+                key: state::task_key(&t.id),
+                value: codec::encode(&t),
+            });
+        }
+        self.store.write(txn).await.map_err(store_status)?;
+        tracing::info!(node = %node.id, force = req.force, "node removed");
+        Ok(Response::new(RemoveNodeResponse { id: node.id }))
+    }
+
+    async fn join_token(
+        &self,
+        req: Request<JoinTokenRequest>,
+    ) -> Result<Response<JoinTokenResponse>, Status> {
+        let req = req.into_inner();
+        let manager = match req.role.as_str() {
+            "worker" => false,
+            "manager" => true,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "role: {other:?} is not a role; use worker or manager"
+                )))
+            }
+        };
+        let mut cluster: Cluster = state::get(&self.store, state::CLUSTER_KEY)
+            .ok_or_else(|| Status::failed_precondition("the cluster object is missing"))?;
+        if req.rotate {
+            let version = cluster.meta.as_ref().map(|m| m.version).unwrap_or(0);
+            let secret = ca::new_token_secret();
+            if manager {
+                cluster.manager_token_secret = secret;
+            } else {
+                cluster.worker_token_secret = secret;
+            }
+            state::touch_meta(&mut cluster.meta);
+            let txn = Txn {
+                compares: vec![Compare::Version {
+                    key: state::CLUSTER_KEY.into(),
+                    version,
+                }],
+                ops: vec![Op::Put {
+                    key: state::CLUSTER_KEY.into(),
+                    value: codec::encode(&cluster),
+                }],
+            };
+            self.store.write(txn).await.map_err(store_status)?;
+            tracing::info!(role = %req.role, "join token rotated");
+        }
+        let ca = join::cluster_ca(&cluster)?;
+        let secret = if manager {
+            &cluster.manager_token_secret
+        } else {
+            &cluster.worker_token_secret
+        };
+        Ok(Response::new(JoinTokenResponse {
+            token: ca::format_token(ca.digest(), secret),
+            manager_addr: self.config.advertise_addr.clone(),
+        }))
+    }
+
+    async fn swarm_join(
+        &self,
+        _: Request<SwarmJoinRequest>,
+    ) -> Result<Response<SwarmJoinResponse>, Status> {
+        Err(Status::already_exists(
+            "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.",
+        ))
+    }
+
+    async fn swarm_leave(
+        &self,
+        req: Request<SwarmLeaveRequest>,
+    ) -> Result<Response<SwarmLeaveResponse>, Status> {
+        let _ = req;
+        Err(Status::failed_precondition(
+            "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message.",
+        ))
     }
 }

@@ -10,7 +10,9 @@
 //! # Layout
 //! - [`state`]: key layout and [`state::ClusterView`].
 //! - [`spec`]: service spec validation.
+//! - [`ca`]: the cluster CA, node certificates, join tokens, TLS configs.
 //! - [`controlapi`]: the `Control` gRPC service (what the CLI calls).
+//! - [`join`]: the `NodeCA` service (join with a token) and token checks.
 //! - [`orchestrator`], [`allocator`], [`scheduler`], [`reaper`]: sans-IO cores.
 //! - [`reconciler`]: the async loop that runs them.
 //! - [`dispatcher`]: sessions, heartbeats, assignments, task status, the
@@ -18,8 +20,10 @@
 #![forbid(unsafe_code)]
 
 pub mod allocator;
+pub mod ca;
 pub mod controlapi;
 pub mod dispatcher;
+pub mod join;
 pub mod orchestrator;
 pub mod reaper;
 pub mod reconciler;
@@ -36,12 +40,15 @@ use shoal_api::pb::{
     NodeState, NodeStatus,
 };
 use shoal_store::{Compare, Op, Store, StoreError, Txn};
+
+use crate::state::ClusterView;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use controlapi::ControlApi;
 pub use dispatcher::DispatcherApi;
+pub use join::NodeCaApi;
 
 /// Errors of the manager's background components.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +60,8 @@ pub enum ManagerError {
         component: &'static str,
         reason: String,
     },
+    #[error("cluster CA: {0}")]
+    Ca(#[from] ca::CaError),
 }
 
 /// Who this manager is.
@@ -60,6 +69,8 @@ pub enum ManagerError {
 pub struct ManagerConfig {
     pub node_id: String,
     pub hostname: String,
+    /// `host:port` other nodes dial to reach this manager (join commands show it).
+    pub advertise_addr: String,
 }
 
 /// The local node as `swarm init` registers it.
@@ -67,21 +78,55 @@ pub struct ManagerConfig {
 pub struct LocalNode {
     pub id: String,
     pub hostname: String,
+    /// Underlay address (IP) other nodes reach this node on.
     pub addr: String,
+    /// `host:port` of this manager's node-to-node listener.
+    pub manager_addr: String,
     pub engine_version: String,
     pub raft_id: u64,
 }
 
+/// Key material of a node: its certificate, its key, and the cluster CA.
+#[derive(Clone, Debug)]
+pub struct NodeCertificates {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// What `swarm init` produced.
+#[derive(Clone, Debug)]
+pub struct Initialized {
+    pub cluster: Cluster,
+    pub certificates: NodeCertificates,
+    /// The first node's bridge address on the ingress network (CIDR).
+    pub ingress_address: String,
+}
+
+/// VXLAN id of the ingress overlay.
+pub const INGRESS_VNI: u32 = 4096;
+/// Default UDP port of the overlay (`--data-path-port`).
+pub const DEFAULT_DATA_PATH_PORT: u32 = 4789;
+
 /// Default `--dispatcher-heartbeat`.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Writes the cluster object and the first node (a manager) into a freshly
-/// initialised store.
+/// Writes the cluster object (with a new CA and join-token secrets) and the
+/// first node (a manager) into a freshly initialised store, and issues that
+/// node's certificate.
 pub async fn init_cluster(
     store: &Store,
     node: &LocalNode,
     task_history_limit: u64,
-) -> Result<Cluster, StoreError> {
+) -> Result<Initialized, ManagerError> {
+    let ca = ca::ClusterCa::generate()?;
+    let key = ca::new_node_key()?;
+    let cert_pem = ca.sign_node(
+        &key.csr_pem,
+        &node.id,
+        ca::CertRole::Manager,
+        std::slice::from_ref(&node.addr),
+    )?;
     let now = shoal_api::now_ms();
     let meta = Some(Meta {
         version: 0,
@@ -98,7 +143,19 @@ pub async fn init_cluster(
         },
         dispatcher_heartbeat_ms: DEFAULT_HEARTBEAT.as_millis() as u64,
         ingress_subnet: allocator::DEFAULT_INGRESS_SUBNET.into(),
+        root_ca_pem: ca.cert_pem().to_string(),
+        root_ca_key_pem: ca.key_pem().to_string(),
+        worker_token_secret: ca::new_token_secret(),
+        manager_token_secret: ca::new_token_secret(),
+        manager_addrs: vec![node.manager_addr.clone()],
+        ingress_vni: INGRESS_VNI,
+        data_path_port: DEFAULT_DATA_PATH_PORT,
     };
+    let ingress_address = allocator::allocate_node_address(&ClusterView {
+        cluster: cluster.clone(),
+        ..Default::default()
+    })
+    .unwrap_or_default();
     let record = Node {
         id: node.id.clone(),
         meta,
@@ -115,13 +172,14 @@ pub async fn init_cluster(
         }),
         status: Some(NodeStatus {
             state: NodeState::Ready as i32,
-            message: String::new(),
             addr: node.addr.clone(),
+            ingress_address: ingress_address.clone(),
+            ..Default::default()
         }),
         manager_status: Some(ManagerStatus {
             leader: true,
             reachability: "reachable".into(),
-            addr: node.addr.clone(),
+            addr: node.manager_addr.clone(),
             raft_id: node.raft_id,
         }),
     };
@@ -142,7 +200,15 @@ pub async fn init_cluster(
         ],
     };
     store.write(txn).await?;
-    Ok(cluster)
+    Ok(Initialized {
+        cluster,
+        certificates: NodeCertificates {
+            ca_pem: ca.cert_pem().to_string(),
+            cert_pem,
+            key_pem: key.key_pem,
+        },
+        ingress_address,
+    })
 }
 
 /// A running manager. Cheap to clone.
@@ -218,6 +284,11 @@ impl Manager {
             self.inner.config.clone(),
             self.inner.dispatcher.clone(),
         )
+    }
+
+    /// The `NodeCA` service implementation (joining with a token).
+    pub fn node_ca(&self) -> NodeCaApi {
+        NodeCaApi::new(self.inner.store.clone())
     }
 
     /// The `Dispatcher` service implementation.

@@ -14,11 +14,22 @@
 //! crashed agent leaks neither namespaces nor links, and there is no mount state to reconcile
 //! after a restart.
 //!
+//! Across nodes the ingress subnet is one L2 overlay (Docker's overlay model): each node's
+//! bridge carries the node's own unique address in the subnet (tasks use it as their
+//! gateway), and a VXLAN device is a port of that bridge. Every overlay interface has the
+//! deterministic MAC [`mac_for_ip`] (`02:42` + its IPv4 bytes), so the cluster's discovery
+//! feed (overlay IP to owning node's underlay address) is enough to write **static** entries:
+//! neighbours on the VXLAN device (answered by its ARP proxy) and on the bridge, and FDB
+//! entries to the remote VTEP. No flooding, no learning, no multicast: an IP is reachable
+//! across nodes exactly while [`reconcile_overlay`] has it.
+//!
 //! # Layout
 //! - `cidr`: [`Ipv4Cidr`], an IPv4 address with its prefix length.
 //! - `error`: [`NetError`], every failure with the link, namespace or address it concerned.
 //! - `link`: bridges and links in the current namespace ([`ensure_bridge`], [`delete_link`]).
 //! - `netns`: namespaces by fd ([`new_netns`], [`enter_netns`], [`run_in_netns`]).
+//! - `overlay`: the cross-node VXLAN port and its static entries ([`ensure_vxlan`],
+//!   [`reconcile_overlay`], [`mac_for_ip`]).
 //! - `task`: [`TaskNetns`], a task's namespace plus its veth pair.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -28,6 +39,7 @@ mod cidr;
 mod error;
 mod link;
 mod netns;
+mod overlay;
 mod task;
 
 #[cfg(test)]
@@ -37,6 +49,10 @@ pub use cidr::{CidrParseError, Ipv4Cidr};
 pub use error::NetError;
 pub use link::{delete_link, ensure_bridge, link_state, LinkState};
 pub use netns::{enter_netns, new_netns, run_in_netns};
+pub use overlay::{
+    ensure_vxlan, mac_for_ip, overlay_entries, reconcile_overlay, set_link_mac, OverlayEntries,
+    OverlaySpec, DEFAULT_VXLAN_PORT,
+};
 pub use task::{TaskNetSpec, TaskNetns};
 
 /// Whether the process runs with an effective uid of 0 (needed for every netlink change here).

@@ -15,6 +15,7 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 
 use crate::cidr::Ipv4Cidr;
 use crate::error::{netlink_errno, NetError};
+use crate::overlay::{mac_for_ip, set_mac_if_needed};
 
 /// What [`link_state`] reports about a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,10 +28,15 @@ pub struct LinkState {
     pub kind: Option<String>,
     /// IPv4 addresses assigned to the link.
     pub ipv4: Vec<Ipv4Cidr>,
+    /// Hardware address, if the link has a 6-byte one (`lo` has all zeros).
+    pub mac: Option<[u8; 6]>,
+    /// MTU, if the kernel reported one.
+    pub mtu: Option<u32>,
 }
 
 /// Create the bridge `name` if absent, bring it up and make sure it has `gateway`
-/// (e.g. `10.255.0.1/16`). Idempotent: an existing bridge or address is fine.
+/// (e.g. `10.255.0.1/16`, the node's own address in the ingress subnet) and the MAC
+/// [`mac_for_ip`]`(gateway.addr)`. Idempotent: an existing bridge, address or MAC is fine.
 pub async fn ensure_bridge(name: &str, gateway: Ipv4Cidr) -> Result<(), NetError> {
     validate_link_name(name)?;
     let op = &format!("ensure bridge {name}");
@@ -71,6 +77,7 @@ pub async fn ensure_bridge(name: &str, gateway: Ipv4Cidr) -> Result<(), NetError
             }
         }
         let index = link.header.index;
+        set_mac_if_needed(&handle, &link, name, mac_for_ip(gateway.addr)).await?;
         if !link.header.flags.contains(LinkFlags::Up) {
             set_up(&handle, index, name).await?;
         }
@@ -98,7 +105,7 @@ pub async fn delete_link(name: &str) -> Result<(), NetError> {
     .await
 }
 
-/// Index, up flag, kind and IPv4 addresses of the link `name`; `None` if there is no such
+/// Index, up flag, kind, IPv4 addresses, MAC and MTU of the link `name`; `None` if there is no such
 /// link in the current namespace.
 pub async fn link_state(name: &str) -> Result<Option<LinkState>, NetError> {
     let op = &format!("get link {name}");
@@ -138,6 +145,8 @@ pub async fn link_state(name: &str) -> Result<Option<LinkState>, NetError> {
             up: link.header.flags.contains(LinkFlags::Up),
             kind: link_kind(&link),
             ipv4,
+            mac: link_mac(&link),
+            mtu: link_mtu(&link),
         }))
     })
     .await
@@ -221,7 +230,23 @@ pub(crate) async fn add_address(
     }
 }
 
-fn link_kind(link: &LinkMessage) -> Option<String> {
+/// The link's 6-byte hardware address.
+pub(crate) fn link_mac(link: &LinkMessage) -> Option<[u8; 6]> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Address(addr) => <[u8; 6]>::try_from(addr.as_slice()).ok(),
+        _ => None,
+    })
+}
+
+/// The link's MTU.
+pub(crate) fn link_mtu(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Mtu(mtu) => Some(*mtu),
+        _ => None,
+    })
+}
+
+pub(crate) fn link_kind(link: &LinkMessage) -> Option<String> {
     link.attributes.iter().find_map(|attr| match attr {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
             LinkInfo::Kind(kind) => Some(kind.to_string()),

@@ -9,9 +9,11 @@ use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use crate::cidr::Ipv4Cidr;
 use crate::error::NetError;
 use crate::link::{
-    add_address, delete_link, require_link, set_up, validate_link_name, with_netlink,
+    add_address, delete_link, find_link, link_mtu, require_link, set_up, validate_link_name,
+    with_netlink,
 };
 use crate::netns::{new_netns_async, run_in_netns_async};
+use crate::overlay::mac_for_ip;
 
 /// Name of the task's end of the veth pair, inside its namespace.
 const TASK_IFNAME: &str = "eth0";
@@ -48,16 +50,26 @@ pub struct TaskNetns {
 
 impl TaskNetns {
     /// Create a namespace and a veth pair: the host end attached to `spec.bridge` and up; the
-    /// peer created directly inside the namespace as `eth0`, with `spec.address`, up; `lo` up;
-    /// a default route via `spec.gateway`.
+    /// peer created directly inside the namespace as `eth0`, with `spec.address` and the MAC
+    /// [`mac_for_ip`]`(spec.address.addr)`, up; `lo` up; a default route via `spec.gateway`.
+    /// Both ends get the bridge's MTU (lower than 1500 once a VXLAN port is attached).
     ///
     /// Acts in the calling thread's namespace for the host side. On failure nothing is left
     /// behind.
     pub async fn create(spec: &TaskNetSpec) -> Result<TaskNetns, NetError> {
+        Self::create_with_mac(spec, Some(mac_for_ip(spec.address.addr))).await
+    }
+
+    /// Like [`TaskNetns::create`], with `eth0`'s MAC chosen by the caller (`None`: a random
+    /// one from the kernel).
+    pub async fn create_with_mac(
+        spec: &TaskNetSpec,
+        mac: Option<[u8; 6]>,
+    ) -> Result<TaskNetns, NetError> {
         validate_link_name(&spec.veth_host)?;
         let fd = new_netns_async().await?;
         let veth_op = format!("create veth {} on bridge {}", spec.veth_host, spec.bridge);
-        create_veth(spec, &veth_op, fd.as_raw_fd()).await?;
+        create_veth(spec, mac, &veth_op, fd.as_raw_fd()).await?;
         let task = TaskNetns {
             fd,
             veth_host: spec.veth_host.clone(),
@@ -126,19 +138,39 @@ impl TaskNetns {
 }
 
 /// One RTM_NEWLINK: host end named `veth_host`, enslaved to the bridge and up; peer named
-/// `eth0` created in the namespace `netns_fd` (so no temporary name ever exists on the host).
-async fn create_veth(spec: &TaskNetSpec, op: &str, netns_fd: RawFd) -> Result<(), NetError> {
+/// `eth0` created in the namespace `netns_fd` (so no temporary name ever exists on the host),
+/// with `mac` if given. Both ends take the bridge's MTU.
+async fn create_veth(
+    spec: &TaskNetSpec,
+    mac: Option<[u8; 6]>,
+    op: &str,
+    netns_fd: RawFd,
+) -> Result<(), NetError> {
     with_netlink(op, |handle| async move {
-        let bridge = require_link(&handle, op, &spec.bridge).await?;
-        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        let bridge = find_link(&handle, &spec.bridge)
+            .await
+            .map_err(|e| NetError::netlink(op, e))?
+            .ok_or_else(|| NetError::LinkNotFound {
+                op: op.to_string(),
+                link: spec.bridge.clone(),
+            })?;
+        let mtu = link_mtu(&bridge);
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
             .name(TASK_IFNAME)
-            .setns_by_fd(netns_fd)
-            .build();
-        let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .setns_by_fd(netns_fd);
+        let mut veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(spec.veth_host.clone())
-            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-            .controller(bridge)
-            .up()
+            .controller(bridge.header.index)
+            .up();
+        if let Some(mac) = mac {
+            peer = peer.address(mac.to_vec());
+        }
+        if let Some(mtu) = mtu {
+            peer = peer.mtu(mtu);
+            veth = veth.mtu(mtu);
+        }
+        let veth = veth
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build())))
             .build();
         handle
             .link()

@@ -65,9 +65,15 @@ pub struct DaemonConfig {
     /// Node name shown in `node ls` (default: the host name).
     #[arg(long)]
     pub hostname: Option<String>,
-    /// Address other nodes reach this node on.
+    /// Address (IP) other nodes reach this node on; also the VXLAN tunnel endpoint.
     #[arg(long, default_value = "127.0.0.1")]
     pub advertise_addr: String,
+    /// Where a manager listens for other nodes (mTLS: dispatcher, join, Raft).
+    #[arg(long, default_value = "0.0.0.0:2377")]
+    pub listen_addr: std::net::SocketAddr,
+    /// Name of the ingress overlay's VXLAN device (netns mode).
+    #[arg(long, default_value = "shoal-vx0")]
+    pub vxlan: String,
     /// Address the mesh serves published ports on.
     #[arg(long, default_value = "0.0.0.0")]
     pub mesh_listen_ip: IpAddr,

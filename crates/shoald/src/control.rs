@@ -11,32 +11,56 @@ use shoal_manager::{ControlApi, DispatcherApi};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::daemon::Daemon;
+use crate::node::Membership;
 
-const NOT_A_MANAGER: &str = "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to connect this node to swarm and try again.";
+const NOT_IN_SWARM: &str = "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to connect this node to swarm and try again.";
+const WORKER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
 
 /// `Control` as served on the node socket.
 #[derive(Clone)]
 pub struct NodeControl(pub Arc<Daemon>);
 
-/// `Dispatcher` as served on the node socket.
+/// `Dispatcher` as served on the node socket (`remote: false`, trusted local
+/// agent) and on the mTLS listener (`remote: true`).
 #[derive(Clone)]
-pub struct NodeDispatcher(pub Arc<Daemon>);
+pub struct NodeDispatcher {
+    pub daemon: Arc<Daemon>,
+    pub remote: bool,
+}
 
 impl NodeControl {
     fn manager(&self) -> Result<ControlApi, Status> {
-        self.0
-            .manager()
-            .map(|m| m.control())
-            .ok_or_else(|| Status::failed_precondition(NOT_A_MANAGER))
+        match self.0.manager() {
+            Some(m) => Ok(m.control()),
+            None if self.0.membership() == Membership::Worker => {
+                Err(Status::failed_precondition(WORKER))
+            }
+            None => Err(Status::failed_precondition(NOT_IN_SWARM)),
+        }
     }
 }
 
 impl NodeDispatcher {
     fn manager(&self) -> Result<DispatcherApi, Status> {
-        self.0
+        self.daemon
             .manager()
             .map(|m| m.dispatcher())
-            .ok_or_else(|| Status::unavailable("this node is not a manager yet"))
+            .ok_or_else(|| Status::unavailable("this node is not a manager"))
+    }
+
+    /// Over TLS, the caller must hold a node certificate from the cluster CA,
+    /// and may only speak for the node it names.
+    fn authorize<T>(&self, req: &Request<T>, node_id: Option<&str>) -> Result<(), Status> {
+        if !self.remote {
+            return Ok(());
+        }
+        let (peer, _role) = shoal_manager::ca::peer_identity(req)?;
+        match node_id {
+            Some(id) if id != peer => Err(Status::permission_denied(format!(
+                "certificate of node {peer} cannot act for node {id}"
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -65,14 +89,19 @@ impl Control for NodeControl {
     async fn info(&self, req: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         match self.0.manager() {
             Some(m) => m.control().info(req).await,
-            None => Ok(Response::new(InfoResponse {
-                node_id: self.0.identity.node_id.clone(),
-                hostname: self.0.identity.hostname.clone(),
-                local_node_state: "inactive".into(),
-                is_manager: false,
-                cluster_id: String::new(),
-                engine_version: env!("CARGO_PKG_VERSION").into(),
-            })),
+            None => {
+                let identity = self.0.identity();
+                let active = identity.membership != Membership::None;
+                Ok(Response::new(InfoResponse {
+                    node_id: identity.node_id.clone(),
+                    hostname: identity.hostname.clone(),
+                    local_node_state: if active { "active" } else { "inactive" }.into(),
+                    is_manager: false,
+                    cluster_id: String::new(),
+                    engine_version: env!("CARGO_PKG_VERSION").into(),
+                    managers: identity.manager_addrs.clone(),
+                }))
+            }
         }
     }
 
@@ -86,9 +115,32 @@ impl Control for NodeControl {
             .init_swarm(&req.advertise_addr, req.task_history_limit)
             .await?;
         Ok(Response::new(SwarmInitResponse {
-            node_id: self.0.identity.node_id.clone(),
+            node_id: self.0.identity().node_id,
             cluster_id,
         }))
+    }
+
+    async fn swarm_join(
+        &self,
+        req: Request<SwarmJoinRequest>,
+    ) -> Result<Response<SwarmJoinResponse>, Status> {
+        let req = req.into_inner();
+        let role = self
+            .0
+            .join_swarm(&req.token, &req.remote_addr, &req.advertise_addr)
+            .await?;
+        Ok(Response::new(SwarmJoinResponse {
+            node_id: self.0.identity().node_id,
+            role: role as i32,
+        }))
+    }
+
+    async fn swarm_leave(
+        &self,
+        req: Request<SwarmLeaveRequest>,
+    ) -> Result<Response<SwarmLeaveResponse>, Status> {
+        self.0.leave_swarm(req.into_inner().force).await?;
+        Ok(Response::new(SwarmLeaveResponse {}))
     }
 
     forward! {
@@ -101,6 +153,9 @@ impl Control for NodeControl {
         list_tasks(ListTasksRequest) -> ListTasksResponse;
         get_node(GetNodeRequest) -> NodeResponse;
         list_nodes(ListNodesRequest) -> ListNodesResponse;
+        update_node(UpdateNodeRequest) -> NodeResponse;
+        remove_node(RemoveNodeRequest) -> RemoveNodeResponse;
+        join_token(JoinTokenRequest) -> JoinTokenResponse;
     }
 
     type ServiceLogsStream = <ControlApi as Control>::ServiceLogsStream;
@@ -123,10 +178,12 @@ impl Dispatcher for NodeDispatcher {
         &self,
         req: Request<SessionRequest>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        self.authorize(&req, Some(&req.get_ref().node_id))?;
         self.manager()?.session(req).await
     }
 
     async fn feed(&self, req: Request<FeedRequest>) -> Result<Response<Self::FeedStream>, Status> {
+        self.authorize(&req, None)?;
         self.manager()?.feed(req).await
     }
 
@@ -134,6 +191,7 @@ impl Dispatcher for NodeDispatcher {
         &self,
         req: Request<ListenSubscriptionsRequest>,
     ) -> Result<Response<Self::ListenSubscriptionsStream>, Status> {
+        self.authorize(&req, Some(&req.get_ref().node_id))?;
         self.manager()?.listen_subscriptions(req).await
     }
 
@@ -141,11 +199,23 @@ impl Dispatcher for NodeDispatcher {
         &self,
         req: Request<Streaming<PublishLogsMessage>>,
     ) -> Result<Response<PublishLogsResponse>, Status> {
+        self.authorize(&req, None)?;
         self.manager()?.publish_logs(req).await
     }
 
-    forward! {
-        heartbeat(HeartbeatRequest) -> HeartbeatResponse;
-        update_task_status(UpdateTaskStatusRequest) -> UpdateTaskStatusResponse;
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        self.authorize(&req, Some(&req.get_ref().node_id))?;
+        self.manager()?.heartbeat(req).await
+    }
+
+    async fn update_task_status(
+        &self,
+        req: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        self.authorize(&req, Some(&req.get_ref().node_id))?;
+        self.manager()?.update_task_status(req).await
     }
 }

@@ -1,10 +1,14 @@
-//! Role wiring and lifecycle. Start-up: identity, mesh, admin HTTP, the node
-//! socket, then — if this node is in a cluster — store, manager, agent and
-//! feed client. Shutdown runs in order: the mesh stops accepting and drains
-//! (bounded), the agent stops tasks, then the manager, API and store stop.
+//! Lifecycle and role wiring. Start-up: identity, mesh, admin HTTP and the
+//! node socket; then, if this node is in a cluster, its roles: a manager runs
+//! the store, the manager components and the mTLS listener; every member runs
+//! the agent and the feed client (and, in netns mode, the ingress bridge and
+//! VXLAN overlay). `swarm init`, `swarm join` and `swarm leave` start and stop
+//! roles at run time. Shutdown runs in order: the mesh stops accepting and
+//! drains (bounded), the agent stops tasks, then the manager, API and store.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,8 +17,11 @@ use prometheus::Registry;
 use shoal_agent::{Agent, AgentConfig, NetworkMode};
 use shoal_api::pb::control_server::{Control, ControlServer};
 use shoal_api::pb::dispatcher_server::DispatcherServer;
-use shoal_api::pb::{Cluster, CreateServiceRequest, PortConfig, ServiceSpec};
-use shoal_manager::{LocalNode, Manager, ManagerConfig};
+use shoal_api::pb::node_ca_client::NodeCaClient;
+use shoal_api::pb::{
+    CreateServiceRequest, IssueNodeCertificateRequest, NodeRole, PortConfig, ServiceSpec,
+};
+use shoal_manager::{ca, LocalNode, Manager, ManagerConfig, NodeCertificates};
 use shoal_mesh::{Mesh, MeshConfig};
 use shoal_store::{Store, StoreConfig};
 use tokio::net::{UnixListener, UnixStream};
@@ -28,104 +35,263 @@ use tonic::Status;
 
 use crate::config::{DaemonConfig, NetworkModeArg};
 use crate::control::{NodeControl, NodeDispatcher};
-use crate::node::NodeIdentity;
+use crate::feed::Overlay;
+use crate::node::{self, Membership, NodeIdentity};
+
+const ALREADY_IN_SWARM: &str =
+    "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.";
+
+/// The running roles of a cluster member.
+struct Roles {
+    /// Stops the manager components, the node listener and the feed client.
+    token: CancellationToken,
+    /// Stops the agent, which stops its tasks (after the mesh drained).
+    agent_token: CancellationToken,
+    agent: JoinHandle<()>,
+}
 
 /// Everything a running node holds.
 pub struct Daemon {
     pub cfg: DaemonConfig,
-    pub identity: NodeIdentity,
+    identity: StdMutex<NodeIdentity>,
     socket: PathBuf,
     mesh: Mesh,
-    /// Set once, when the node becomes (or restarts as) a manager.
-    manager: OnceLock<Manager>,
-    store: OnceLock<Store>,
-    /// Serialises `swarm init` against itself and start-up.
-    init_lock: Mutex<()>,
-    /// Cancelled last: API server, manager, feed client, admin HTTP.
-    stop: CancellationToken,
-    /// Cancelled after the mesh drained: the agent stops its tasks.
-    stop_agent: CancellationToken,
-    agent: Mutex<Option<JoinHandle<()>>>,
-    /// A manager component failed: the daemon must exit.
+    manager: StdMutex<Option<Manager>>,
+    store: StdMutex<Option<Store>>,
+    /// Serialises init, join, leave and start-up.
+    membership_lock: Mutex<()>,
+    roles: Mutex<Option<Roles>>,
+    /// A role failed: the daemon must exit.
     fatal: mpsc::UnboundedSender<String>,
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
 }
 
 impl Daemon {
     pub fn manager(&self) -> Option<Manager> {
-        self.manager.get().cloned()
+        self.manager.lock().expect("manager lock").clone()
+    }
+
+    pub fn identity(&self) -> NodeIdentity {
+        self.identity.lock().expect("identity lock").clone()
+    }
+
+    pub fn membership(&self) -> Membership {
+        self.identity.lock().expect("identity lock").membership
+    }
+
+    fn update_identity(&self, f: impl FnOnce(&mut NodeIdentity)) -> anyhow::Result<()> {
+        let mut id = self.identity.lock().expect("identity lock");
+        f(&mut id);
+        id.save(&self.cfg.data_root)
     }
 
     fn store_dir(&self) -> PathBuf {
         self.cfg.data_root.join("store")
     }
 
-    async fn open_store(&self) -> Result<Store, Status> {
-        if let Some(s) = self.store.get() {
-            return Ok(s.clone());
+    async fn open_store(&self) -> anyhow::Result<Store> {
+        if let Some(s) = self.store.lock().expect("store lock").clone() {
+            return Ok(s);
         }
         let store = Store::open(StoreConfig::new(self.store_dir(), 1))
             .await
-            .map_err(|e| {
-                Status::internal(format!("open store in {}: {e}", self.store_dir().display()))
-            })?;
-        let _ = self.store.set(store.clone());
+            .with_context(|| format!("open store in {}", self.store_dir().display()))?;
+        *self.store.lock().expect("store lock") = Some(store.clone());
         Ok(store)
     }
 
-    /// `swarm init`: a one-member Raft group, the cluster object and this node.
+    /// `host:port` other nodes dial to reach this manager.
+    fn manager_addr(&self) -> String {
+        format!(
+            "{}:{}",
+            self.cfg.advertise_addr,
+            self.cfg.listen_addr.port()
+        )
+    }
+
+    /// `swarm init`: a one-member Raft group, the cluster CA, this node.
     pub async fn init_swarm(
         self: &Arc<Self>,
         advertise: &str,
         history: u64,
     ) -> Result<String, Status> {
-        let _guard = self.init_lock.lock().await;
-        if self.manager.get().is_some() {
-            return Err(Status::already_exists(
-                "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.",
-            ));
+        let _guard = self.membership_lock.lock().await;
+        if self.membership() != Membership::None {
+            return Err(Status::already_exists(ALREADY_IN_SWARM));
         }
-        let store = self.open_store().await?;
+        if !advertise.is_empty() && advertise != self.cfg.advertise_addr {
+            return Err(Status::invalid_argument(format!(
+                "--advertise-addr {advertise}: this daemon advertises {}; restart shoald with --advertise-addr {advertise}",
+                self.cfg.advertise_addr
+            )));
+        }
+        let store = self
+            .open_store()
+            .await
+            .map_err(|e| internal(format!("{e:#}")))?;
         store
             .initialize()
             .await
-            .map_err(|e| Status::internal(format!("initialise raft: {e}")))?;
+            .map_err(|e| internal(format!("initialise raft: {e}")))?;
         store
             .wait_for_leader(Duration::from_secs(10))
             .await
             .map_err(|e| Status::unavailable(format!("raft did not elect a leader: {e}")))?;
-        let addr = if advertise.is_empty() {
+        let identity = self.identity();
+        let local = LocalNode {
+            id: identity.node_id.clone(),
+            hostname: identity.hostname.clone(),
+            addr: self.cfg.advertise_addr.clone(),
+            manager_addr: self.manager_addr(),
+            engine_version: env!("CARGO_PKG_VERSION").into(),
+            raft_id: store.node_id(),
+        };
+        let init = shoal_manager::init_cluster(&store, &local, history)
+            .await
+            .map_err(|e| internal(format!("write cluster state: {e}")))?;
+        node::save_certificates(&self.cfg.data_root, &init.certificates)
+            .map_err(|e| internal(format!("{e:#}")))?;
+        self.update_identity(|id| {
+            id.membership = Membership::Manager;
+            id.manager_addrs = init.cluster.manager_addrs.clone();
+            id.ingress_address = init.ingress_address.clone();
+            id.ingress_vni = init.cluster.ingress_vni;
+            id.data_path_port = init.cluster.data_path_port;
+        })
+        .map_err(|e| internal(format!("{e:#}")))?;
+        tracing::info!(cluster = %init.cluster.id, node = %local.id, "swarm initialised");
+        self.start_manager(store, &init.certificates)
+            .await
+            .map_err(|e| internal(format!("{e:#}")))?;
+        Ok(init.cluster.id)
+    }
+
+    /// `swarm join`: fetch and pin the CA, get a certificate for our own
+    /// key with the token, then run as a worker.
+    pub async fn join_swarm(
+        self: &Arc<Self>,
+        token: &str,
+        remote: &str,
+        advertise: &str,
+    ) -> Result<NodeRole, Status> {
+        let _guard = self.membership_lock.lock().await;
+        if self.membership() != Membership::None {
+            return Err(Status::already_exists(ALREADY_IN_SWARM));
+        }
+        let parsed = ca::parse_token(token).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let remote = if remote.contains(':') {
+            remote.to_string()
+        } else {
+            format!("{remote}:2377")
+        };
+        let ca_pem = ca::fetch_root_ca(&remote, &parsed.ca_digest, Duration::from_secs(10))
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let key = ca::new_node_key().map_err(internal)?;
+        let tls = ca::client_tls(&ca_pem, None).map_err(internal)?;
+        let channel = Endpoint::from_shared(format!("https://{remote}"))
+            .map_err(|e| Status::invalid_argument(format!("manager address {remote:?}: {e}")))?
+            .tls_config(tls)
+            .map_err(internal)?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot reach manager at {remote}: {e}")))?;
+        let identity = self.identity();
+        let advertise = if advertise.is_empty() {
             self.cfg.advertise_addr.clone()
         } else {
             advertise.to_string()
         };
-        let local = LocalNode {
-            id: self.identity.node_id.clone(),
-            hostname: self.identity.hostname.clone(),
-            addr,
-            engine_version: env!("CARGO_PKG_VERSION").into(),
-            raft_id: store.node_id(),
+        let resp = NodeCaClient::new(channel)
+            .issue_node_certificate(IssueNodeCertificateRequest {
+                token: token.to_string(),
+                csr_pem: key.csr_pem.clone(),
+                hostname: identity.hostname.clone(),
+                advertise_addr: advertise,
+                node_id: identity.node_id.clone(),
+            })
+            .await?
+            .into_inner();
+        let certs = NodeCertificates {
+            ca_pem: resp.ca_certificate_pem.clone(),
+            cert_pem: resp.certificate_pem.clone(),
+            key_pem: key.key_pem,
         };
-        let cluster = shoal_manager::init_cluster(&store, &local, history)
+        node::save_certificates(&self.cfg.data_root, &certs)
+            .map_err(|e| internal(format!("{e:#}")))?;
+        let managers = if resp.manager_addrs.is_empty() {
+            vec![remote.clone()]
+        } else {
+            resp.manager_addrs.clone()
+        };
+        self.update_identity(|id| {
+            id.node_id = resp.node_id.clone();
+            id.membership = Membership::Worker;
+            id.manager_addrs = managers;
+            id.ingress_address = resp.ingress_address.clone();
+            id.ingress_vni = resp.ingress_vni;
+            id.data_path_port = resp.data_path_port;
+        })
+        .map_err(|e| internal(format!("{e:#}")))?;
+        tracing::info!(manager = %remote, node = %resp.node_id, "joined the swarm as a worker");
+        self.start_worker(&certs)
             .await
-            .map_err(|e| Status::internal(format!("write cluster state: {e}")))?;
-        tracing::info!(cluster = %cluster.id, node = %local.id, "swarm initialised");
-        self.start_roles(store)
-            .await
-            .map_err(|e| Status::internal(format!("{e:#}")))?;
-        Ok(cluster.id)
+            .map_err(|e| internal(format!("{e:#}")))?;
+        Ok(resp.role())
     }
 
-    /// Starts manager, agent and feed client over an initialised store.
-    async fn start_roles(self: &Arc<Self>, store: Store) -> anyhow::Result<()> {
+    /// `swarm leave`: stop the roles (tasks stop) and forget the cluster.
+    pub async fn leave_swarm(&self, force: bool) -> Result<(), Status> {
+        let _guard = self.membership_lock.lock().await;
+        match self.membership() {
+            Membership::None => return Err(Status::failed_precondition("This node is not part of a swarm")),
+            Membership::Manager if !force => {
+                return Err(Status::failed_precondition(
+                    "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message.",
+                ))
+            }
+            _ => {}
+        }
+        self.stop_roles(Duration::from_secs(2)).await;
+        *self.manager.lock().expect("manager lock") = None;
+        let store = self.store.lock().expect("store lock").take();
+        if let Some(store) = store {
+            let _ = tokio::time::timeout(Duration::from_secs(5), store.shutdown()).await;
+        }
+        self.mesh.apply_snapshot(Vec::new());
+        node::remove_membership(&self.cfg.data_root).map_err(|e| internal(format!("{e:#}")))?;
+        self.update_identity(|id| {
+            id.membership = Membership::None;
+            id.manager_addrs.clear();
+            id.ingress_address.clear();
+        })
+        .map_err(|e| internal(format!("{e:#}")))?;
+        tracing::info!("left the swarm");
+        Ok(())
+    }
+
+    /// Manager roles over an initialised store, then the node roles.
+    async fn start_manager(
+        self: &Arc<Self>,
+        store: Store,
+        certs: &NodeCertificates,
+    ) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        let identity = self.identity();
         let manager = Manager::start(
-            store.clone(),
+            store,
             ManagerConfig {
-                node_id: self.identity.node_id.clone(),
-                hostname: self.identity.hostname.clone(),
+                node_id: identity.node_id.clone(),
+                hostname: identity.hostname.clone(),
+                advertise_addr: self.manager_addr(),
             },
-            self.stop.child_token(),
+            token.child_token(),
         );
-        let _ = self.manager.set(manager.clone());
+        *self.manager.lock().expect("manager lock") = Some(manager.clone());
         {
             let fatal = self.fatal.clone();
             tokio::spawn(async move {
@@ -134,57 +300,148 @@ impl Daemon {
                 }
             });
         }
-        let channel = local_channel(&self.socket);
-        let network = self.network_mode(&store).await?;
+        crate::tls::serve_manager_listener(
+            self.clone(),
+            self.cfg.listen_addr,
+            certs,
+            token.clone(),
+        )
+        .await?;
+        self.start_node_roles(local_channel(&self.socket), token)
+            .await
+    }
+
+    /// Worker roles: agent and feed over mTLS to a manager.
+    async fn start_worker(self: &Arc<Self>, certs: &NodeCertificates) -> anyhow::Result<()> {
+        let identity = self.identity();
+        let manager = identity
+            .manager_addrs
+            .first()
+            .context("no manager address known; join again")?;
+        let channel = crate::tls::manager_channel(manager, certs)?;
+        self.start_node_roles(channel, CancellationToken::new())
+            .await
+    }
+
+    /// Agent, feed client and (netns mode) bridge and overlay.
+    async fn start_node_roles(
+        self: &Arc<Self>,
+        channel: Channel,
+        token: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let identity = self.identity();
+        let (network, overlay) = self.network_mode(&identity).await?;
         let agent_cfg = AgentConfig {
-            node_id: self.identity.node_id.clone(),
-            hostname: self.identity.hostname.clone(),
+            node_id: identity.node_id.clone(),
+            hostname: identity.hostname.clone(),
             addr: self.cfg.advertise_addr.clone(),
             data_root: self.cfg.data_root.clone(),
             workload_exe: std::env::current_exe().context("locate the shoald binary")?,
             network,
             stop_grace: self.cfg.stop_grace_period,
         };
-        let token = self.stop_agent.clone();
-        let agent_channel = channel.clone();
-        let fatal = self.fatal.clone();
-        *self.agent.lock().await = Some(tokio::spawn(async move {
-            if let Err(e) = Agent::run(agent_cfg, agent_channel, token).await {
-                let _ = fatal.send(format!("agent failed: {e}"));
-            }
-        }));
+        let agent_token = CancellationToken::new();
+        let agent = {
+            let (token, channel, fatal) =
+                (agent_token.clone(), channel.clone(), self.fatal.clone());
+            tokio::spawn(async move {
+                if let Err(e) = Agent::run(agent_cfg, channel, token).await {
+                    let _ = fatal.send(format!("agent failed: {e}"));
+                }
+            })
+        };
         tokio::spawn(crate::feed::run(
             channel,
             self.mesh.clone(),
-            self.identity.node_id.clone(),
-            self.stop.clone(),
+            identity.node_id.clone(),
+            overlay,
+            token.clone(),
         ));
+        *self.roles.lock().await = Some(Roles {
+            token,
+            agent_token,
+            agent,
+        });
         Ok(())
     }
 
-    async fn network_mode(&self, store: &Store) -> anyhow::Result<NetworkMode> {
+    /// Stops the agent (and its tasks), then everything else of the roles.
+    async fn stop_roles(&self, extra: Duration) {
+        let Some(roles) = self.roles.lock().await.take() else {
+            return;
+        };
+        roles.agent_token.cancel();
+        let bound = self.cfg.stop_grace_period + extra;
+        if tokio::time::timeout(bound, roles.agent).await.is_err() {
+            tracing::warn!("agent did not stop its tasks within {bound:?}");
+        }
+        roles.token.cancel();
+    }
+
+    /// Netns mode: the bridge carries this node's ingress address and, when
+    /// the node has a routable underlay address, a VXLAN port for the overlay.
+    async fn network_mode(
+        &self,
+        identity: &NodeIdentity,
+    ) -> anyhow::Result<(NetworkMode, Option<Overlay>)> {
         let netns = match self.cfg.network_mode {
             NetworkModeArg::Auto => shoal_net::is_root(),
             NetworkModeArg::Netns => true,
             NetworkModeArg::Loopback => false,
         };
         if !netns {
-            tracing::info!("tasks run as plain processes on loopback ports (not root)");
-            return Ok(NetworkMode::Loopback);
+            tracing::info!("tasks run as plain processes on loopback ports");
+            return Ok((NetworkMode::Loopback, None));
         }
-        let cluster: Cluster = shoal_manager::state::get(store, shoal_manager::state::CLUSTER_KEY)
-            .context("cluster object missing from the store")?;
-        let (gateway, prefix) = shoal_manager::allocator::gateway(&cluster.ingress_subnet)
-            .with_context(|| format!("bad ingress subnet {:?}", cluster.ingress_subnet))?;
-        let cidr = shoal_net::Ipv4Cidr::new(gateway, prefix).context("bad ingress gateway")?;
+        let cidr: shoal_net::Ipv4Cidr = identity
+            .ingress_address
+            .parse()
+            .with_context(|| format!("node ingress address {:?}", identity.ingress_address))?;
         shoal_net::ensure_bridge(&self.cfg.bridge, cidr)
             .await
             .with_context(|| format!("set up ingress bridge {}", self.cfg.bridge))?;
         tracing::info!(bridge = %self.cfg.bridge, %cidr, "tasks run in network namespaces on the ingress bridge");
-        Ok(NetworkMode::Netns {
-            bridge: self.cfg.bridge.clone(),
-            gateway,
-        })
+        let local: Ipv4Addr = self.cfg.advertise_addr.parse().with_context(|| {
+            format!(
+                "--advertise-addr {:?} must be an IPv4 address",
+                self.cfg.advertise_addr
+            )
+        })?;
+        let overlay = if local.is_loopback() {
+            None
+        } else {
+            let spec = shoal_net::OverlaySpec {
+                vxlan: self.cfg.vxlan.clone(),
+                vni: if identity.ingress_vni == 0 {
+                    shoal_manager::INGRESS_VNI
+                } else {
+                    identity.ingress_vni
+                },
+                local,
+                port: if identity.data_path_port == 0 {
+                    4789
+                } else {
+                    identity.data_path_port as u16
+                },
+                bridge: self.cfg.bridge.clone(),
+            };
+            shoal_net::ensure_vxlan(&spec)
+                .await
+                .with_context(|| format!("set up VXLAN {}", spec.vxlan))?;
+            tracing::info!(vxlan = %spec.vxlan, vni = spec.vni, %local, "ingress overlay ready");
+            Some(Overlay {
+                vxlan: spec.vxlan,
+                bridge: self.cfg.bridge.clone(),
+                node_id: identity.node_id.clone(),
+            })
+        };
+        Ok((
+            NetworkMode::Netns {
+                bridge: self.cfg.bridge.clone(),
+                gateway: cidr.addr,
+            },
+            overlay,
+        ))
     }
 
     /// Creates the demo service unless a service named `web` exists.
@@ -218,10 +475,39 @@ impl Daemon {
         }
         Ok(())
     }
+
+    /// Brings back the roles this node had before a restart.
+    async fn resume(self: &Arc<Self>) -> anyhow::Result<()> {
+        let _guard = self.membership_lock.lock().await;
+        match self.membership() {
+            Membership::None => Ok(()),
+            Membership::Manager => {
+                let store = self.open_store().await?;
+                anyhow::ensure!(
+                    store.is_initialized().await.context("read raft state")?,
+                    "node.json says manager but the store is empty"
+                );
+                store
+                    .wait_for_leader(Duration::from_secs(10))
+                    .await
+                    .context("wait for a raft leader")?;
+                let certs = node::load_certificates(&self.cfg.data_root)?;
+                self.start_manager(store, &certs).await?;
+                tracing::info!("rejoined the cluster as a manager");
+                Ok(())
+            }
+            Membership::Worker => {
+                let certs = node::load_certificates(&self.cfg.data_root)?;
+                self.start_worker(&certs).await?;
+                tracing::info!("rejoined the cluster as a worker");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// A lazily connecting channel to this node's own API socket: the local
-/// agent and feed client use the same gRPC API a remote node will.
+/// agent and feed client use the same gRPC API a remote node does.
 fn local_channel(socket: &Path) -> Channel {
     let socket = socket.to_path_buf();
     Endpoint::from_static("http://[::]:50051").connect_with_connector_lazy(tower::service_fn(
@@ -251,6 +537,7 @@ async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
 }
 
 pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
+    ca::install_crypto_provider();
     std::fs::create_dir_all(&cfg.data_root)
         .with_context(|| format!("create --data-root {}", cfg.data_root.display()))?;
     let identity = NodeIdentity::load_or_create(&cfg.data_root, cfg.hostname.as_deref())?;
@@ -270,44 +557,30 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
     let daemon = Arc::new(Daemon {
         cfg: cfg.clone(),
-        identity,
+        identity: StdMutex::new(identity),
         socket: socket.clone(),
         mesh: mesh.clone(),
-        manager: OnceLock::new(),
-        store: OnceLock::new(),
-        init_lock: Mutex::new(()),
-        stop: stop.clone(),
-        stop_agent: CancellationToken::new(),
-        agent: Mutex::new(None),
+        manager: StdMutex::new(None),
+        store: StdMutex::new(None),
+        membership_lock: Mutex::new(()),
+        roles: Mutex::new(None),
         fatal: fatal_tx,
     });
     let server = Server::builder()
         .add_service(ControlServer::new(NodeControl(daemon.clone())))
-        .add_service(DispatcherServer::new(NodeDispatcher(daemon.clone())))
+        .add_service(DispatcherServer::new(NodeDispatcher {
+            daemon: daemon.clone(),
+            remote: false,
+        }))
         .serve_with_incoming_shutdown(
             UnixListenerStream::new(listener),
             stop.clone().cancelled_owned(),
         );
     let server = tokio::spawn(server);
-    tracing::info!(node = %daemon.identity.node_id, socket = %socket.display(), metrics = %cfg.metrics_addr, "shoald started");
+    tracing::info!(node = %daemon.identity().node_id, socket = %socket.display(), metrics = %cfg.metrics_addr, "shoald started");
 
-    // Rejoin the cluster this node was in before a restart.
-    if daemon.store_dir().exists() {
-        let _guard = daemon.init_lock.lock().await;
-        let store = daemon
-            .open_store()
-            .await
-            .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
-        if store.is_initialized().await.context("read raft state")? {
-            store
-                .wait_for_leader(Duration::from_secs(10))
-                .await
-                .context("wait for a raft leader")?;
-            daemon.start_roles(store).await?;
-            tracing::info!("rejoined the cluster from {}", daemon.store_dir().display());
-        }
-    }
-    if cfg.init && daemon.manager().is_none() {
+    daemon.resume().await?;
+    if cfg.init && daemon.membership() == Membership::None {
         daemon
             .init_swarm("", 0)
             .await
@@ -329,17 +602,12 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         Some(f) => tracing::error!("shutting down: {f}"),
     }
     mesh.shutdown(cfg.shutdown_grace).await;
-    daemon.stop_agent.cancel();
-    if let Some(agent) = daemon.agent.lock().await.take() {
-        let bound = cfg.stop_grace_period + Duration::from_secs(5);
-        if tokio::time::timeout(bound, agent).await.is_err() {
-            tracing::warn!("agent did not stop its tasks within {bound:?}");
-        }
-    }
+    daemon.stop_roles(Duration::from_secs(5)).await;
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), admin).await;
-    if let Some(store) = daemon.store.get() {
+    let store = daemon.store.lock().expect("store lock").take();
+    if let Some(store) = store {
         if let Err(e) = tokio::time::timeout(Duration::from_secs(5), store.shutdown()).await {
             tracing::warn!("store shutdown timed out: {e}");
         }

@@ -3,18 +3,62 @@
 //! last revision after a reconnect; while no manager answers, the mesh keeps
 //! serving with its last table.
 
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_api::pb::dispatcher_client::DispatcherClient;
-use shoal_api::pb::{feed_message, FeedMessage, FeedRequest, ServiceRoute};
+use shoal_api::pb::{feed_message, FeedMessage, FeedRequest, OverlayPeers, ServiceRoute};
 use shoal_mesh::{Endpoint, Mesh, PortRoute};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+/// The node's side of the ingress overlay: which VXLAN device to program.
+#[derive(Clone, Debug)]
+pub struct Overlay {
+    pub vxlan: String,
+    pub bridge: String,
+    pub node_id: String,
+}
+
+impl Overlay {
+    /// Remote overlay addresses → their node's underlay address.
+    pub fn peers(&self, peers: &OverlayPeers) -> BTreeMap<Ipv4Addr, Ipv4Addr> {
+        let ip = |s: &str| s.split('/').next().and_then(|a| a.parse::<Ipv4Addr>().ok());
+        let underlay: HashMap<&str, Ipv4Addr> = peers
+            .nodes
+            .iter()
+            .filter(|n| n.node_id != self.node_id)
+            .filter_map(|n| Some((n.node_id.as_str(), ip(&n.underlay_addr)?)))
+            .collect();
+        let nodes = peers
+            .nodes
+            .iter()
+            .filter_map(|n| Some((ip(&n.ingress_address)?, *underlay.get(n.node_id.as_str())?)));
+        let tasks = peers
+            .task_nodes
+            .iter()
+            .filter_map(|(task_ip, node)| Some((ip(task_ip)?, *underlay.get(node.as_str())?)));
+        nodes.chain(tasks).collect()
+    }
+
+    async fn apply(&self, peers: &OverlayPeers) {
+        let map = self.peers(peers);
+        if let Err(err) = shoal_net::reconcile_overlay(&self.vxlan, &self.bridge, &map).await {
+            tracing::warn!(%err, "could not program the ingress overlay");
+        }
+    }
+}
+
 /// Runs until `shutdown`.
-pub async fn run(channel: Channel, mesh: Mesh, node_id: String, shutdown: CancellationToken) {
+pub async fn run(
+    channel: Channel,
+    mesh: Mesh,
+    node_id: String,
+    overlay: Option<Overlay>,
+    shutdown: CancellationToken,
+) {
     let mut client = DispatcherClient::new(channel);
     let mut revision = 0u64;
     let mut backoff = Duration::from_millis(100);
@@ -33,7 +77,19 @@ pub async fn run(channel: Channel, mesh: Mesh, node_id: String, shutdown: Cancel
                         m = stream.message() => m,
                     };
                     match msg {
-                        Ok(Some(msg)) => revision = apply(&mesh, msg),
+                        Ok(Some(msg)) => {
+                            if let Some(o) = &overlay {
+                                let peers = match &msg.body {
+                                    Some(feed_message::Body::Snapshot(s)) => s.overlay.as_ref(),
+                                    Some(feed_message::Body::Delta(d)) => d.overlay.as_ref(),
+                                    None => None,
+                                };
+                                if let Some(peers) = peers {
+                                    o.apply(peers).await;
+                                }
+                            }
+                            revision = apply(&mesh, msg);
+                        }
                         Ok(None) => break,
                         Err(status) => {
                             tracing::debug!(%status, "feed stream ended");

@@ -14,6 +14,7 @@
 //! - `control`: the `Control` service before and after `swarm init`.
 //! - `feed`: discovery feed → mesh routing table.
 //! - `admin`: `/metrics`, `/healthz`, `/routes`.
+//! - `tls`: the manager's mTLS listener for other nodes, and channels to it.
 
 mod admin;
 mod config;
@@ -21,6 +22,7 @@ mod control;
 mod daemon;
 mod feed;
 mod node;
+mod tls;
 
 use anyhow::Context;
 use clap::Parser;

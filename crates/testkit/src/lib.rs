@@ -1,28 +1,39 @@
 //! Test harness for end-to-end scenarios: real `shoald` processes, each in a
 //! network namespace of its own, driven through the real `shoal` CLI.
 //!
-//! A [`Cluster`] owns its namespaces, data directories and processes and
-//! removes them on drop, also when a test panics. Everything a test sends
-//! goes to loopback or to addresses inside its own namespaces. Root is
+//! A [`Cluster`] (one node) or a [`MultiCluster`] (N nodes on a shared
+//! [`Underlay`] switch) owns its namespaces, links, data directories and
+//! processes and removes them on drop, also when a test panics. Everything
+//! a test sends goes to loopback or to addresses inside its own namespaces;
+//! the root namespace is never touched. Nodes can be stopped, killed,
+//! paused, cut off the network and brought back (see [`node`]). Root is
 //! needed; [`require_root`] skips a test when not root, except under
 //! `CI=true`, where a skip is a failure.
 //!
 //! # Layout
-//! - [`eventually`]: `assert_eventually`, polling with a deadline.
+//! - [`eventually`](mod@eventually): `assert_eventually`, polling with a deadline.
 //! - [`netns`]: named network namespaces created and deleted with `ip`.
-//! - [`node`]: one `shoald` in its namespace: start, stop, kill, restart.
+//! - [`underlay`]: a bridge in a namespace of its own; veth cables to nodes.
+//! - [`node`]: one `shoald` in its namespace: start, stop, kill, pause, cut.
+//! - [`multi`]: [`MultiCluster`], N nodes joined into one swarm.
 //! - this module: [`Cluster`], binaries, CLI and curl helpers.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod eventually;
+pub mod multi;
 pub mod netns;
 pub mod node;
+pub mod underlay;
 
 use std::path::PathBuf;
 use std::process::Output;
 
 pub use eventually::{assert_eventually, eventually};
+pub use multi::MultiCluster;
 pub use netns::NetNs;
 pub use node::Node;
+pub use underlay::{Port, Underlay};
 
 /// Whether a root-only test may run. Not root: returns false (the test
 /// returns early), except under `CI=true`, where it panics.

@@ -1,6 +1,7 @@
 //! Named network namespaces for tests, made and removed with `ip netns`.
 
 use std::process::{Command, Output};
+use std::time::Duration;
 
 /// A network namespace that is deleted on drop.
 pub struct NetNs {
@@ -24,7 +25,7 @@ impl NetNs {
         );
         run("ip", &["netns", "add", &name]);
         let ns = NetNs { name };
-        run("ip", &["-n", &ns.name, "link", "set", "lo", "up"]);
+        ns.ip(&["link", "set", "lo", "up"]);
         ns
     }
 
@@ -37,20 +38,37 @@ impl NetNs {
 
     /// `curl -s` to `127.0.0.1:port` from inside the namespace.
     pub fn curl(&self, port: u16, path: &str) -> Result<String, String> {
-        let url = format!("http://127.0.0.1:{port}{path}");
+        self.curl_url(
+            &format!("http://127.0.0.1:{port}{path}"),
+            Duration::from_secs(5),
+        )
+    }
+
+    /// `curl -s url` from inside the namespace, giving up after `within`
+    /// (connecting included). The body on success, curl's error otherwise.
+    pub fn curl_url(&self, url: &str, within: Duration) -> Result<String, String> {
+        let secs = format!("{:.3}", within.as_secs_f64());
         let out = self
             .command("curl")
-            .args(["-s", "-S", "-m", "5", &url])
+            .args(["-s", "-S", "--connect-timeout", &secs, "-m", &secs, url])
             .output()
             .map_err(|e| format!("run curl: {e}"))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
             Err(format!(
-                "curl {url}: {}",
+                "curl {url} in {}: {}",
+                self.name,
                 String::from_utf8_lossy(&out.stderr).trim()
             ))
         }
+    }
+
+    /// Runs `ip -n <this namespace> args...`, panicking on failure.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        run("ip", &all)
     }
 }
 
@@ -62,7 +80,8 @@ impl Drop for NetNs {
     }
 }
 
-fn run(program: &str, args: &[&str]) -> Output {
+/// Runs a program to completion, panicking with its stderr on failure.
+pub(crate) fn run(program: &str, args: &[&str]) -> Output {
     let out = Command::new(program)
         .args(args)
         .output()

@@ -189,3 +189,77 @@ fn random_names_look_like_docker() {
         "{n}"
     );
 }
+
+#[test]
+fn join_token_roles() {
+    assert_eq!(parse_join_role("worker").unwrap(), NodeRole::Worker);
+    assert_eq!(parse_join_role("manager").unwrap(), NodeRole::Manager);
+    assert_eq!(
+        parse_join_role("x").unwrap_err().to_string(),
+        r#"invalid argument "x": role must be "worker" or "manager""#
+    );
+}
+
+#[test]
+fn node_update_flags() {
+    assert_eq!(
+        parse_availability("drain").unwrap(),
+        NodeAvailability::Drain
+    );
+    assert_eq!(
+        parse_availability("Pause").unwrap(),
+        NodeAvailability::Pause
+    );
+    assert_eq!(
+        parse_availability("active").unwrap(),
+        NodeAvailability::Active
+    );
+    assert_eq!(
+        parse_availability("sideways").unwrap_err().to_string(),
+        r#"invalid argument "sideways" for "--availability" flag: must be active, pause or drain"#
+    );
+    assert_eq!(parse_node_role("manager").unwrap(), NodeRole::Manager);
+    assert_eq!(
+        parse_node_role("boss").unwrap_err().to_string(),
+        r#"invalid argument "boss" for "--role" flag: must be worker or manager"#
+    );
+    assert_eq!(
+        parse_label_add("zone=east").unwrap(),
+        ("zone".to_string(), "east".to_string())
+    );
+    assert_eq!(
+        parse_label_add("empty=").unwrap(),
+        ("empty".to_string(), String::new())
+    );
+    assert_eq!(
+        parse_label_add("zone").unwrap_err().to_string(),
+        r#"invalid argument "zone" for "--label-add" flag: expected KEY=VALUE"#
+    );
+    assert!(parse_label_add("=v").is_err());
+}
+
+#[test]
+fn join_remote_addresses() {
+    let ok = |v: &str| parse_remote_addr(v).unwrap();
+    assert_eq!(ok("192.168.100.10"), "192.168.100.10:2377");
+    assert_eq!(ok("192.168.100.10:4000"), "192.168.100.10:4000");
+    assert_eq!(ok("manager1"), "manager1:2377");
+    assert_eq!(ok("[::1]"), "[::1]:2377");
+    assert_eq!(ok("[::1]:2400"), "[::1]:2400");
+    assert_eq!(ok("fd00::1"), "[fd00::1]:2377");
+    for bad in [
+        "",
+        "host:",
+        "host:0",
+        "host:99999",
+        ":2377",
+        "[::1]:x",
+        "[]",
+    ] {
+        assert!(parse_remote_addr(bad).is_err(), "{bad}");
+    }
+    assert_eq!(
+        parse_remote_addr("h:x").unwrap_err().to_string(),
+        r#"invalid remote address "h:x": the port must be a number from 1 to 65535"#
+    );
+}

@@ -72,13 +72,24 @@ pub async fn run(host: &Host, a: &PsArgs) -> anyhow::Result<()> {
         no_resolve: a.no_resolve,
     };
     let rows = rows(&tasks, &hosts, &filters, opts, shoal_api::now_ms());
+    print(&rows, a.quiet)
+}
+
+/// Prints `rows` as the `service ps` / `node ps` table, or only their IDs.
+pub fn print(rows: &[Vec<String>], quiet: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    if a.quiet {
-        for r in &rows {
+    if quiet {
+        for r in rows {
             writeln!(out, "{}", r[0])?;
         }
         return Ok(());
     }
+    write!(out, "{}", table(rows).render())?;
+    Ok(())
+}
+
+/// The task table with Docker's header.
+pub fn table(rows: &[Vec<String>]) -> Table {
     let mut t = Table::new(&[
         "ID",
         "NAME",
@@ -90,10 +101,9 @@ pub async fn run(host: &Host, a: &PsArgs) -> anyhow::Result<()> {
         "PORTS",
     ]);
     for r in rows {
-        t.row(r);
+        t.row(r.clone());
     }
-    write!(out, "{}", t.render())?;
-    Ok(())
+    t
 }
 
 fn state(s: i32) -> TaskState {

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use futures::Stream;
 use shoal_api::pb::{
-    feed_message, FeedMessage, RouteEndpoint, RoutePort, RoutingDelta, RoutingSnapshot,
-    ServiceRoute, TaskState,
+    feed_message, FeedMessage, NodeState, OverlayNode, OverlayPeers, RouteEndpoint, RoutePort,
+    RoutingDelta, RoutingSnapshot, ServiceRoute, TaskState,
 };
+use shoal_api::state::is_terminal;
 use shoal_store::Store;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -30,6 +31,7 @@ const RETAINED_DELTAS: usize = 4096;
 struct FeedState {
     revision: u64,
     routes: BTreeMap<String, ServiceRoute>,
+    overlay: OverlayPeers,
     /// (revision, delta) in increasing revision order.
     deltas: VecDeque<(u64, RoutingDelta)>,
     /// Deltas at or below this revision are gone: older subscribers need a snapshot.
@@ -71,6 +73,8 @@ pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
         let mut endpoints: Vec<RouteEndpoint> = view
             .tasks_of(&service.id)
             .filter(|t| task_state(t) == TaskState::Running)
+            // A Down node's tasks are unreachable: withdraw them at once.
+            .filter(|t| !node_down(view, &t.node_id))
             .filter(|t| !t.status.as_ref().is_some_and(|s| s.ports.is_empty()))
             .map(|t| RouteEndpoint {
                 task_id: t.id.clone(),
@@ -112,6 +116,45 @@ pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
     routes
 }
 
+fn node_down(view: &ClusterView, node_id: &str) -> bool {
+    view.nodes.get(node_id).is_none_or(|n| {
+        n.status
+            .as_ref()
+            .is_some_and(|s| s.state() == NodeState::Down)
+    })
+}
+
+/// Where every overlay address lives: each node's bridge address and every
+/// live task address, mapped to the node's underlay address.
+pub fn build_overlay(view: &ClusterView) -> OverlayPeers {
+    let nodes = view
+        .nodes
+        .values()
+        .filter_map(|n| {
+            let s = n.status.as_ref()?;
+            Some(OverlayNode {
+                node_id: n.id.clone(),
+                underlay_addr: s.addr.clone(),
+                ingress_address: s.ingress_address.clone(),
+            })
+        })
+        .collect();
+    let task_nodes = view
+        .tasks
+        .values()
+        .filter(|t| !t.node_id.is_empty() && !is_terminal(task_state(t)))
+        .filter_map(|t| {
+            let ip = t
+                .ingress_address
+                .split('/')
+                .next()
+                .filter(|ip| !ip.is_empty())?;
+            Some((ip.to_string(), t.node_id.clone()))
+        })
+        .collect();
+    OverlayPeers { nodes, task_nodes }
+}
+
 /// What changed between two route maps.
 pub fn diff(
     old: &BTreeMap<String, ServiceRoute>,
@@ -128,6 +171,7 @@ pub fn diff(
             .filter(|id| !new.contains_key(*id))
             .cloned()
             .collect(),
+        overlay: None,
     }
 }
 
@@ -153,8 +197,8 @@ impl Feed {
         let mut changes = self.changes.clone();
         loop {
             let revision = self.store.revision();
-            let routes = build_routes(&ClusterView::load(&self.store));
-            self.advance(revision, routes);
+            let view = ClusterView::load(&self.store);
+            self.advance(revision, build_routes(&view), build_overlay(&view));
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 r = changes.changed() => if r.is_err() { return Ok(()) },
@@ -162,14 +206,26 @@ impl Feed {
         }
     }
 
-    fn advance(&self, revision: u64, routes: BTreeMap<String, ServiceRoute>) {
+    fn advance(
+        &self,
+        revision: u64,
+        routes: BTreeMap<String, ServiceRoute>,
+        overlay: OverlayPeers,
+    ) {
         let mut st = self.state.lock().expect("feed lock");
-        let delta = diff(&st.routes, &routes);
+        let mut delta = diff(&st.routes, &routes);
         st.routes = routes;
+        if st.overlay != overlay {
+            delta.overlay = Some(overlay.clone());
+            st.overlay = overlay;
+        }
         if revision > st.revision {
             st.revision = revision;
         }
-        if delta.upserts.is_empty() && delta.removed_service_ids.is_empty() {
+        if delta.upserts.is_empty()
+            && delta.removed_service_ids.is_empty()
+            && delta.overlay.is_none()
+        {
             return;
         }
         let revision = st.revision;
@@ -190,6 +246,7 @@ impl Feed {
             revision: st.revision,
             body: Some(feed_message::Body::Snapshot(RoutingSnapshot {
                 services: st.routes.values().cloned().collect(),
+                overlay: Some(st.overlay.clone()),
             })),
         }
     }

@@ -204,8 +204,8 @@ impl DispatcherApi {
                 description: req.description.clone(),
                 status: Some(NodeStatus {
                     state: NodeState::Ready as i32,
-                    message: String::new(),
                     addr: req.addr.clone(),
+                    ..Default::default()
                 }),
                 manager_status: None,
             };
@@ -346,6 +346,7 @@ impl Dispatcher for DispatcherApi {
                         session_id: session_id.clone(),
                         heartbeat_period_ms: this.inner.heartbeat.as_millis() as u64,
                         tasks: tasks.clone(),
+                        ..Default::default()
                     };
                     if tx.send(Ok(msg)).await.is_err() {
                         return;

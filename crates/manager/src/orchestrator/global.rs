@@ -6,6 +6,22 @@ use shoal_api::state::is_terminal;
 use super::{add_task, is_live, new_task, restart, set_desired, task_state, Changes};
 use crate::state::ClusterView;
 
+/// Whether tasks on `node_id` must move elsewhere: the node is gone, Down,
+/// or drained.
+pub fn node_unavailable(view: &ClusterView, node_id: &str) -> bool {
+    match view.nodes.get(node_id) {
+        None => true,
+        Some(n) => {
+            n.status
+                .as_ref()
+                .is_some_and(|s| s.state() == NodeState::Down)
+                || n.spec
+                    .as_ref()
+                    .is_some_and(|s| s.availability() == NodeAvailability::Drain)
+        }
+    }
+}
+
 /// Nodes that may receive new tasks.
 pub fn eligible_nodes(view: &ClusterView) -> Vec<String> {
     view.nodes

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use shoal_api::pb::{ServiceMode, Task, TaskState};
 use shoal_api::state::is_terminal;
 
-use super::{add_task, is_live, new_task, restart, set_desired, task_state, Changes};
+use super::{add_task, global, is_live, new_task, restart, set_desired, task_state, Changes};
 use crate::state::ClusterView;
 
 pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
@@ -53,6 +53,16 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
                         let task = new_task(&service, slot, "", not_before, now);
                         add_task(view, changes, task);
                     }
+                }
+                // Its node went Down, was drained or removed: replace it
+                // elsewhere now; the old task is told to stop if the node returns.
+                Some(current)
+                    if !current.node_id.is_empty()
+                        && global::node_unavailable(view, &current.node_id) =>
+                {
+                    set_desired(view, changes, &current.id, TaskState::Shutdown);
+                    let task = new_task(&service, slot, "", now, now);
+                    add_task(view, changes, task);
                 }
                 Some(_) => {}
             }

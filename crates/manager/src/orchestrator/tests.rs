@@ -266,3 +266,90 @@ fn no_ready_node_leaves_tasks_pending_with_a_reason() {
         .err
         .starts_with("no suitable node"));
 }
+
+#[test]
+fn tasks_on_a_down_or_drained_node_move_elsewhere() {
+    let mut v = view(
+        &["n1", "n2"],
+        vec![service("web", ServiceMode::Replicated, 4)],
+    );
+    pass(&mut v, NOW);
+    let on_n2 = |v: &ClusterView| {
+        v.tasks
+            .values()
+            .filter(|t| t.node_id == "n2" && is_live(t))
+            .count()
+    };
+    assert_eq!(on_n2(&v), 2, "spread over both nodes");
+    v.nodes
+        .get_mut("n2")
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .state = NodeState::Down as i32;
+    pass(&mut v, NOW);
+    assert_eq!(on_n2(&v), 0);
+    let live: Vec<&Task> = v.tasks.values().filter(|t| is_live(t)).collect();
+    assert_eq!(live.len(), 4, "never more live tasks than replicas");
+    assert!(live.iter().all(|t| t.node_id == "n1"));
+    // The node comes back: nothing moves back by itself (no rebalancing), as in Swarm.
+    v.nodes
+        .get_mut("n2")
+        .unwrap()
+        .status
+        .as_mut()
+        .unwrap()
+        .state = NodeState::Ready as i32;
+    assert!(pass(&mut v, NOW).is_empty());
+
+    let mut v = view(
+        &["n1", "n2"],
+        vec![service("web", ServiceMode::Replicated, 2)],
+    );
+    pass(&mut v, NOW);
+    v.nodes
+        .get_mut("n1")
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .availability = NodeAvailability::Drain as i32;
+    pass(&mut v, NOW);
+    assert!(v
+        .tasks
+        .values()
+        .filter(|t| is_live(t))
+        .all(|t| t.node_id == "n2"));
+}
+
+#[test]
+fn paused_nodes_keep_their_tasks_but_get_no_new_ones() {
+    let mut v = view(
+        &["n1", "n2"],
+        vec![service("web", ServiceMode::Replicated, 2)],
+    );
+    pass(&mut v, NOW);
+    v.nodes
+        .get_mut("n1")
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .availability = NodeAvailability::Pause as i32;
+    assert!(pass(&mut v, NOW).is_empty(), "pause moves nothing");
+    v.services
+        .get_mut("web")
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .replicas = 4;
+    pass(&mut v, NOW);
+    let on_n1 = v
+        .tasks
+        .values()
+        .filter(|t| t.node_id == "n1" && is_live(t))
+        .count();
+    assert_eq!(on_n1, 1, "new tasks avoid the paused node");
+}
