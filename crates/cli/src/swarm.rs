@@ -18,6 +18,9 @@ pub enum SwarmCommand {
         /// Task history retention limit.
         #[arg(long = "task-history-limit")]
         task_history_limit: Option<String>,
+        /// Dispatcher heartbeat period (ns|us|ms|s|m|h).
+        #[arg(long = "dispatcher-heartbeat")]
+        dispatcher_heartbeat: Option<String>,
     },
     /// Join a swarm as a node and/or manager.
     Join {
@@ -58,9 +61,20 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
         SwarmCommand::Init {
             advertise_addr,
             task_history_limit,
+            dispatcher_heartbeat,
         } => {
             let limit = match task_history_limit {
                 Some(v) => opts::parse_count(&v, "--task-history-limit")?,
+                None => 0,
+            };
+            let heartbeat = match dispatcher_heartbeat {
+                Some(v) => {
+                    let d = opts::parse_duration(&v, "--dispatcher-heartbeat")?;
+                    if d < std::time::Duration::from_millis(100) {
+                        anyhow::bail!("invalid argument {v:?} for \"--dispatcher-heartbeat\" flag: must be at least 100ms");
+                    }
+                    d.as_millis() as u64
+                }
                 None => 0,
             };
             let mut c = client::connect(host).await?;
@@ -68,6 +82,7 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
                 .swarm_init(pb::SwarmInitRequest {
                     advertise_addr: advertise_addr.unwrap_or_default(),
                     task_history_limit: limit,
+                    dispatcher_heartbeat_ms: heartbeat,
                 })
                 .await
                 .daemon()?;

@@ -118,6 +118,7 @@ pub async fn init_cluster(
     store: &Store,
     node: &LocalNode,
     task_history_limit: u64,
+    heartbeat: Duration,
 ) -> Result<Initialized, ManagerError> {
     let ca = ca::ClusterCa::generate()?;
     let key = ca::new_node_key()?;
@@ -141,7 +142,12 @@ pub async fn init_cluster(
         } else {
             task_history_limit
         },
-        dispatcher_heartbeat_ms: DEFAULT_HEARTBEAT.as_millis() as u64,
+        dispatcher_heartbeat_ms: if heartbeat.is_zero() {
+            DEFAULT_HEARTBEAT
+        } else {
+            heartbeat
+        }
+        .as_millis() as u64,
         ingress_subnet: allocator::DEFAULT_INGRESS_SUBNET.into(),
         root_ca_pem: ca.cert_pem().to_string(),
         root_ca_key_pem: ca.key_pem().to_string(),

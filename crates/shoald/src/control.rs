@@ -112,7 +112,11 @@ impl Control for NodeControl {
         let req = req.into_inner();
         let cluster_id = self
             .0
-            .init_swarm(&req.advertise_addr, req.task_history_limit)
+            .init_swarm(
+                &req.advertise_addr,
+                req.task_history_limit,
+                std::time::Duration::from_millis(req.dispatcher_heartbeat_ms),
+            )
             .await?;
         Ok(Response::new(SwarmInitResponse {
             node_id: self.0.identity().node_id,

@@ -117,6 +117,7 @@ impl Daemon {
         self: &Arc<Self>,
         advertise: &str,
         history: u64,
+        heartbeat: Duration,
     ) -> Result<String, Status> {
         let _guard = self.membership_lock.lock().await;
         if self.membership() != Membership::None {
@@ -149,7 +150,7 @@ impl Daemon {
             engine_version: env!("CARGO_PKG_VERSION").into(),
             raft_id: store.node_id(),
         };
-        let init = shoal_manager::init_cluster(&store, &local, history)
+        let init = shoal_manager::init_cluster(&store, &local, history, heartbeat)
             .await
             .map_err(|e| internal(format!("write cluster state: {e}")))?;
         node::save_certificates(&self.cfg.data_root, &init.certificates)
@@ -582,7 +583,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     daemon.resume().await?;
     if cfg.init && daemon.membership() == Membership::None {
         daemon
-            .init_swarm("", 0)
+            .init_swarm("", 0, Duration::ZERO)
             .await
             .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
     }

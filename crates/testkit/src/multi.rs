@@ -44,6 +44,18 @@ impl MultiCluster {
         workers: usize,
         extra_args: &[&str],
     ) -> MultiCluster {
+        MultiCluster::build(test, managers, workers, extra_args, &[])
+    }
+
+    /// Like [`MultiCluster::with_args`], with `init_args` added to `swarm
+    /// init` (e.g. `--dispatcher-heartbeat 500ms` for fast failure detection).
+    pub fn build(
+        test: &str,
+        managers: usize,
+        workers: usize,
+        extra_args: &[&str],
+        init_args: &[&str],
+    ) -> MultiCluster {
         assert!(managers >= 1, "a swarm needs at least one manager");
         let mut cluster = MultiCluster {
             nodes: Vec::new(),
@@ -62,7 +74,9 @@ impl MultiCluster {
 
         let leader = &cluster.nodes[0];
         let leader_ip = leader.ip.expect("node-1 has an ip").to_string();
-        leader.shoal_ok(&["swarm", "init", "--advertise-addr", &leader_ip]);
+        let mut init = vec!["swarm", "init", "--advertise-addr", &leader_ip];
+        init.extend_from_slice(init_args);
+        leader.shoal_ok(&init);
         let remote = format!("{leader_ip}:{SWARM_PORT}");
         for (i, node) in cluster.nodes.iter().enumerate().skip(1) {
             let role = if i < managers { "manager" } else { "worker" };
