@@ -190,7 +190,7 @@ fn lost_worker_tasks_are_rescheduled_and_stale_ones_stop_when_it_returns() {
         Duration::from_secs(20),
         || {
             let per = running_per_node(m, "web");
-            if per.get("node-3").is_none() && per.values().sum::<usize>() == 6 {
+            if !per.contains_key("node-3") && per.values().sum::<usize>() == 6 {
                 Ok(())
             } else {
                 Err(format!("{per:?}"))
@@ -253,7 +253,7 @@ fn lost_worker_tasks_are_rescheduled_and_stale_ones_stop_when_it_returns() {
         "never more than asked: {per:?}"
     );
     assert!(
-        per.get("node-3").is_none(),
+        !per.contains_key("node-3"),
         "no automatic rebalancing: {per:?}"
     );
 }
@@ -292,9 +292,9 @@ fn drain_pause_and_node_removal() {
     assert_eventually("drained node runs nothing", Duration::from_secs(20), || {
         let web = running_per_node(m, "web");
         let mon = running_per_node(m, "mon");
-        if web.get("node-2").is_none()
+        if !web.contains_key("node-2")
             && web.values().sum::<usize>() == 6
-            && mon.get("node-2").is_none()
+            && !mon.contains_key("node-2")
             && mon.len() == 2
         {
             Ok(())
@@ -318,7 +318,7 @@ fn drain_pause_and_node_removal() {
         Duration::from_secs(20),
         || {
             let web = running_per_node(m, "web");
-            if web.values().sum::<usize>() == 8 && web.get("node-2").is_none() {
+            if web.values().sum::<usize>() == 8 && !web.contains_key("node-2") {
                 Ok(())
             } else {
                 Err(format!("{web:?}"))
@@ -399,7 +399,7 @@ fn partitioned_worker_returns_and_the_mesh_keeps_serving() {
         Duration::from_secs(20),
         || {
             let per = running_per_node(m, "web");
-            if per.values().sum::<usize>() == 3 && per.get("node-3").is_none() {
+            if per.values().sum::<usize>() == 3 && !per.contains_key("node-3") {
                 Ok(())
             } else {
                 Err(format!("{per:?}"))
