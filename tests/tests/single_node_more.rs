@@ -360,9 +360,7 @@ fn sigterm_drains_open_connections() {
     if !require_root("sigterm_drains_open_connections") {
         return;
     }
-    let node = Node::start_with("drain", "node-1", None, None, &["--shutdown-grace", "0s"]);
-    node.shoal_ok(&["swarm", "init"]);
-    let mut c = Cluster { node };
+    let mut c = Cluster::single("drain");
     let mark = c.node.dir.path().join("accepted");
     c.node.shoal_ok(&[
         "service",

@@ -29,9 +29,11 @@ pub struct ControlApi {
 
 fn store_status(err: StoreError) -> Status {
     match err {
-        StoreError::NotLeader { leader } => Status::unavailable(format!(
-            "this manager is not the Raft leader (leader: {}); retry",
-            leader.as_deref().unwrap_or("unknown")
+        StoreError::NotLeader { leader: None } | StoreError::NotCommitted(_) => Status::unavailable(
+            "the swarm does not have a leader: the managers have lost quorum; writes are refused until a majority of managers is back (the mesh keeps serving)",
+        ),
+        StoreError::NotLeader { leader: Some(leader) } => Status::unavailable(format!(
+            "this manager is not the Raft leader (leader: {leader}); retry"
         )),
         StoreError::ConditionFailed { key } => Status::aborted(format!(
             "update out of sequence: {key} changed meanwhile; retry"
@@ -202,11 +204,17 @@ impl ControlApi {
         (running, desired)
     }
 
+    /// Fills the live manager status: Leader from Raft, reachability from
+    /// the node's state.
     fn with_leader(&self, mut node: Node) -> Node {
-        if node.id == self.config.node_id {
-            let ms = node.manager_status.get_or_insert_with(Default::default);
-            ms.leader = self.store.is_leader();
-            ms.reachability = "reachable".into();
+        let leader = self.store.leader().map(|(id, _)| id);
+        let down = node
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state() == NodeState::Down);
+        if let Some(ms) = node.manager_status.as_mut() {
+            ms.leader = Some(ms.raft_id) == leader;
+            ms.reachability = if down { "unavailable" } else { "reachable" }.into();
         }
         node
     }

@@ -59,8 +59,92 @@ pub fn host_of(addr: &str) -> &str {
     }
 }
 
+/// One more than the highest Raft id any manager has (the first manager is 1).
+fn next_raft_id(view: &ClusterView) -> u64 {
+    view.nodes
+        .values()
+        .filter_map(|n| n.manager_status.as_ref().map(|m| m.raft_id))
+        .max()
+        .unwrap_or(1)
+        + 1
+}
+
 #[tonic::async_trait]
 impl NodeCa for NodeCaApi {
+    async fn join_raft(
+        &self,
+        req: Request<JoinRaftRequest>,
+    ) -> Result<Response<JoinRaftResponse>, Status> {
+        let (peer, role) = ca::peer_identity(&req)?;
+        if role != CertRole::Manager {
+            return Err(Status::permission_denied(
+                "only managers join the Raft group",
+            ));
+        }
+        let req = req.into_inner();
+        let node: Node = state::get(&self.store, &state::node_key(&peer)).ok_or_else(|| {
+            Status::not_found(format!("node {peer} is not a member of this swarm"))
+        })?;
+        let expected = node.manager_status.as_ref().map(|m| m.raft_id).unwrap_or(0);
+        if expected == 0 || expected != req.raft_id {
+            return Err(Status::permission_denied(format!(
+                "node {peer} was not given raft id {} at join",
+                req.raft_id
+            )));
+        }
+        if !self.store.is_leader() {
+            let leader = self.store.leader().map(|(_, a)| a).unwrap_or_default();
+            return Err(Status::unavailable(format!(
+                "not the Raft leader; join through the leader at {leader}"
+            )));
+        }
+        self.store
+            .add_learner(req.raft_id, &req.addr)
+            .await
+            .map_err(|e| Status::unavailable(format!("add {peer} as a Raft learner: {e}")))?;
+        let mut voters: std::collections::BTreeSet<u64> = self
+            .store
+            .metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        voters.insert(req.raft_id);
+        self.store
+            .change_membership(voters)
+            .await
+            .map_err(|e| Status::unavailable(format!("make {peer} a Raft voter: {e}")))?;
+        // Workers learn every manager address for fail-over.
+        for _ in 0..5 {
+            let Some(mut cluster) = state::get::<Cluster>(&self.store, state::CLUSTER_KEY) else {
+                break;
+            };
+            if cluster.manager_addrs.contains(&req.addr) {
+                break;
+            }
+            let version = cluster.meta.as_ref().map(|m| m.version).unwrap_or(0);
+            cluster.manager_addrs.push(req.addr.clone());
+            state::touch_meta(&mut cluster.meta);
+            let txn = Txn {
+                compares: vec![Compare::Version {
+                    key: state::CLUSTER_KEY.into(),
+                    version,
+                }],
+                ops: vec![Op::Put {
+                    key: state::CLUSTER_KEY.into(),
+                    value: codec::encode(&cluster),
+                }],
+            };
+            match self.store.write(txn).await {
+                Err(StoreError::ConditionFailed { .. }) => continue,
+                Err(e) => return Err(Status::unavailable(format!("store: {e}"))),
+                Ok(_) => break,
+            }
+        }
+        tracing::info!(node = %peer, raft_id = req.raft_id, addr = %req.addr, "manager joined the Raft group");
+        Ok(Response::new(JoinRaftResponse {}))
+    }
+
     async fn issue_node_certificate(
         &self,
         req: Request<IssueNodeCertificateRequest>,
@@ -70,11 +154,6 @@ impl NodeCa for NodeCaApi {
         let cluster = view.cluster.clone();
         let ca = cluster_ca(&cluster)?;
         let role = token_role(&cluster, &ca, &req.token)?;
-        if role == CertRole::Manager {
-            return Err(Status::unimplemented(
-                "joining as a manager is not supported yet: this cluster has a single manager; join as a worker (shoal swarm join-token worker)",
-            ));
-        }
         let node_id = if req.node_id.is_empty() {
             shoal_api::id::new_id()
         } else {
@@ -102,6 +181,10 @@ impl NodeCa for NodeCaApi {
                 std::slice::from_ref(&underlay),
             )
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+        let raft_id = match role {
+            CertRole::Manager => next_raft_id(&view),
+            CertRole::Worker => 0,
+        };
         let now = shoal_api::now_ms();
         let node = Node {
             id: node_id.clone(),
@@ -111,7 +194,7 @@ impl NodeCa for NodeCaApi {
                 updated_at_ms: now,
             }),
             spec: Some(NodeSpec {
-                role: NodeRole::Worker as i32,
+                role: NodeRole::from(role) as i32,
                 availability: NodeAvailability::Active as i32,
                 labels: Default::default(),
             }),
@@ -125,7 +208,12 @@ impl NodeCa for NodeCaApi {
                 addr: underlay,
                 ingress_address: ingress_address.clone(),
             }),
-            manager_status: None,
+            manager_status: (role == CertRole::Manager).then(|| ManagerStatus {
+                leader: false,
+                reachability: "unknown".into(),
+                addr: req.advertise_addr.clone(),
+                raft_id,
+            }),
         };
         let key = state::node_key(&node_id);
         let txn = Txn {
@@ -149,9 +237,9 @@ impl NodeCa for NodeCaApi {
             node_id,
             certificate_pem,
             ca_certificate_pem: ca.cert_pem().to_string(),
-            role: NodeRole::Worker as i32,
+            role: NodeRole::from(role) as i32,
             manager_addrs: cluster.manager_addrs.clone(),
-            raft_id: 0,
+            raft_id,
             ingress_address,
             ingress_subnet: cluster.ingress_subnet.clone(),
             ingress_vni: cluster.ingress_vni,

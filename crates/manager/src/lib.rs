@@ -111,23 +111,39 @@ pub const DEFAULT_DATA_PATH_PORT: u32 = 4789;
 /// Default `--dispatcher-heartbeat`.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Writes the cluster object (with a new CA and join-token secrets) and the
-/// first node (a manager) into a freshly initialised store, and issues that
-/// node's certificate.
+/// A new cluster CA and the first manager's certificate, made before the
+/// store opens so that Raft speaks mTLS from the start.
+pub fn new_cluster_ca(
+    node_id: &str,
+    addr: &str,
+) -> Result<(ca::ClusterCa, NodeCertificates), ManagerError> {
+    let ca = ca::ClusterCa::generate()?;
+    let key = ca::new_node_key()?;
+    let cert_pem = ca.sign_node(
+        &key.csr_pem,
+        node_id,
+        ca::CertRole::Manager,
+        &[addr.to_string()],
+    )?;
+    let certs = NodeCertificates {
+        ca_pem: ca.cert_pem().to_string(),
+        cert_pem,
+        key_pem: key.key_pem,
+    };
+    Ok((ca, certs))
+}
+
+/// Writes the cluster object (with the CA from [`new_cluster_ca`] and new
+/// join-token secrets) and the first node (a manager) into a freshly
+/// initialised store.
 pub async fn init_cluster(
     store: &Store,
     node: &LocalNode,
     task_history_limit: u64,
     heartbeat: Duration,
+    ca: &ca::ClusterCa,
+    certificates: NodeCertificates,
 ) -> Result<Initialized, ManagerError> {
-    let ca = ca::ClusterCa::generate()?;
-    let key = ca::new_node_key()?;
-    let cert_pem = ca.sign_node(
-        &key.csr_pem,
-        &node.id,
-        ca::CertRole::Manager,
-        std::slice::from_ref(&node.addr),
-    )?;
     let now = shoal_api::now_ms();
     let meta = Some(Meta {
         version: 0,
@@ -208,11 +224,7 @@ pub async fn init_cluster(
     store.write(txn).await?;
     Ok(Initialized {
         cluster,
-        certificates: NodeCertificates {
-            ca_pem: ca.cert_pem().to_string(),
-            cert_pem,
-            key_pem: key.key_pem,
-        },
+        certificates,
         ingress_address,
     })
 }

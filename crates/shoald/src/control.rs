@@ -54,8 +54,10 @@ impl NodeDispatcher {
         if !self.remote {
             return Ok(());
         }
-        let (peer, _role) = shoal_manager::ca::peer_identity(req)?;
+        let (peer, role) = shoal_manager::ca::peer_identity(req)?;
         match node_id {
+            // Managers relay the calls of the agents connected to them.
+            _ if role == shoal_manager::ca::CertRole::Manager => Ok(()),
             Some(id) if id != peer => Err(Status::permission_denied(format!(
                 "certificate of node {peer} cannot act for node {id}"
             ))),
@@ -178,11 +180,17 @@ impl Dispatcher for NodeDispatcher {
     type FeedStream = <DispatcherApi as Dispatcher>::FeedStream;
     type ListenSubscriptionsStream = <DispatcherApi as Dispatcher>::ListenSubscriptionsStream;
 
+    // Sessions, heartbeats, status and logs live on the Raft leader; a
+    // follower relays them there. The feed is served from any replica.
     async fn session(
         &self,
         req: Request<SessionRequest>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         self.authorize(&req, Some(&req.get_ref().node_id))?;
+        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
+            let stream = leader.session(req.into_inner()).await?.into_inner();
+            return Ok(Response::new(Box::pin(stream) as Self::SessionStream));
+        }
         self.manager()?.session(req).await
     }
 
@@ -196,6 +204,15 @@ impl Dispatcher for NodeDispatcher {
         req: Request<ListenSubscriptionsRequest>,
     ) -> Result<Response<Self::ListenSubscriptionsStream>, Status> {
         self.authorize(&req, Some(&req.get_ref().node_id))?;
+        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
+            let stream = leader
+                .listen_subscriptions(req.into_inner())
+                .await?
+                .into_inner();
+            return Ok(Response::new(
+                Box::pin(stream) as Self::ListenSubscriptionsStream
+            ));
+        }
         self.manager()?.listen_subscriptions(req).await
     }
 
@@ -204,6 +221,11 @@ impl Dispatcher for NodeDispatcher {
         req: Request<Streaming<PublishLogsMessage>>,
     ) -> Result<Response<PublishLogsResponse>, Status> {
         self.authorize(&req, None)?;
+        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
+            use tokio_stream::StreamExt;
+            let messages = req.into_inner().filter_map(|m| m.ok());
+            return leader.publish_logs(messages).await;
+        }
         self.manager()?.publish_logs(req).await
     }
 
@@ -212,6 +234,9 @@ impl Dispatcher for NodeDispatcher {
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.authorize(&req, Some(&req.get_ref().node_id))?;
+        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
+            return leader.heartbeat(req.into_inner()).await;
+        }
         self.manager()?.heartbeat(req).await
     }
 
@@ -220,6 +245,9 @@ impl Dispatcher for NodeDispatcher {
         req: Request<UpdateTaskStatusRequest>,
     ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
         self.authorize(&req, Some(&req.get_ref().node_id))?;
+        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
+            return leader.update_task_status(req.into_inner()).await;
+        }
         self.manager()?.update_task_status(req).await
     }
 }

@@ -16,10 +16,12 @@ use hyper_util::rt::TokioIo;
 use prometheus::Registry;
 use shoal_agent::{Agent, AgentConfig, NetworkMode};
 use shoal_api::pb::control_server::{Control, ControlServer};
+use shoal_api::pb::dispatcher_client::DispatcherClient;
 use shoal_api::pb::dispatcher_server::DispatcherServer;
 use shoal_api::pb::node_ca_client::NodeCaClient;
 use shoal_api::pb::{
-    CreateServiceRequest, IssueNodeCertificateRequest, NodeRole, PortConfig, ServiceSpec,
+    CreateServiceRequest, IssueNodeCertificateRequest, JoinRaftRequest, NodeRole, PortConfig,
+    ServiceSpec,
 };
 use shoal_manager::{ca, LocalNode, Manager, ManagerConfig, NodeCertificates};
 use shoal_mesh::{Mesh, MeshConfig};
@@ -61,6 +63,10 @@ pub struct Daemon {
     /// Serialises init, join, leave and start-up.
     membership_lock: Mutex<()>,
     roles: Mutex<Option<Roles>>,
+    /// This node's key material once it is a member.
+    certs: StdMutex<Option<NodeCertificates>>,
+    /// A channel to the current Raft leader (followers proxy dispatcher calls).
+    leader_channel: StdMutex<Option<(String, Channel)>>,
     /// A role failed: the daemon must exit.
     fatal: mpsc::UnboundedSender<String>,
 }
@@ -92,15 +98,53 @@ impl Daemon {
         self.cfg.data_root.join("store")
     }
 
-    async fn open_store(&self) -> anyhow::Result<Store> {
+    /// Opens this manager's Raft store: `raft_id` in the group, reachable
+    /// on the node listener, speaking mTLS to its peers.
+    async fn open_store(&self, raft_id: u64, certs: &NodeCertificates) -> anyhow::Result<Store> {
         if let Some(s) = self.store.lock().expect("store lock").clone() {
             return Ok(s);
         }
-        let store = Store::open(StoreConfig::new(self.store_dir(), 1))
+        let mut config = StoreConfig::new(self.store_dir(), raft_id);
+        config.advertise_addr = self.manager_addr();
+        config.client_tls = Some(
+            ca::client_tls(&certs.ca_pem, Some((&certs.cert_pem, &certs.key_pem)))
+                .context("Raft client TLS config")?,
+        );
+        let store = Store::open(config)
             .await
             .with_context(|| format!("open store in {}", self.store_dir().display()))?;
         *self.store.lock().expect("store lock") = Some(store.clone());
         Ok(store)
+    }
+
+    /// A dispatcher client on the Raft leader when this manager is a
+    /// follower (None when this node leads).
+    pub fn leader_dispatcher(&self) -> Result<Option<DispatcherClient<Channel>>, Status> {
+        let Some(manager) = self.manager() else {
+            return Ok(None);
+        };
+        if manager.store().is_leader() {
+            return Ok(None);
+        }
+        let (_, addr) = manager.store().leader().ok_or_else(|| {
+            Status::unavailable("the swarm has no leader: the managers have lost quorum")
+        })?;
+        let mut cached = self.leader_channel.lock().expect("leader channel lock");
+        if let Some((a, ch)) = cached.as_ref() {
+            if *a == addr {
+                return Ok(Some(DispatcherClient::new(ch.clone())));
+            }
+        }
+        let certs = self
+            .certs
+            .lock()
+            .expect("certs lock")
+            .clone()
+            .ok_or_else(|| internal("no node certificate"))?;
+        let ch =
+            crate::tls::manager_channel(&addr, &certs).map_err(|e| internal(format!("{e:#}")))?;
+        *cached = Some((addr, ch.clone()));
+        Ok(Some(DispatcherClient::new(ch)))
     }
 
     /// `host:port` other nodes dial to reach this manager.
@@ -129,8 +173,12 @@ impl Daemon {
                 self.cfg.advertise_addr
             )));
         }
+        let identity = self.identity();
+        let (cluster_ca, certs) =
+            shoal_manager::new_cluster_ca(&identity.node_id, &self.cfg.advertise_addr)
+                .map_err(|e| internal(format!("create the cluster CA: {e}")))?;
         let store = self
-            .open_store()
+            .open_store(1, &certs)
             .await
             .map_err(|e| internal(format!("{e:#}")))?;
         store
@@ -141,7 +189,6 @@ impl Daemon {
             .wait_for_leader(Duration::from_secs(10))
             .await
             .map_err(|e| Status::unavailable(format!("raft did not elect a leader: {e}")))?;
-        let identity = self.identity();
         let local = LocalNode {
             id: identity.node_id.clone(),
             hostname: identity.hostname.clone(),
@@ -150,13 +197,15 @@ impl Daemon {
             engine_version: env!("CARGO_PKG_VERSION").into(),
             raft_id: store.node_id(),
         };
-        let init = shoal_manager::init_cluster(&store, &local, history, heartbeat)
-            .await
-            .map_err(|e| internal(format!("write cluster state: {e}")))?;
+        let init =
+            shoal_manager::init_cluster(&store, &local, history, heartbeat, &cluster_ca, certs)
+                .await
+                .map_err(|e| internal(format!("write cluster state: {e}")))?;
         node::save_certificates(&self.cfg.data_root, &init.certificates)
             .map_err(|e| internal(format!("{e:#}")))?;
         self.update_identity(|id| {
             id.membership = Membership::Manager;
+            id.raft_id = 1;
             id.manager_addrs = init.cluster.manager_addrs.clone();
             id.ingress_address = init.ingress_address.clone();
             id.ingress_vni = init.cluster.ingress_vni;
@@ -202,11 +251,20 @@ impl Daemon {
             .await
             .map_err(|e| Status::unavailable(format!("cannot reach manager at {remote}: {e}")))?;
         let identity = self.identity();
-        let advertise = if advertise.is_empty() {
+        let advertise_ip = if advertise.is_empty() {
             self.cfg.advertise_addr.clone()
         } else {
             advertise.to_string()
         };
+        if advertise_ip != self.cfg.advertise_addr {
+            return Err(Status::invalid_argument(format!(
+                "--advertise-addr {advertise_ip}: this daemon advertises {}; restart shoald with --advertise-addr {advertise_ip}",
+                self.cfg.advertise_addr
+            )));
+        }
+        // Managers are dialled on their node listener; workers only need the IP,
+        // and the manager takes the host part.
+        let advertise = self.manager_addr();
         let resp = NodeCaClient::new(channel)
             .issue_node_certificate(IssueNodeCertificateRequest {
                 token: token.to_string(),
@@ -229,20 +287,46 @@ impl Daemon {
         } else {
             resp.manager_addrs.clone()
         };
+        let role = resp.role();
         self.update_identity(|id| {
             id.node_id = resp.node_id.clone();
-            id.membership = Membership::Worker;
+            id.membership = if role == NodeRole::Manager {
+                Membership::Manager
+            } else {
+                Membership::Worker
+            };
+            id.raft_id = resp.raft_id;
             id.manager_addrs = managers;
             id.ingress_address = resp.ingress_address.clone();
             id.ingress_vni = resp.ingress_vni;
             id.data_path_port = resp.data_path_port;
         })
         .map_err(|e| internal(format!("{e:#}")))?;
-        tracing::info!(manager = %remote, node = %resp.node_id, "joined the swarm as a worker");
-        self.start_worker(&certs)
-            .await
-            .map_err(|e| internal(format!("{e:#}")))?;
-        Ok(resp.role())
+        if role == NodeRole::Manager {
+            // Serve Raft first, then ask the leader to add us to the group.
+            let store = self
+                .open_store(resp.raft_id, &certs)
+                .await
+                .map_err(|e| internal(format!("{e:#}")))?;
+            self.start_manager(store, &certs)
+                .await
+                .map_err(|e| internal(format!("{e:#}")))?;
+            let channel = crate::tls::manager_channel(&remote, &certs)
+                .map_err(|e| internal(format!("{e:#}")))?;
+            NodeCaClient::new(channel)
+                .join_raft(JoinRaftRequest {
+                    raft_id: resp.raft_id,
+                    addr: self.manager_addr(),
+                })
+                .await?;
+            tracing::info!(manager = %remote, node = %resp.node_id, raft_id = resp.raft_id, "joined the swarm as a manager");
+        } else {
+            tracing::info!(manager = %remote, node = %resp.node_id, "joined the swarm as a worker");
+            self.start_worker(&certs)
+                .await
+                .map_err(|e| internal(format!("{e:#}")))?;
+        }
+        Ok(role)
     }
 
     /// `swarm leave`: stop the roles (tasks stop) and forget the cluster.
@@ -264,6 +348,7 @@ impl Daemon {
             let _ = tokio::time::timeout(Duration::from_secs(5), store.shutdown()).await;
         }
         self.mesh.apply_snapshot(Vec::new());
+        *self.certs.lock().expect("certs lock") = None;
         node::remove_membership(&self.cfg.data_root).map_err(|e| internal(format!("{e:#}")))?;
         self.update_identity(|id| {
             id.membership = Membership::None;
@@ -281,6 +366,7 @@ impl Daemon {
         store: Store,
         certs: &NodeCertificates,
     ) -> anyhow::Result<()> {
+        *self.certs.lock().expect("certs lock") = Some(certs.clone());
         let token = CancellationToken::new();
         let identity = self.identity();
         let manager = Manager::start(
@@ -314,12 +400,9 @@ impl Daemon {
 
     /// Worker roles: agent and feed over mTLS to a manager.
     async fn start_worker(self: &Arc<Self>, certs: &NodeCertificates) -> anyhow::Result<()> {
+        *self.certs.lock().expect("certs lock") = Some(certs.clone());
         let identity = self.identity();
-        let manager = identity
-            .manager_addrs
-            .first()
-            .context("no manager address known; join again")?;
-        let channel = crate::tls::manager_channel(manager, certs)?;
+        let channel = crate::tls::managers_channel(&identity.manager_addrs, certs)?;
         self.start_node_roles(channel, CancellationToken::new())
             .await
     }
@@ -483,16 +566,23 @@ impl Daemon {
         match self.membership() {
             Membership::None => Ok(()),
             Membership::Manager => {
-                let store = self.open_store().await?;
+                let certs = node::load_certificates(&self.cfg.data_root)?;
+                let store = self
+                    .open_store(self.identity().raft_id.max(1), &certs)
+                    .await?;
                 anyhow::ensure!(
                     store.is_initialized().await.context("read raft state")?,
                     "node.json says manager but the store is empty"
                 );
-                store
+                // A lone manager elects itself; in a group the others may be
+                // down, so start anyway and let Raft sort leadership out.
+                if store
                     .wait_for_leader(Duration::from_secs(10))
                     .await
-                    .context("wait for a raft leader")?;
-                let certs = node::load_certificates(&self.cfg.data_root)?;
+                    .is_err()
+                {
+                    tracing::warn!("no Raft leader yet (quorum lost?); serving the local replica");
+                }
                 self.start_manager(store, &certs).await?;
                 tracing::info!("rejoined the cluster as a manager");
                 Ok(())
@@ -565,6 +655,8 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         store: StdMutex::new(None),
         membership_lock: Mutex::new(()),
         roles: Mutex::new(None),
+        certs: StdMutex::new(None),
+        leader_channel: StdMutex::new(None),
         fatal: fatal_tx,
     });
     let server = Server::builder()

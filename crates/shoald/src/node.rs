@@ -35,6 +35,9 @@ pub struct NodeIdentity {
     pub ingress_vni: u32,
     #[serde(default)]
     pub data_path_port: u32,
+    /// Raft id (managers only; the first manager is 1).
+    #[serde(default)]
+    pub raft_id: u64,
 }
 
 impl NodeIdentity {
@@ -51,6 +54,7 @@ impl NodeIdentity {
                 ingress_address: String::new(),
                 ingress_vni: 0,
                 data_path_port: 0,
+                raft_id: 0,
             },
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         };

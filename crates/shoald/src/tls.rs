@@ -35,9 +35,20 @@ pub async fn serve_manager_listener(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind --listen-addr {addr}"))?;
+    // Only managers speak Raft.
+    let raft =
+        manager
+            .store()
+            .raft_service_authorized(Arc::new(|req| match ca::peer_identity(req)? {
+                (_, ca::CertRole::Manager) => Ok(()),
+                (node, _) => Err(tonic::Status::permission_denied(format!(
+                    "node {node} is not a manager and cannot take part in Raft"
+                ))),
+            }));
     let server = Server::builder()
         .tls_config(tls)
         .context("TLS config for --listen-addr")?
+        .add_service(raft)
         .add_service(NodeCaServer::new(manager.node_ca()))
         .add_service(DispatcherServer::new(NodeDispatcher {
             daemon,
@@ -52,17 +63,31 @@ pub async fn serve_manager_listener(
     }))
 }
 
-/// An mTLS channel to a manager, connecting lazily (and reconnecting).
-pub fn manager_channel(addr: &str, certs: &NodeCertificates) -> anyhow::Result<Channel> {
+fn manager_endpoint(addr: &str, certs: &NodeCertificates) -> anyhow::Result<Endpoint> {
     let tls = ca::client_tls(&certs.ca_pem, Some((&certs.cert_pem, &certs.key_pem)))
         .context("client TLS config")?;
     Ok(Endpoint::from_shared(format!("https://{addr}"))
         .with_context(|| format!("manager address {addr:?}"))?
         .tls_config(tls)
         .context("client TLS config")?
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(2))
         .tcp_keepalive(Some(Duration::from_secs(30)))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .connect_lazy())
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(3)))
+}
+
+/// An mTLS channel to one manager, connecting lazily (and reconnecting).
+pub fn manager_channel(addr: &str, certs: &NodeCertificates) -> anyhow::Result<Channel> {
+    Ok(manager_endpoint(addr, certs)?.connect_lazy())
+}
+
+/// An mTLS channel spread over every known manager: a manager that is gone
+/// drops out, so the agent and the feed keep a path while any manager lives.
+pub fn managers_channel(addrs: &[String], certs: &NodeCertificates) -> anyhow::Result<Channel> {
+    anyhow::ensure!(!addrs.is_empty(), "no manager address known; join again");
+    let endpoints = addrs
+        .iter()
+        .map(|a| manager_endpoint(a, certs))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Channel::balance_list(endpoints.into_iter()))
 }

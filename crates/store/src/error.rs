@@ -20,6 +20,9 @@ pub enum StoreError {
     /// No leader became known within the bound.
     #[error("no store leader within {0:?}")]
     NoLeader(std::time::Duration),
+    /// A write was not committed within the bound (no quorum).
+    #[error("write not committed within {0:?}: the managers may have lost quorum")]
+    NotCommitted(std::time::Duration),
     /// A Raft-level failure.
     #[error("raft {op}: {message}")]
     Raft { op: &'static str, message: String },
@@ -48,6 +51,18 @@ impl StoreError {
         StoreError::Storage {
             context: context.into(),
             message: e.to_string(),
+        }
+    }
+}
+
+impl StoreError {
+    /// Worth retrying after a moment: no leader known yet, or the leader we
+    /// knew did not answer (it may have just died), or it stepped down.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::NotLeader { .. } => true,
+            StoreError::Raft { op, .. } => op.starts_with("forward write"),
+            _ => false,
         }
     }
 }

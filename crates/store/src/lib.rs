@@ -39,7 +39,7 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState, SnapshotPolicy};
 
 pub use crate::error::StoreError;
-pub use crate::network::{write_remote, NetworkFactory, RaftServer, RaftService};
+pub use crate::network::{write_remote, NetworkFactory, RaftAuthorizer, RaftServer, RaftService};
 pub use crate::types::{
     Compare, EventKind, KeyValue, Op, StoreRaft, Txn, TxnOutcome, TypeConfig, WatchEvent,
 };
@@ -64,7 +64,15 @@ pub struct StoreConfig {
     /// How many past events are kept in memory: watches may resume from any revision
     /// within this window, older starts get [`StoreError::Compacted`].
     pub watch_history: usize,
+    /// mTLS for peer connections (Raft RPCs and forwarded writes); None
+    /// speaks plain HTTP/2 (tests, single node).
+    pub client_tls: Option<tonic::transport::ClientTlsConfig>,
 }
+
+/// How long a write may wait for its commit. A leader that lost its quorum
+/// never commits; the caller gets [`StoreError::NotCommitted`] instead of
+/// waiting forever.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl StoreConfig {
     /// A config with no advertised address and the default watch history.
@@ -74,6 +82,7 @@ impl StoreConfig {
             node_id,
             advertise_addr: String::new(),
             watch_history: DEFAULT_WATCH_HISTORY,
+            client_tls: None,
         }
     }
 }
@@ -134,6 +143,7 @@ struct Inner {
     shared: Arc<Shared>,
     node_id: u64,
     advertise_addr: String,
+    client_tls: Option<tonic::transport::ClientTlsConfig>,
     /// Turn true when the redb files (held by the Raft tasks only) are closed: shutdown
     /// waits for them so the same data_dir can be opened again.
     closed: [tokio::sync::watch::Receiver<bool>; 2],
@@ -167,9 +177,17 @@ impl Store {
         let shared = sm.shared();
 
         let raft_config = Arc::new(tuning.raft_config()?);
-        let raft = StoreRaft::new(config.node_id, raft_config, NetworkFactory, log_store, sm)
-            .await
-            .map_err(|e| StoreError::raft("start", e))?;
+        let raft = StoreRaft::new(
+            config.node_id,
+            raft_config,
+            NetworkFactory {
+                tls: config.client_tls.clone(),
+            },
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| StoreError::raft("start", e))?;
         tracing::info!(
             node_id = config.node_id,
             dir = %dir.display(),
@@ -182,6 +200,7 @@ impl Store {
                 shared,
                 node_id: config.node_id,
                 advertise_addr: config.advertise_addr,
+                client_tls: config.client_tls,
                 closed,
             }),
         })
@@ -248,17 +267,53 @@ impl Store {
     /// applied locally, so a following `get` sees it). If a compare fails, nothing is
     /// written and `ConditionFailed{key}` is returned. On a follower: `NotLeader`.
     pub async fn write(&self, txn: Txn) -> Result<u64, StoreError> {
-        match self.inner.raft.client_write(txn).await {
+        // During an election there is briefly no leader, or the last known
+        // one is gone: keep trying until the deadline, so a write that can
+        // commit within WRITE_TIMEOUT does.
+        let attempts = async {
+            loop {
+                match self.write_once(&txn).await {
+                    Err(e) if e.is_transient() => {
+                        tracing::debug!(error = %e, "write waits for a leader");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        tokio::time::timeout(WRITE_TIMEOUT, attempts)
+            .await
+            .map_err(|_| StoreError::NotCommitted(WRITE_TIMEOUT))?
+    }
+
+    /// Waits (bounded) until this replica has applied `revision`.
+    async fn wait_applied(&self, revision: u64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.revision() < revision && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// One proposal: locally if this node leads, else forwarded to the leader.
+    async fn write_once(&self, txn: &Txn) -> Result<u64, StoreError> {
+        match self.inner.raft.client_write(txn.clone()).await {
             Ok(resp) => resp.data.into_result(),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(StoreError::NotLeader {
-                    leader: f.leader_node.map(|n| n.addr).filter(|a| !a.is_empty()),
-                })
+                match f.leader_node.map(|n| n.addr).filter(|a| !a.is_empty()) {
+                    // A follower forwards to the leader, so any manager takes writes.
+                    Some(addr) => {
+                        let rev = network::write_remote(&addr, txn, self.inner.client_tls.as_ref())
+                            .await?;
+                        // Read-your-writes: answer once this replica has it too.
+                        self.wait_applied(rev, Duration::from_secs(2)).await;
+                        Ok(rev)
+                    }
+                    None => Err(StoreError::NotLeader { leader: None }),
+                }
             }
             Err(e) => Err(StoreError::raft("client_write", e)),
         }
     }
-
     /// The current value of `key`.
     pub fn get(&self, key: &str) -> Option<KeyValue> {
         self.inner.shared.read().map.get(key).cloned()
@@ -294,7 +349,12 @@ impl Store {
 
     /// The tonic service peers use to reach this node's Raft (serve it on advertise_addr).
     pub fn raft_service(&self) -> RaftServer {
-        network::server(self.clone())
+        network::server(self.clone(), None)
+    }
+
+    /// Like [`Store::raft_service`], admitting only callers `authorize` accepts.
+    pub fn raft_service_authorized(&self, authorize: RaftAuthorizer) -> RaftServer {
+        network::server(self.clone(), Some(authorize))
     }
 
     /// Adds a node as a non-voting learner and waits until it caught up.

@@ -16,7 +16,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use shoal_api::pb::raft_transport_client::RaftTransportClient;
 use shoal_api::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
 use shoal_api::pb::RaftPayload;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::StoreError;
 use crate::types::{StoreRaft, Txn, TypeConfig};
@@ -27,17 +27,22 @@ type NodeId = u64;
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Turns a node address ("host:port" or a full URI) into a lazily connecting channel.
-fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+/// Turns a node address ("host:port" or a full URI) into a lazily connecting
+/// channel; with `tls`, an mTLS one (`https://`).
+fn channel(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, tonic::transport::Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
-    Ok(Endpoint::from_shared(uri)?
+    let mut endpoint = Endpoint::from_shared(uri)?
         .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    Ok(endpoint.connect_lazy())
 }
 
 fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
@@ -48,7 +53,10 @@ fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
 
 /// Creates one [`NetworkClient`] per target node.
 #[derive(Clone, Debug, Default)]
-pub struct NetworkFactory;
+pub struct NetworkFactory {
+    /// mTLS settings for peer connections (None: plain HTTP/2, for tests).
+    pub tls: Option<ClientTlsConfig>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = NetworkClient;
@@ -57,6 +65,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         NetworkClient {
             target,
             addr: node.addr.clone(),
+            tls: self.tls.clone(),
             client: None,
         }
     }
@@ -67,6 +76,7 @@ pub struct NetworkClient {
     target: NodeId,
     /// The peer's advertised address (BasicNode.addr).
     addr: String,
+    tls: Option<ClientTlsConfig>,
     /// Created on first use; tonic reconnects it as needed.
     client: Option<RaftTransportClient<Channel>>,
 }
@@ -96,8 +106,8 @@ impl NetworkClient {
         let data =
             postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if self.client.is_none() {
-            let channel =
-                channel(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            let channel = channel(&self.addr, self.tls.as_ref())
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
             self.client = Some(transport_client(channel));
         }
         let client = self.client.as_mut().expect("client set above");
@@ -162,10 +172,14 @@ enum ForwardedWrite {
 
 /// Proposes `txn` on the store node at `addr` (normally the leader) through its
 /// `RaftTransport.ClientWrite`; same results as [`Store::write`](crate::Store::write).
-pub async fn write_remote(addr: &str, txn: &Txn) -> Result<u64, StoreError> {
+pub async fn write_remote(
+    addr: &str,
+    txn: &Txn,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<u64, StoreError> {
     let data =
         postcard::to_allocvec(txn).map_err(|e| StoreError::storage("encode forwarded txn", e))?;
-    let channel = channel(addr).map_err(|e| StoreError::raft("forward write: connect", e))?;
+    let channel = channel(addr, tls).map_err(|e| StoreError::raft("forward write: connect", e))?;
     let reply = transport_client(channel)
         .client_write(RaftPayload { data })
         .await
@@ -183,17 +197,24 @@ pub async fn write_remote(addr: &str, txn: &Txn) -> Result<u64, StoreError> {
     }
 }
 
+/// Decides whether a caller may speak Raft to this node (e.g. "holds a
+/// manager certificate"); `Err` is returned to the caller as is.
+pub type RaftAuthorizer =
+    std::sync::Arc<dyn Fn(&tonic::Request<RaftPayload>) -> Result<(), tonic::Status> + Send + Sync>;
+
 /// Server side of `RaftTransport`: hands decoded requests to the local Raft node.
 #[derive(Clone)]
 pub struct RaftService {
     pub(crate) store: crate::Store,
+    /// Checked before every call; None admits everyone (tests).
+    pub(crate) authorize: Option<RaftAuthorizer>,
 }
 
 /// The tonic service type returned by [`Store::raft_service`](crate::Store::raft_service).
 pub type RaftServer = RaftTransportServer<RaftService>;
 
-pub(crate) fn server(store: crate::Store) -> RaftServer {
-    RaftTransportServer::new(RaftService { store })
+pub(crate) fn server(store: crate::Store, authorize: Option<RaftAuthorizer>) -> RaftServer {
+    RaftTransportServer::new(RaftService { store, authorize })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE)
 }
@@ -215,6 +236,13 @@ impl RaftService {
     fn raft(&self) -> &StoreRaft {
         self.store.raft()
     }
+
+    fn check(&self, request: &tonic::Request<RaftPayload>) -> Result<(), tonic::Status> {
+        match &self.authorize {
+            Some(f) => f(request),
+            None => Ok(()),
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -223,6 +251,7 @@ impl RaftTransport for RaftService {
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        self.check(&request)?;
         let req: AppendEntriesRequest<TypeConfig> = decode_req(request)?;
         encode_reply(&self.raft().append_entries(req).await)
     }
@@ -231,6 +260,7 @@ impl RaftTransport for RaftService {
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        self.check(&request)?;
         let req: VoteRequest<NodeId> = decode_req(request)?;
         encode_reply(&self.raft().vote(req).await)
     }
@@ -239,6 +269,7 @@ impl RaftTransport for RaftService {
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        self.check(&request)?;
         let req: InstallSnapshotRequest<TypeConfig> = decode_req(request)?;
         encode_reply(&self.raft().install_snapshot(req).await)
     }
@@ -247,6 +278,7 @@ impl RaftTransport for RaftService {
         &self,
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
+        self.check(&request)?;
         let txn: Txn = decode_req(request)?;
         let reply = match self.store.write(txn).await {
             Ok(rev) => ForwardedWrite::Committed(rev),

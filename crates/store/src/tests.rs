@@ -15,6 +15,7 @@ fn config(dir: &Path, node_id: u64, watch_history: usize) -> StoreConfig {
         node_id,
         advertise_addr: String::new(),
         watch_history,
+        client_tls: None,
     }
 }
 
@@ -395,22 +396,24 @@ async fn three_node_group_replicates() {
         assert_eq!(node.store.get("svc/web").unwrap().mod_revision, rev);
     }
 
-    // A follower refuses writes and names the leader; forwarding over ClientWrite works.
+    // A follower forwards writes to the leader over ClientWrite.
     let follower = &nodes[1].store;
     assert!(!follower.is_leader());
-    match follower.write(Txn::new().put("x", "y")).await {
-        Err(StoreError::NotLeader { leader }) => {
-            assert_eq!(leader.as_deref(), Some(nodes[0].addr.as_str()))
-        }
-        other => panic!("expected NotLeader, got {other:?}"),
-    }
-    let fwd = write_remote(&nodes[0].addr, &Txn::new().put("fwd", "1"))
+    let via_follower = follower.write(Txn::new().put("x", "y")).await.unwrap();
+    assert!(via_follower > rev);
+    let err = follower
+        .write(Txn::new().when_absent("x").put("x", "z"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+    let fwd = write_remote(&nodes[0].addr, &Txn::new().put("fwd", "1"), None)
         .await
         .unwrap();
     assert!(fwd > rev);
     let err = write_remote(
         &nodes[0].addr,
         &Txn::new().when_absent("fwd").put("fwd", "2"),
+        None,
     )
     .await
     .unwrap_err();

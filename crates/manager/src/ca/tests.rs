@@ -165,6 +165,14 @@ impl NodeCa for Echo {
             ..Default::default()
         }))
     }
+
+    async fn join_raft(
+        &self,
+        request: tonic::Request<shoal_api::pb::JoinRaftRequest>,
+    ) -> Result<tonic::Response<shoal_api::pb::JoinRaftResponse>, tonic::Status> {
+        peer_identity(&request)?;
+        Ok(tonic::Response::new(shoal_api::pb::JoinRaftResponse {}))
+    }
 }
 
 /// A cluster CA, a manager serving `Echo` with mTLS on 127.0.0.1:0.

@@ -107,14 +107,18 @@ impl DispatcherApi {
     pub async fn run_heartbeat_checker(&self) -> Result<(), ManagerError> {
         let limit = self.inner.heartbeat * 3;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        // Nodes get a full period to find a new leader before they count as Down.
+        let mut leader_since: Option<Instant> = None;
         loop {
             tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
             }
             if !self.inner.store.is_leader() {
+                leader_since = None;
                 continue;
             }
+            let since = *leader_since.get_or_insert_with(Instant::now);
             let expired: Vec<String> = {
                 let mut sessions = self.inner.sessions.lock().expect("sessions lock");
                 let gone: Vec<String> = sessions
@@ -128,7 +132,7 @@ impl DispatcherApi {
                 gone
             };
             let mut down = expired;
-            if self.inner.started.elapsed() > limit {
+            if since.elapsed() > limit && self.inner.started.elapsed() > limit {
                 let connected = self.connected_nodes();
                 let view = ClusterView::load(&self.inner.store);
                 down.extend(
