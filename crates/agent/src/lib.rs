@@ -90,6 +90,54 @@ pub enum AgentError {
 /// The node agent.
 pub struct Agent;
 
+/// Upper bound on waiting for the manager to confirm a task has left every
+/// node's routing table before it is stopped anyway.
+pub const WITHDRAWAL_LIMIT: Duration = Duration::from_secs(10);
+
+/// Stops a task once no node routes new connections to it: a task with
+/// published ports waits for the manager's `withdrawn` flag (every Ready
+/// node's mesh has applied its withdrawal), bounded by [`WITHDRAWAL_LIMIT`].
+fn drain_then_stop(
+    task_id: &str,
+    stop: CancellationToken,
+    mut assignments: watch::Receiver<Option<Vec<Task>>>,
+) {
+    let must_wait = |set: &Option<Vec<Task>>| {
+        set.as_ref()
+            .and_then(|tasks| tasks.iter().find(|t| t.id == task_id))
+            .is_some_and(|t| {
+                !t.withdrawn && t.endpoint.as_ref().is_some_and(|e| !e.ports.is_empty())
+            })
+    };
+    if !must_wait(&assignments.borrow()) {
+        stop.cancel();
+        return;
+    }
+    let id = task_id.to_string();
+    tokio::spawn(async move {
+        let confirmed = async {
+            loop {
+                let waiting = {
+                    let set = assignments.borrow_and_update();
+                    set.as_ref()
+                        .and_then(|tasks| tasks.iter().find(|t| t.id == id))
+                        .is_some_and(|t| !t.withdrawn)
+                };
+                if !waiting || assignments.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(WITHDRAWAL_LIMIT, confirmed)
+            .await
+            .is_err()
+        {
+            tracing::warn!(task = %id, "withdrawal not confirmed by every node within {WITHDRAWAL_LIMIT:?}; stopping anyway");
+        }
+        stop.cancel();
+    });
+}
+
 /// A live task runner.
 struct RunnerHandle {
     /// Cancelled to stop the task.
@@ -180,7 +228,7 @@ impl Agent {
                     }
                     Action::Stop { task_id } => {
                         if let Some(h) = runners.get(&task_id) {
-                            h.stop.cancel();
+                            drain_then_stop(&task_id, h.stop.clone(), assign_rx.clone());
                         }
                     }
                     Action::Report { task_id, status } => {

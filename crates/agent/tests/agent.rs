@@ -76,6 +76,13 @@ impl Dispatcher for FakeDispatcher {
         Ok(Response::new(HeartbeatResponse { period_ms: 100 }))
     }
 
+    async fn feed_applied(
+        &self,
+        _: Request<shoal_api::pb::FeedAppliedRequest>,
+    ) -> Result<Response<shoal_api::pb::FeedAppliedResponse>, Status> {
+        Ok(Response::new(shoal_api::pb::FeedAppliedResponse {}))
+    }
+
     async fn update_task_status(
         &self,
         req: Request<UpdateTaskStatusRequest>,

@@ -101,6 +101,31 @@ pub fn human_duration(d: Duration) -> String {
     format!("{} years", d.as_secs() / 3600 / 24 / 365)
 }
 
+/// Go's `time.Duration.String()` of a millisecond count: `0s`, `500ms`,
+/// `5s`, `1.5s`, `1m30s`, `1h0m0s`.
+pub fn go_duration_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    let (h, rest) = (ms / 3_600_000, ms % 3_600_000);
+    let (m, rest) = (rest / 60_000, rest % 60_000);
+    let secs = match rest % 1_000 {
+        0 => format!("{}s", rest / 1_000),
+        frac => {
+            let f = format!("{frac:03}");
+            format!("{}.{}s", rest / 1_000, f.trim_end_matches('0'))
+        }
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
 /// How long ago a Unix-ms instant was, clamped at zero for clock skew.
 pub fn age(now_ms: i64, then_ms: i64) -> Duration {
     Duration::from_millis(now_ms.saturating_sub(then_ms).max(0) as u64)

@@ -242,7 +242,45 @@ struct RestartPolicyJson {
 struct TaskTemplateJson {
     container_spec: ContainerSpecJson,
     restart_policy: RestartPolicyJson,
+    force_update: u64,
     runtime: &'static str,
+}
+
+/// Docker's `UpdateConfig` (also the shape of `RollbackConfig`).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateConfigJson {
+    parallelism: u64,
+    /// Nanoseconds.
+    delay: u64,
+    failure_action: &'static str,
+    /// Nanoseconds.
+    monitor: u64,
+    #[serde(serialize_with = "go_float32")]
+    max_failure_ratio: f32,
+    order: &'static str,
+}
+
+/// A float32 as Go's JSON writes it: `0`, `0.1` (not `0.0`, `0.10000000149`).
+fn go_float32<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        s.serialize_i64(*v as i64)
+    } else {
+        s.serialize_f64(v.to_string().parse().unwrap_or(f64::from(*v)))
+    }
+}
+
+/// Docker's `UpdateStatus`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct UpdateStatusJson {
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    message: String,
 }
 
 #[derive(Serialize)]
@@ -269,6 +307,10 @@ struct ServiceSpecJson {
     labels: BTreeMap<String, String>,
     task_template: TaskTemplateJson,
     mode: ModeJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    update_config: Option<UpdateConfigJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback_config: Option<UpdateConfigJson>,
     endpoint_spec: EndpointSpecJson,
 }
 
@@ -291,8 +333,10 @@ pub struct ServiceJson {
     updated_at: String,
     spec: ServiceSpecJson,
     #[serde(skip_serializing_if = "Option::is_none")]
-    previous_spec: Option<ServiceSpecJson>,
+    previous_spec: Option<Box<ServiceSpecJson>>,
     endpoint: EndpointJson,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    update_status: Option<UpdateStatusJson>,
 }
 
 /// Docker's name for a runtime (`TaskTemplate.Runtime`).
@@ -310,6 +354,60 @@ pub fn restart_condition_name(c: i32) -> &'static str {
         Ok(pb::RestartCondition::None) => "none",
         _ => "any",
     }
+}
+
+/// Docker's name for a failure action (`pause`, `continue`, `rollback`).
+pub fn failure_action_name(a: i32) -> &'static str {
+    match pb::FailureAction::try_from(a) {
+        Ok(pb::FailureAction::Continue) => "continue",
+        Ok(pb::FailureAction::Rollback) => "rollback",
+        _ => "pause",
+    }
+}
+
+/// Docker's name for an update order (`stop-first`, `start-first`).
+pub fn update_order_name(o: i32) -> &'static str {
+    match pb::UpdateOrder::try_from(o) {
+        Ok(pb::UpdateOrder::StartFirst) => "start-first",
+        _ => "stop-first",
+    }
+}
+
+/// Docker's name for an update state (`updating`, `rollback_started`, ...).
+pub fn update_state_name(s: i32) -> &'static str {
+    match pb::UpdateState::try_from(s) {
+        Ok(pb::UpdateState::Updating) => "updating",
+        Ok(pb::UpdateState::Paused) => "paused",
+        Ok(pb::UpdateState::Completed) => "completed",
+        Ok(pb::UpdateState::RollbackStarted) => "rollback_started",
+        Ok(pb::UpdateState::RollbackPaused) => "rollback_paused",
+        Ok(pb::UpdateState::RollbackCompleted) => "rollback_completed",
+        _ => "",
+    }
+}
+
+fn update_config_json(c: &pb::UpdateConfig) -> UpdateConfigJson {
+    UpdateConfigJson {
+        parallelism: c.parallelism,
+        delay: c.delay_ms * 1_000_000,
+        failure_action: failure_action_name(c.failure_action),
+        monitor: c.monitor_ms * 1_000_000,
+        max_failure_ratio: c.max_failure_ratio,
+        order: update_order_name(c.order),
+    }
+}
+
+fn update_status_json(s: &pb::UpdateStatus) -> Option<UpdateStatusJson> {
+    let state = update_state_name(s.state);
+    if state.is_empty() {
+        return None;
+    }
+    Some(UpdateStatusJson {
+        state,
+        started_at: (s.started_at_ms > 0).then(|| rfc3339(s.started_at_ms)),
+        completed_at: (s.completed_at_ms > 0).then(|| rfc3339(s.completed_at_ms)),
+        message: s.message.clone(),
+    })
 }
 
 fn is_global(spec: &pb::ServiceSpec) -> bool {
@@ -342,6 +440,7 @@ fn service_spec_json(spec: &pb::ServiceSpec) -> ServiceSpecJson {
         task_template: TaskTemplateJson {
             container_spec: container_spec_json(spec),
             restart_policy: restart_json(spec),
+            force_update: spec.force_update,
             runtime: runtime_name(spec.runtime),
         },
         mode: if is_global(spec) {
@@ -351,6 +450,8 @@ fn service_spec_json(spec: &pb::ServiceSpec) -> ServiceSpecJson {
                 replicas: spec.replicas,
             }
         },
+        update_config: spec.update_config.as_ref().map(update_config_json),
+        rollback_config: spec.rollback_config.as_ref().map(update_config_json),
         endpoint_spec: EndpointSpecJson {
             mode: "vip",
             ports: ports_json(&spec.ports),
@@ -375,7 +476,10 @@ pub fn service_json(s: &pb::Service) -> ServiceJson {
         created_at: rfc3339(meta.created_at_ms),
         updated_at: rfc3339(meta.updated_at_ms),
         spec: service_spec_json(&spec),
-        previous_spec: s.previous_spec.as_ref().map(service_spec_json),
+        previous_spec: s
+            .previous_spec
+            .as_ref()
+            .map(|p| Box::new(service_spec_json(p))),
         endpoint: EndpointJson {
             spec: EndpointSpecJson {
                 mode: "vip",
@@ -383,6 +487,7 @@ pub fn service_json(s: &pb::Service) -> ServiceJson {
             },
             ports: ports_json(endpoint_ports),
         },
+        update_status: s.update_status.as_ref().and_then(update_status_json),
     }
 }
 
@@ -680,6 +785,24 @@ pub fn service_pretty(s: &pb::Service) -> String {
         o.push_str("Service Mode:\tReplicated\n");
         o.push_str(&format!(" Replicas:\t{}\n", spec.replicas));
     }
+    if let Some(st) = s.update_status.as_ref() {
+        let state = update_state_name(st.state);
+        if !state.is_empty() {
+            let ago = |ms: i64| {
+                let d = crate::format::age(shoal_api::now_ms(), ms);
+                format!("{} ago", crate::format::human_duration(d))
+            };
+            o.push_str("UpdateStatus:\n");
+            o.push_str(&format!(" State:\t\t{state}\n"));
+            if st.started_at_ms > 0 {
+                o.push_str(&format!(" Started:\t{}\n", ago(st.started_at_ms)));
+            }
+            if st.state == pb::UpdateState::Completed as i32 && st.completed_at_ms > 0 {
+                o.push_str(&format!(" Completed:\t{}\n", ago(st.completed_at_ms)));
+            }
+            o.push_str(&format!(" Message:\t{}\n", st.message));
+        }
+    }
     let r = restart_json(&spec);
     o.push_str("RestartPolicy:\n");
     o.push_str(&format!(" Condition:\t{}\n", r.condition));
@@ -688,6 +811,14 @@ pub fn service_pretty(s: &pb::Service) -> String {
         humantime::format_duration(std::time::Duration::from_nanos(r.delay))
     ));
     o.push_str(&format!(" Max Attempts:\t{}\n", r.max_attempts));
+    if let Some(c) = &spec.update_config {
+        o.push_str("UpdateConfig:\n");
+        pretty_update_config(&mut o, c, "Update order:      ");
+    }
+    if let Some(c) = &spec.rollback_config {
+        o.push_str("RollbackConfig:\n");
+        pretty_update_config(&mut o, c, "Rollback order:    ");
+    }
     o.push_str("ContainerSpec:\n");
     o.push_str(&format!(" Image:\t\t{}\n", spec.image));
     if !spec.command.is_empty() {
@@ -717,6 +848,29 @@ pub fn service_pretty(s: &pb::Service) -> String {
         }
     }
     o
+}
+
+/// The body of Docker's `UpdateConfig:` / `RollbackConfig:` sections.
+fn pretty_update_config(o: &mut String, c: &pb::UpdateConfig, order_label: &str) {
+    o.push_str(&format!(" Parallelism:\t{}\n", c.parallelism));
+    if c.delay_ms > 0 {
+        o.push_str(&format!(
+            " Delay:\t\t{}\n",
+            crate::format::go_duration_ms(c.delay_ms)
+        ));
+    }
+    o.push_str(&format!(
+        " On failure:\t{}\n",
+        failure_action_name(c.failure_action)
+    ));
+    if c.monitor_ms > 0 {
+        o.push_str(&format!(
+            " Monitoring Period: {}\n",
+            crate::format::go_duration_ms(c.monitor_ms)
+        ));
+    }
+    o.push_str(&format!(" Max failure ratio: {}\n", c.max_failure_ratio));
+    o.push_str(&format!(" {order_label}{}\n", update_order_name(c.order)));
 }
 
 /// `docker node inspect --pretty`: Docker's `nodeInspectPrettyTemplate`

@@ -10,7 +10,7 @@
 //! - [`format`]: Docker-style tables, human durations, port columns, timestamps.
 //! - [`inspect`]: Docker-shaped JSON for services, tasks and nodes, and `--format`.
 //! - [`progress`]: the `overall progress: N out of M tasks` convergence display.
-//! - [`service`]: `service create|ls|ps|inspect|scale|rm|logs`.
+//! - [`service`]: `service create|update|rollback|ls|ps|inspect|scale|rm|logs`.
 //! - [`node`]: `node ls|inspect|update|promote|demote|rm|ps`.
 //! - [`swarm`]: `swarm init|join|join-token|leave`.
 #![forbid(unsafe_code)]

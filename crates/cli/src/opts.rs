@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use shoal_api::pb::{
-    NodeAvailability, NodeRole, PortConfig, RestartCondition, Runtime, ServiceMode, TaskState,
+    FailureAction, NodeAvailability, NodeRole, PortConfig, RestartCondition, Runtime, ServiceMode,
+    TaskState, UpdateOrder,
 };
 
 #[cfg(test)]
@@ -25,7 +26,12 @@ const PUBLISH: &str = "-p, --publish";
 /// (`8080-8081:80-81`); long form: `published=8081,target=80,protocol=tcp,mode=ingress`.
 /// A missing published port is 0: the manager allocates one.
 pub fn parse_publish(value: &str) -> anyhow::Result<Vec<PortConfig>> {
-    let bad = |why: String| invalid(value, PUBLISH, why);
+    parse_publish_flag(value, PUBLISH)
+}
+
+/// [`parse_publish`] for another flag (`--publish-add`), named in errors.
+pub fn parse_publish_flag(value: &str, flag: &str) -> anyhow::Result<Vec<PortConfig>> {
+    let bad = |why: String| invalid(value, flag, why);
     if value.contains('=') {
         return parse_publish_long(value).map(|p| vec![p]).map_err(bad);
     }
@@ -181,10 +187,13 @@ pub fn parse_restart_condition(value: &str) -> anyhow::Result<RestartCondition> 
     }
 }
 
-/// A Go-style duration flag (`5s`, `1m30s`, `500ms`).
+/// A Go-style duration flag (`5s`, `1m30s`, `500ms`); negative ones are refused.
 pub fn parse_duration(value: &str, flag: &str) -> anyhow::Result<Duration> {
     if value == "0" {
         return Ok(Duration::ZERO);
+    }
+    if value.trim_start().starts_with('-') {
+        return Err(invalid(value, flag, "duration cannot be negative"));
     }
     humantime::parse_duration(value).map_err(|_| {
         invalid(
@@ -251,12 +260,17 @@ pub fn parse_labels(values: &[String]) -> anyhow::Result<HashMap<String, String>
 /// `-e/--env KEY=VALUE`; a bare `KEY` takes the value from this environment
 /// when set, as Docker does.
 pub fn parse_env(values: &[String]) -> anyhow::Result<Vec<String>> {
+    parse_env_flag(values, "-e, --env")
+}
+
+/// [`parse_env`] for another flag (`--env-add`), named in errors.
+pub fn parse_env_flag(values: &[String], flag: &str) -> anyhow::Result<Vec<String>> {
     values
         .iter()
         .map(|v| {
-            let key = v.split_once('=').map_or(v.as_str(), |(k, _)| k);
+            let key = env_key(v);
             if key.is_empty() || key.contains(char::is_whitespace) {
-                return Err(invalid(v, "-e, --env", "expected KEY=VALUE"));
+                return Err(invalid(v, flag, "expected KEY=VALUE"));
             }
             if v.contains('=') {
                 Ok(v.clone())
@@ -268,6 +282,111 @@ pub fn parse_env(values: &[String]) -> anyhow::Result<Vec<String>> {
             }
         })
         .collect()
+}
+
+/// The `KEY` of a `KEY=VALUE` environment entry (the whole entry when bare).
+pub fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |(k, _)| k)
+}
+
+/// `--update-failure-action pause|continue|rollback`, or for
+/// `--rollback-failure-action` (`allow_rollback` false) `pause|continue`.
+pub fn parse_failure_action(
+    value: &str,
+    flag: &str,
+    allow_rollback: bool,
+) -> anyhow::Result<FailureAction> {
+    match value {
+        "pause" => Ok(FailureAction::Pause),
+        "continue" => Ok(FailureAction::Continue),
+        "rollback" if allow_rollback => Ok(FailureAction::Rollback),
+        _ if allow_rollback => Err(invalid(value, flag, "must be pause, continue or rollback")),
+        _ => Err(invalid(value, flag, "must be pause or continue")),
+    }
+}
+
+/// `--update-order` / `--rollback-order`: `stop-first|start-first`.
+pub fn parse_update_order(value: &str, flag: &str) -> anyhow::Result<UpdateOrder> {
+    match value {
+        "stop-first" => Ok(UpdateOrder::StopFirst),
+        "start-first" => Ok(UpdateOrder::StartFirst),
+        _ => Err(invalid(value, flag, "must be stop-first or start-first")),
+    }
+}
+
+/// `--update-max-failure-ratio` / `--rollback-max-failure-ratio`: a fraction in 0..=1.
+pub fn parse_failure_ratio(value: &str, flag: &str) -> anyhow::Result<f32> {
+    let ratio: f32 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(value, flag, "must be a number between 0 and 1"))?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(invalid(value, flag, "must be between 0 and 1"));
+    }
+    Ok(ratio)
+}
+
+/// `service update --args "..."`: splits as a POSIX shell would, without
+/// expansions: whitespace separates words, single quotes keep everything,
+/// double quotes keep all but `\"` and `\\`, a backslash outside quotes escapes.
+pub fn split_args(value: &str, flag: &str) -> anyhow::Result<Vec<String>> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err(invalid(value, flag, "unterminated single quote")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err(invalid(value, flag, "unterminated double quote")),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err(invalid(value, flag, "unterminated double quote")),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => word.push(c),
+                    None => return Err(invalid(value, flag, "trailing backslash")),
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
 }
 
 /// `service scale SERVICE=REPLICAS`.

@@ -1,25 +1,30 @@
-//! The convergence display after `create` and `scale`, as Docker draws it:
-//! `overall progress: N out of M tasks`, a bar per slot (per node for global
-//! services), then a 5-second stability check before `verify: Service X converged`.
+//! The convergence display after `create`, `scale`, `update` and `rollback`,
+//! as Docker draws it: `overall progress: N out of M tasks` (`rolling back
+//! update: ...` during a rollback), a bar per slot (per node for global
+//! services), then a stability check for the service's update monitoring
+//! period (5s by default) before `verify: Service X converged`.
 //!
-//! [`evaluate`] is a pure function of one poll (service, tasks, nodes); [`wait`]
+//! [`evaluate`] is a pure function of one poll (service, tasks, nodes),
+//! [`Tracker`] follows the service's update status across polls; [`wait`]
 //! polls every 200 ms and draws.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use shoal_api::pb::{self, NodeAvailability, NodeState, TaskState};
+use shoal_api::pb::{self, NodeAvailability, NodeState, TaskState, UpdateState};
 
 use crate::client::{Control, DaemonExt};
 
 #[cfg(test)]
 mod tests;
 
-/// How long the tasks must stay running before the service counts as converged.
+/// How long the tasks must stay running before the service counts as
+/// converged, when the spec has no update monitoring period.
 pub const MONITOR: Duration = Duration::from_secs(5);
-/// How long to wait for convergence before giving up.
+/// How long to wait for convergence before giving up (for updates and
+/// rollbacks: how long without any progress).
 pub const BOUND: Duration = Duration::from_secs(120);
 /// Poll interval (Docker's).
 const POLL: Duration = Duration::from_millis(200);
@@ -35,6 +40,160 @@ pub enum Display {
     Plain,
     /// Nothing (`-q`): wait silently.
     Quiet,
+}
+
+// === impl Display ===
+
+impl Display {
+    /// Quiet with `-q`, else redrawn on a terminal, else plain.
+    pub fn pick(quiet: bool) -> Display {
+        if quiet {
+            Display::Quiet
+        } else if std::io::stdout().is_terminal() {
+            Display::Terminal
+        } else {
+            Display::Plain
+        }
+    }
+
+    /// Prints `lines` once (the final state, or the state at a failure).
+    fn show(self, screen: &mut Screen, lines: &[String]) -> std::io::Result<()> {
+        match self {
+            Display::Terminal => screen.draw(lines),
+            Display::Plain => {
+                let mut out = std::io::stdout().lock();
+                for l in lines {
+                    writeln!(out, "{l}")?;
+                }
+                Ok(())
+            }
+            Display::Quiet => Ok(()),
+        }
+    }
+}
+
+/// What the wait follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `create` and `scale`: tasks only; the update status is not consulted.
+    Deploy,
+    /// `service update`: also waits for the rolling update to finish, fails
+    /// when it pauses or is rolled back.
+    Update,
+    /// `service rollback` / `update --rollback`: waits for the rollback.
+    Rollback,
+}
+
+/// Follows a service's `update_status` across polls.
+#[derive(Debug)]
+pub struct Tracker {
+    kind: Kind,
+    /// When the update was requested (Unix ms): a rollback that started
+    /// before it belongs to an earlier update.
+    since_ms: i64,
+    /// The service is being (or was) rolled back.
+    rolling_back: bool,
+    /// `rollback: <message>`, shown above the overall progress.
+    rollback_line: Option<String>,
+    /// The message of the rollback an update ran into.
+    rolled_back: Option<String>,
+}
+
+// === impl Tracker ===
+
+impl Tracker {
+    /// A tracker for a request sent at `since_ms`.
+    pub fn new(kind: Kind, since_ms: i64) -> Tracker {
+        Tracker {
+            kind,
+            since_ms,
+            rolling_back: kind == Kind::Rollback,
+            rollback_line: None,
+            rolled_back: None,
+        }
+    }
+
+    /// Whether the overall line reads `rolling back update: ...`.
+    pub fn rolling_back(&self) -> bool {
+        self.rolling_back
+    }
+
+    /// The `rollback: ...` line, once a rollback was seen.
+    pub fn rollback_line(&self) -> Option<&str> {
+        self.rollback_line.as_deref()
+    }
+
+    /// Takes one poll's status. `Ok(true)` when the update (if any) is no
+    /// longer in progress, so converged tasks mean done; an error when it paused.
+    pub fn observe(&mut self, status: Option<&pb::UpdateStatus>) -> anyhow::Result<bool> {
+        if self.kind == Kind::Deploy {
+            return Ok(true);
+        }
+        let Some(status) = status else {
+            return Ok(true);
+        };
+        let msg = status.message.as_str();
+        match UpdateState::try_from(status.state).unwrap_or(UpdateState::Unknown) {
+            UpdateState::Updating => Ok(false),
+            UpdateState::Paused => bail!("service update paused: {msg}"),
+            UpdateState::RollbackPaused => bail!("service rollback paused: {msg}"),
+            UpdateState::RollbackStarted => {
+                self.saw_rollback(msg);
+                Ok(false)
+            }
+            UpdateState::RollbackCompleted => {
+                let ours = self.kind == Kind::Rollback
+                    || self.rollback_line.is_some()
+                    || status.started_at_ms >= self.since_ms - 1_000;
+                if ours {
+                    // A requested rollback is explained by why it started.
+                    let msg = if self.kind == Kind::Rollback { "" } else { msg };
+                    self.saw_rollback(msg);
+                }
+                Ok(true)
+            }
+            UpdateState::Completed | UpdateState::Unknown => Ok(true),
+        }
+    }
+
+    fn saw_rollback(&mut self, msg: &str) {
+        self.rolling_back = true;
+        if self.rollback_line.is_none() {
+            let msg = match msg {
+                "" if self.kind == Kind::Rollback => "manually requested rollback",
+                "" => "update rolled back",
+                m => m,
+            };
+            self.rollback_line = Some(format!("rollback: {msg}"));
+            if self.kind == Kind::Update {
+                self.rolled_back = Some(msg.to_string());
+            }
+        }
+    }
+
+    /// The outcome once the tasks converged: an update that was rolled back failed.
+    pub fn finish(&self) -> anyhow::Result<()> {
+        match &self.rolled_back {
+            Some(msg) => bail!("service update rolled back: {msg}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How long converged tasks must stay running: the spec's update (or, while
+/// rolling back, rollback) monitoring period, [`MONITOR`] when unset.
+pub fn monitor_period(spec: Option<&pb::ServiceSpec>, rolling_back: bool) -> Duration {
+    let config = spec.and_then(|s| {
+        if rolling_back {
+            s.rollback_config.as_ref()
+        } else {
+            s.update_config.as_ref()
+        }
+    });
+    match config.map_or(0, |c| c.monitor_ms) {
+        0 => MONITOR,
+        ms => Duration::from_millis(ms),
+    }
 }
 
 /// One poll's view of the rollout.
@@ -138,8 +297,14 @@ fn better<'t>(a: &'t pb::Task, b: &'t pb::Task) -> &'t pb::Task {
     }
 }
 
-/// Evaluates one poll.
-pub fn evaluate(service: &pb::Service, tasks: &[pb::Task], nodes: &[pb::Node]) -> Snapshot {
+/// Evaluates one poll; during a rollback the overall line reads
+/// `overall progress: rolling back update: N out of M tasks`.
+pub fn evaluate(
+    service: &pb::Service,
+    tasks: &[pb::Task],
+    nodes: &[pb::Node],
+    rolling_back: bool,
+) -> Snapshot {
     let spec = service.spec.clone().unwrap_or_default();
     let down: std::collections::HashSet<&str> = nodes
         .iter()
@@ -195,7 +360,8 @@ pub fn evaluate(service: &pb::Service, tasks: &[pb::Task], nodes: &[pb::Node]) -
         }
         snap.running = by_node.values().filter(|t| is_running(t)).count() as u64;
         snap.desired = Some(by_node.len() as u64);
-        snap.lines.push(overall(snap.running, by_node.len() as u64));
+        snap.lines
+            .push(overall(snap.running, by_node.len() as u64, rolling_back));
         for (node, t) in &by_node {
             snap.lines
                 .push(task_line(shoal_api::id::short(node), Some(t)));
@@ -211,7 +377,8 @@ pub fn evaluate(service: &pb::Service, tasks: &[pb::Task], nodes: &[pb::Node]) -
         }
         snap.running = by_slot.values().filter(|t| is_running(t)).count() as u64;
         snap.desired = Some(replicas);
-        snap.lines.push(overall(snap.running, replicas));
+        snap.lines
+            .push(overall(snap.running, replicas, rolling_back));
         for slot in 1..=replicas {
             let id = format!("{slot}/{replicas}");
             snap.lines.push(task_line(&id, by_slot.get(&slot).copied()));
@@ -220,22 +387,31 @@ pub fn evaluate(service: &pb::Service, tasks: &[pb::Task], nodes: &[pb::Node]) -
     snap
 }
 
-fn overall(running: u64, desired: u64) -> String {
-    format!("overall progress: {running} out of {desired} tasks")
+fn overall(running: u64, desired: u64, rolling_back: bool) -> String {
+    if rolling_back {
+        format!("overall progress: rolling back update: {running} out of {desired} tasks")
+    } else {
+        format!("overall progress: {running} out of {desired} tasks")
+    }
 }
 
-/// Polls until the service converges and stays converged for [`MONITOR`],
-/// drawing as `display` says; fails after [`BOUND`].
+/// Polls until the service converges and stays converged for its monitoring
+/// period, drawing as `display` says. Fails after [`BOUND`] (for updates and
+/// rollbacks, [`BOUND`] without progress), when the update pauses, or when an
+/// update was rolled back.
 pub async fn wait(
     c: &mut Control,
     service_id: &str,
     name: &str,
+    kind: Kind,
     display: Display,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
+    let mut started = Instant::now();
+    let mut tracker = Tracker::new(kind, shoal_api::now_ms());
     let mut screen = Screen::default();
     let mut stable_since: Option<Instant> = None;
     let mut failure_seen = false;
+    let mut last_progress = None;
     loop {
         let service = c
             .get_service(pb::GetServiceRequest {
@@ -255,27 +431,43 @@ pub async fn wait(
             .daemon()?
             .tasks;
         let nodes = c.list_nodes(pb::ListNodesRequest {}).await.daemon()?.nodes;
-        let snap = evaluate(&service, &tasks, &nodes);
+        let settled = tracker.observe(service.update_status.as_ref());
+        let snap = evaluate(&service, &tasks, &nodes, tracker.rolling_back());
 
-        let mut lines = snap.lines.clone();
-        if snap.converged() {
+        let mut lines: Vec<String> = tracker
+            .rollback_line()
+            .map(String::from)
+            .into_iter()
+            .collect();
+        lines.extend(snap.lines.iter().cloned());
+        let settled = match settled {
+            Ok(settled) => settled,
+            Err(e) => {
+                display.show(&mut screen, &lines)?;
+                return Err(e);
+            }
+        };
+        if kind != Kind::Deploy {
+            let progress = (
+                snap.running,
+                service.update_status.as_ref().map(|s| s.state),
+                tracker.rolling_back(),
+            );
+            if last_progress.as_ref() != Some(&progress) {
+                last_progress = Some(progress);
+                started = Instant::now();
+            }
+        }
+        let monitor = monitor_period(service.spec.as_ref(), tracker.rolling_back());
+        if snap.converged() && settled {
             let since = *stable_since.get_or_insert_with(Instant::now);
             let elapsed = since.elapsed();
-            if elapsed >= MONITOR {
+            if elapsed >= monitor {
                 lines.push(format!("verify: Service {name} converged"));
-                match display {
-                    Display::Terminal => screen.draw(&lines)?,
-                    Display::Plain => {
-                        let mut out = std::io::stdout().lock();
-                        for l in &lines {
-                            writeln!(out, "{l}")?;
-                        }
-                    }
-                    Display::Quiet => {}
-                }
-                return Ok(());
+                display.show(&mut screen, &lines)?;
+                return tracker.finish();
             }
-            let left = (MONITOR - elapsed).as_secs_f64().ceil() as u64;
+            let left = (monitor - elapsed).as_secs_f64().ceil() as u64;
             lines.push(format!(
                 "verify: Waiting {left} seconds to verify that tasks are stable..."
             ));
@@ -292,12 +484,14 @@ pub async fn wait(
         }
         if started.elapsed() >= BOUND {
             let bound = humantime::format_duration(BOUND);
+            let what = if kind == Kind::Deploy {
+                format!("did not converge within {bound}")
+            } else {
+                format!("made no progress for {bound}")
+            };
             match snap.last_error {
-                Some(e) => bail!("service {name} did not converge within {bound}: {e}"),
-                None => bail!(
-                    "service {name} did not converge within {bound}: {}",
-                    snap.lines[0]
-                ),
+                Some(e) => bail!("service {name} {what}: {e}"),
+                None => bail!("service {name} {what}: {}", snap.lines[0]),
             }
         }
         tokio::time::sleep(POLL).await;

@@ -1,7 +1,10 @@
-//! `shoal service create|ls|ps|inspect|scale|rm|logs`.
+//! `shoal service create|update|rollback|ls|ps|inspect|scale|rm|logs`.
 //!
 //! # Layout
 //! - `create`: flags → `ServiceSpec`, then the progress display.
+//! - `update`: flags applied to the current spec (or a rollback requested),
+//!   then the progress display; also `rollback`.
+//! - `policy`: the `--update-*` / `--rollback-*` flags both share.
 //! - `ls`, `ps`: the two tables.
 //! - `scale`, `rm`, `inspect`: small verbs over Get/Update/RemoveService.
 //! - `logs`: the `ServiceLogs` stream with Docker's line prefix.
@@ -9,20 +12,27 @@
 mod create;
 mod logs;
 mod ls;
+mod policy;
 pub mod ps;
 mod simple;
+mod update;
 
 use crate::client::{self, Host};
 
 pub use create::CreateArgs;
 pub use logs::LogsArgs;
 pub use ps::PsArgs;
+pub use update::{RollbackArgs, UpdateArgs};
 
 /// `shoal service ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum ServiceCommand {
     /// Create a new service.
     Create(Box<CreateArgs>),
+    /// Update a service.
+    Update(Box<UpdateArgs>),
+    /// Revert changes to a service's configuration.
+    Rollback(RollbackArgs),
     /// List services.
     #[command(alias = "list")]
     Ls {
@@ -69,6 +79,8 @@ pub enum ServiceCommand {
 pub async fn run(host: &Host, cmd: ServiceCommand) -> anyhow::Result<()> {
     match cmd {
         ServiceCommand::Create(args) => create::run(host, &args).await,
+        ServiceCommand::Update(args) => update::run(host, &args).await,
+        ServiceCommand::Rollback(args) => update::rollback(host, &args).await,
         ServiceCommand::Ls { quiet } => ls::run(host, quiet).await,
         ServiceCommand::Ps(args) => ps::run(host, &args).await,
         ServiceCommand::Inspect {

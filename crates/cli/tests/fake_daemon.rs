@@ -19,6 +19,9 @@ struct Fake {
     nodes: Arc<Mutex<Vec<pb::Node>>>,
     /// Bumped by `join-token --rotate`.
     rotations: Arc<Mutex<u32>>,
+    /// `GetService` calls left before an update or rollback in progress
+    /// completes (one service updates at a time in these tests).
+    polls_left: Arc<Mutex<u32>>,
 }
 
 impl Fake {
@@ -31,6 +34,7 @@ impl Fake {
                 node(NODE2, "host2", pb::NodeRole::Worker),
             ])),
             rotations: Arc::default(),
+            polls_left: Arc::default(),
         }
     }
 
@@ -60,15 +64,23 @@ impl Fake {
             .ok_or_else(|| Status::not_found(format!("service {key} not found")))
     }
 
+    /// Gives every slot a running task of the current spec version; older
+    /// tasks of the slot are shut down.
     fn reconcile(&self, svc: &pb::Service) {
         let spec = svc.spec.clone().unwrap();
         let mut tasks = self.tasks.lock().unwrap();
         for slot in 1..=spec.replicas {
-            if tasks
-                .iter()
-                .any(|t| t.service_id == svc.id && t.slot == slot)
-            {
+            if tasks.iter().any(|t| {
+                t.service_id == svc.id && t.slot == slot && t.spec_version == svc.spec_version
+            }) {
                 continue;
+            }
+            for old in tasks
+                .iter_mut()
+                .filter(|t| t.service_id == svc.id && t.slot == slot)
+            {
+                old.desired_state = pb::TaskState::Shutdown as i32;
+                old.status.as_mut().unwrap().state = pb::TaskState::Shutdown as i32;
             }
             let now = shoal_api::now_ms();
             tasks.push(pb::Task {
@@ -147,6 +159,7 @@ impl pb::control_server::Control for Fake {
             previous_spec: None,
             endpoint: Some(pb::ServiceEndpoint { ports }),
             spec_version: 1,
+            update_status: None,
         };
         self.services.lock().unwrap().push(svc.clone());
         self.reconcile(&svc);
@@ -157,8 +170,31 @@ impl pb::control_server::Control for Fake {
         &self,
         r: Request<pb::GetServiceRequest>,
     ) -> Result<Response<pb::ServiceResponse>, Status> {
-        let svc = self.find(&r.into_inner().service)?;
-        Ok(Response::new(pb::ServiceResponse { service: Some(svc) }))
+        let found = self.find(&r.into_inner().service)?;
+        let mut polls_left = self.polls_left.lock().unwrap();
+        if *polls_left > 0 {
+            *polls_left -= 1;
+            if *polls_left == 0 {
+                let mut services = self.services.lock().unwrap();
+                let svc = services.iter_mut().find(|s| s.id == found.id).unwrap();
+                let status = svc.update_status.as_mut().unwrap();
+                let (state, message) = match pb::UpdateState::try_from(status.state).unwrap() {
+                    pb::UpdateState::RollbackStarted => {
+                        (pb::UpdateState::RollbackCompleted, "rollback completed")
+                    }
+                    _ => (pb::UpdateState::Completed, "update completed"),
+                };
+                status.state = state as i32;
+                status.message = message.into();
+                status.completed_at_ms = shoal_api::now_ms();
+                return Ok(Response::new(pb::ServiceResponse {
+                    service: Some(svc.clone()),
+                }));
+            }
+        }
+        Ok(Response::new(pb::ServiceResponse {
+            service: Some(found),
+        }))
     }
 
     async fn list_services(
@@ -183,13 +219,64 @@ impl pb::control_server::Control for Fake {
         &self,
         r: Request<pb::UpdateServiceRequest>,
     ) -> Result<Response<pb::ServiceResponse>, Status> {
+        // Images tagged `:paused` pause the update; `:broken` ones make it
+        // roll back automatically.
         let r = r.into_inner();
         let found = self.find(&r.service)?;
+        let status = |state: pb::UpdateState, message: &str| pb::UpdateStatus {
+            state: state as i32,
+            started_at_ms: shoal_api::now_ms(),
+            completed_at_ms: 0,
+            message: message.into(),
+        };
         let svc = {
             let mut services = self.services.lock().unwrap();
             let svc = services.iter_mut().find(|s| s.id == found.id).unwrap();
-            svc.previous_spec = svc.spec.take();
-            svc.spec = r.spec;
+            let meta = svc.meta.as_mut().unwrap();
+            if r.version != 0 && r.version != meta.version {
+                return Err(Status::failed_precondition("update out of sequence"));
+            }
+            meta.version += 1;
+            svc.spec_version += 1;
+            let name = svc.spec.as_ref().unwrap().name.clone();
+            if r.rollback {
+                let Some(previous) = svc.previous_spec.take() else {
+                    return Err(Status::failed_precondition(format!(
+                        "service {name} has no previous spec"
+                    )));
+                };
+                svc.previous_spec = svc.spec.replace(previous);
+                svc.update_status = Some(status(
+                    pb::UpdateState::RollbackStarted,
+                    "manually requested rollback",
+                ));
+                *self.polls_left.lock().unwrap() = 3;
+            } else {
+                let spec = r.spec.unwrap();
+                let image = spec.image.clone();
+                svc.previous_spec = svc.spec.replace(spec);
+                if image.ends_with(":paused") {
+                    svc.update_status = Some(status(
+                        pb::UpdateState::Paused,
+                        "update paused due to failure or early termination of task t1",
+                    ));
+                    return Ok(Response::new(pb::ServiceResponse {
+                        service: Some(svc.clone()),
+                    }));
+                } else if image.ends_with(":broken") {
+                    let broken = svc.spec.take();
+                    svc.spec = svc.previous_spec.replace(broken.unwrap());
+                    svc.update_status = Some(status(
+                        pb::UpdateState::RollbackStarted,
+                        "update rolled back due to failure or early termination of task t2",
+                    ));
+                    *self.polls_left.lock().unwrap() = 3;
+                } else {
+                    svc.update_status =
+                        Some(status(pb::UpdateState::Updating, "update in progress"));
+                    *self.polls_left.lock().unwrap() = 2;
+                }
+            }
             svc.clone()
         };
         self.reconcile(&svc);
@@ -832,4 +919,245 @@ async fn node_verbs() {
     assert_eq!(out, "host2\n");
     let out = ok(shoal(&host, &["node", "ls", "-q"]).await);
     assert_eq!(out, format!("{NODE}\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_and_rollback() {
+    let (_dir, host) = start();
+    let bar = "running   [==================================================>]";
+    ok(shoal(
+        &host,
+        &[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--update-monitor",
+            "1s",
+            "--rollback-monitor",
+            "500ms",
+            "shoal/echo",
+        ],
+    )
+    .await);
+    let out = ok(shoal(
+        &host,
+        &[
+            "service",
+            "inspect",
+            "-f",
+            "{{json .Spec.UpdateConfig}} {{.Spec.RollbackConfig.Monitor}}",
+            "web",
+        ],
+    )
+    .await);
+    assert_eq!(
+        out,
+        "{\"Delay\":0,\"FailureAction\":\"pause\",\"MaxFailureRatio\":0,\"Monitor\":1000000000,\
+         \"Order\":\"stop-first\",\"Parallelism\":1} 500000000\n"
+    );
+
+    // update: the name, then the progress once the update completed.
+    let out = ok(shoal(
+        &host,
+        &[
+            "service",
+            "update",
+            "--image",
+            "shoal/echo:2",
+            "--env-add",
+            "A=1",
+            "--force",
+            "web",
+        ],
+    )
+    .await);
+    assert_eq!(
+        out,
+        format!(
+            "web\noverall progress: 2 out of 2 tasks\n1/2: {bar}\n2/2: {bar}\n\
+             verify: Service web converged\n"
+        )
+    );
+    let out = ok(shoal(
+        &host,
+        &[
+            "service",
+            "inspect",
+            "-f",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}} {{json .Spec.TaskTemplate.ContainerSpec.Env}} \
+             {{.Spec.TaskTemplate.ForceUpdate}} {{.UpdateStatus.State}} {{.UpdateStatus.Message}}",
+            "web",
+        ],
+    )
+    .await);
+    assert_eq!(out, "shoal/echo:2 [\"A=1\"] 1 completed update completed\n");
+    let out = ok(shoal(&host, &["service", "inspect", "--pretty", "web"]).await);
+    assert!(
+        out.contains("UpdateStatus:\n State:\t\tcompleted\n Started:\t"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "UpdateConfig:\n Parallelism:\t1\n On failure:\tpause\n Monitoring Period: 1s\n"
+        ),
+        "{out}"
+    );
+
+    // rollback: the previous spec comes back.
+    let out = ok(shoal(&host, &["service", "rollback", "web"]).await);
+    assert_eq!(
+        out,
+        format!(
+            "web\nrollback: manually requested rollback\n\
+             overall progress: rolling back update: 2 out of 2 tasks\n1/2: {bar}\n2/2: {bar}\n\
+             verify: Service web converged\n"
+        )
+    );
+    let out = ok(shoal(
+        &host,
+        &[
+            "service",
+            "inspect",
+            "-f",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}} {{.UpdateStatus.State}}",
+            "web",
+        ],
+    )
+    .await);
+    assert_eq!(out, "shoal/echo rollback_completed\n");
+
+    // update --rollback -q: waits silently.
+    let out = ok(shoal(&host, &["service", "update", "--rollback", "-q", "web"]).await);
+    assert_eq!(out, "web\n");
+
+    // A paused update fails with the daemon's message.
+    let o = shoal(
+        &host,
+        &["service", "update", "--image", "shoal/echo:paused", "web"],
+    )
+    .await;
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert!(o.stdout.starts_with("web\n"), "{}", o.stdout);
+    assert_eq!(
+        o.stderr,
+        "service update paused: update paused due to failure or early termination of task t1\n"
+    );
+
+    // An update rolled back on failure: shown, waited for, then a failure.
+    let o = shoal(
+        &host,
+        &["service", "update", "--image", "shoal/echo:broken", "web"],
+    )
+    .await;
+    assert_eq!(o.code, 1, "{}", o.stdout);
+    assert_eq!(
+        o.stdout,
+        format!(
+            "web\nrollback: update rolled back due to failure or early termination of task t2\n\
+             overall progress: rolling back update: 2 out of 2 tasks\n1/2: {bar}\n2/2: {bar}\n\
+             verify: Service web converged\n"
+        )
+    );
+    assert_eq!(
+        o.stderr,
+        "service update rolled back: update rolled back due to failure or early termination of task t2\n"
+    );
+
+    // -d returns at once; other edits land in the spec.
+    let out = ok(shoal(
+        &host,
+        &[
+            "service",
+            "update",
+            "-d",
+            "--replicas",
+            "3",
+            "--publish-add",
+            "8080:80",
+            "--label-add",
+            "tier=front",
+            "--args",
+            "--greeting 'hello there'",
+            "--update-parallelism",
+            "2",
+            "web",
+        ],
+    )
+    .await);
+    assert_eq!(out, "web\n");
+    let out = ok(shoal(
+        &host,
+        &[
+            "service",
+            "inspect",
+            "-f",
+            "{{.Spec.Mode.Replicated.Replicas}} {{json .Spec.TaskTemplate.ContainerSpec.Args}} \
+             {{.Spec.Labels.tier}} {{.Spec.UpdateConfig.Parallelism}} \
+             {{json .Spec.EndpointSpec.Ports}}",
+            "web",
+        ],
+    )
+    .await);
+    assert!(
+        out.starts_with("3 [\"--greeting\",\"hello there\"] front 2 "),
+        "{out}"
+    );
+    assert!(out.contains("\"PublishedPort\":8080"), "{out}");
+
+    // Errors: one line each.
+    let err = fails(shoal(&host, &["service", "update", "--force", "nope"]).await);
+    assert_eq!(err, "Error response from daemon: service nope not found\n");
+    let err = fails(
+        shoal(
+            &host,
+            &["service", "update", "--update-order", "sideways", "web"],
+        )
+        .await,
+    );
+    assert_eq!(
+        err,
+        "invalid argument \"sideways\" for \"--update-order\" flag: must be stop-first or start-first\n"
+    );
+    let err = fails(
+        shoal(
+            &host,
+            &["service", "update", "--update-delay", "-1s", "web"],
+        )
+        .await,
+    );
+    assert_eq!(
+        err,
+        "invalid argument \"-1s\" for \"--update-delay\" flag: duration cannot be negative\n"
+    );
+    let err = fails(
+        shoal(
+            &host,
+            &[
+                "service",
+                "update",
+                "--update-max-failure-ratio",
+                "1.5",
+                "web",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(
+        err,
+        "invalid argument \"1.5\" for \"--update-max-failure-ratio\" flag: must be between 0 and 1\n"
+    );
+    ok(shoal(
+        &host,
+        &["service", "create", "-d", "--name", "api", "shoal/echo"],
+    )
+    .await);
+    let err = fails(shoal(&host, &["service", "rollback", "api"]).await);
+    assert_eq!(
+        err,
+        "Error response from daemon: service api has no previous spec\n"
+    );
 }

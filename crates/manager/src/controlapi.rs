@@ -220,6 +220,72 @@ impl ControlApi {
     }
 }
 
+impl ControlApi {
+    /// `service rollback`: the previous spec comes back (and the current one
+    /// becomes the previous, as in swarmkit), rolled out with the rollback config.
+    async fn rollback(&self, current: Service) -> Result<Response<ServiceResponse>, Status> {
+        let name = current
+            .spec
+            .as_ref()
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        let Some(previous) = current.previous_spec.clone() else {
+            return Err(Status::failed_precondition(format!(
+                "service {name} has no previous spec: there is nothing to roll back to"
+            )));
+        };
+        let version = current.meta.as_ref().map(|m| m.version).unwrap_or(0);
+        let mut service = current.clone();
+        let view = self.view();
+        let endpoint =
+            self.allocate_endpoint(&view, &current.id, &previous, current.endpoint.as_ref())?;
+        let old_ports: BTreeSet<u32> = current
+            .endpoint
+            .iter()
+            .flat_map(|e| e.ports.iter().map(|p| p.published_port))
+            .collect();
+        let new_ports: BTreeSet<u32> = endpoint.ports.iter().map(|p| p.published_port).collect();
+        service.previous_spec = current.spec.clone();
+        service.spec = Some(previous);
+        service.endpoint = Some(endpoint);
+        service.spec_version += 1;
+        service.update_status = Some(UpdateStatus {
+            state: UpdateState::RollbackStarted as i32,
+            started_at_ms: shoal_api::now_ms(),
+            completed_at_ms: 0,
+            message: "manually requested rollback".into(),
+        });
+        state::touch_meta(&mut service.meta);
+        let mut txn = Txn::default();
+        txn.compares.push(Compare::Version {
+            key: state::service_key(&service.id),
+            version,
+        });
+        for p in old_ports.difference(&new_ports) {
+            txn.ops.push(Op::Delete {
+                key: state::ingress_port_key(*p),
+            });
+        }
+        for p in new_ports.difference(&old_ports) {
+            txn.compares.push(Compare::Version {
+                key: state::ingress_port_key(*p),
+                version: 0,
+            });
+            txn.ops.push(Op::Put {
+                key: state::ingress_port_key(*p),
+                value: service.id.clone().into_bytes(),
+            });
+        }
+        service_ops(&mut txn, &service);
+        let rev = self.store.write(txn).await.map_err(store_status)?;
+        service.meta.get_or_insert_with(Default::default).version = rev;
+        tracing::info!(service = %name, "rollback requested");
+        Ok(Response::new(ServiceResponse {
+            service: Some(service),
+        }))
+    }
+}
+
 /// Whether something on this host already listens on the TCP port.
 fn host_port_in_use(port: u32) -> bool {
     std::net::TcpListener::bind(("0.0.0.0", port as u16)).is_err()
@@ -293,6 +359,7 @@ impl Control for ControlApi {
             previous_spec: None,
             endpoint: Some(endpoint.clone()),
             spec_version: 1,
+            update_status: None,
         };
         let mut txn = Txn::default();
         txn.compares.push(Compare::Version {
@@ -376,11 +443,14 @@ impl Control for ControlApi {
         req: Request<UpdateServiceRequest>,
     ) -> Result<Response<ServiceResponse>, Status> {
         let req = req.into_inner();
+        let view = self.view();
+        let current = self.find_service(&view, &req.service)?;
+        if req.rollback {
+            return self.rollback(current).await;
+        }
         let mut spec = req
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
-        let view = self.view();
-        let current = self.find_service(&view, &req.service)?;
         let version = current.meta.as_ref().map(|m| m.version).unwrap_or(0);
         if req.version != 0 && req.version != version {
             return Err(Status::aborted(format!(
@@ -411,6 +481,12 @@ impl Control for ControlApi {
         let mut service = current.clone();
         if spec::task_template_changed(&old_spec, &spec) {
             service.spec_version += 1;
+            service.update_status = Some(UpdateStatus {
+                state: UpdateState::Updating as i32,
+                started_at_ms: shoal_api::now_ms(),
+                completed_at_ms: 0,
+                message: "update in progress".into(),
+            });
         }
         service.previous_spec = Some(old_spec);
         service.spec = Some(spec);

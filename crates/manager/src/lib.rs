@@ -280,6 +280,11 @@ impl Manager {
             let d = dispatcher.clone();
             tasks.spawn(async move { ("feed", d.run_feed().await) });
         }
+        {
+            let d = dispatcher.clone();
+            tasks
+                .spawn(async move { ("withdrawal confirmer", d.run_withdrawal_confirmer().await) });
+        }
         Manager {
             inner: Arc::new(Inner {
                 store,

@@ -77,6 +77,22 @@ pub async fn reconcile_once(store: &Store) -> Result<bool, StoreError> {
             value: codec::encode(&*task),
         });
     }
+    for id in &changes.services {
+        let Some(service) = view.services.get_mut(id) else {
+            continue;
+        };
+        let key = state::service_key(id);
+        let version = service.meta.as_ref().map(|m| m.version).unwrap_or(0);
+        state::touch_meta(&mut service.meta);
+        txn.compares.push(Compare::Version {
+            key: key.clone(),
+            version,
+        });
+        txn.ops.push(Op::Put {
+            key,
+            value: codec::encode(&*service),
+        });
+    }
     for (id, version) in &changes.deleted {
         let key = state::task_key(id);
         txn.compares.push(Compare::Version {

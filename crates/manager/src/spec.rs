@@ -41,6 +41,25 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
             return Err(format!("env: {env:?} is not KEY=VALUE"));
         }
     }
+    for (flag, cfg) in [
+        ("update", &spec.update_config),
+        ("rollback", &spec.rollback_config),
+    ] {
+        if let Some(cfg) = cfg {
+            if !(0.0..=1.0).contains(&cfg.max_failure_ratio) {
+                return Err(format!(
+                    "{flag}_config: --{flag}-max-failure-ratio {} must be between 0 and 1",
+                    cfg.max_failure_ratio
+                ));
+            }
+            if flag == "rollback" && cfg.failure_action() == shoal_api::pb::FailureAction::Rollback
+            {
+                return Err(
+                    "rollback_config: --rollback-failure-action must be pause or continue".into(),
+                );
+            }
+        }
+    }
     let mut seen = Vec::new();
     for p in &spec.ports {
         validate_port(p)?;
@@ -117,6 +136,12 @@ pub fn normalize(spec: &mut ServiceSpec) {
         if p.publish_mode.is_empty() {
             p.publish_mode = "ingress".into();
         }
+    }
+    if spec.update_config.is_none() {
+        spec.update_config = Some(crate::orchestrator::update::default_config());
+    }
+    if spec.rollback_config.is_none() {
+        spec.rollback_config = Some(crate::orchestrator::update::default_config());
     }
     if spec.restart.is_none() {
         spec.restart = Some(shoal_api::pb::RestartPolicy {

@@ -194,6 +194,17 @@ impl Dispatcher for NodeDispatcher {
         self.manager()?.session(req).await
     }
 
+    async fn feed_applied(
+        &self,
+        req: Request<FeedAppliedRequest>,
+    ) -> Result<Response<FeedAppliedResponse>, Status> {
+        self.authorize(&req, Some(&req.get_ref().node_id))?;
+        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
+            return leader.feed_applied(req.into_inner()).await;
+        }
+        self.manager()?.feed_applied(req).await
+    }
+
     async fn feed(&self, req: Request<FeedRequest>) -> Result<Response<Self::FeedStream>, Status> {
         self.authorize(&req, None)?;
         self.manager()?.feed(req).await

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_api::pb::dispatcher_client::DispatcherClient;
-use shoal_api::pb::{feed_message, FeedMessage, FeedRequest, OverlayPeers, ServiceRoute};
+use shoal_api::pb::{
+    feed_message, FeedAppliedRequest, FeedMessage, FeedRequest, OverlayPeers, ServiceRoute,
+};
 use shoal_mesh::{Endpoint, Mesh, PortRoute};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -89,6 +91,15 @@ pub async fn run(
                                 }
                             }
                             revision = apply(&mesh, msg);
+                            // Tell the managers this mesh routes by `revision`
+                            // now: withdrawn tasks wait for every node's word.
+                            let ack = FeedAppliedRequest {
+                                node_id: node_id.clone(),
+                                revision,
+                            };
+                            if let Err(status) = client.feed_applied(ack).await {
+                                tracing::debug!(%status, "could not report the applied feed revision");
+                            }
                         }
                         Ok(None) => break,
                         Err(status) => {

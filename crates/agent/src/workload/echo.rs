@@ -64,16 +64,19 @@ pub(crate) async fn run() -> Result<(), WorkloadError> {
         })
 }
 
-/// Serves on `listener` until `shutdown` fires; open connections are dropped.
+/// Serves on `listener` until `shutdown` fires; then stops accepting and lets
+/// open connections finish their current request (bounded), so a task being
+/// stopped after its withdrawal from routing drops nothing.
 pub async fn serve(
     listener: TcpListener,
     identity: EchoIdentity,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let identity = Arc::new(identity);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
+            _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 // Per-connection errors (e.g. ECONNABORTED) must not stop the server.
@@ -81,20 +84,35 @@ pub async fn serve(
                 Err(e) => return Err(e),
             },
         };
+        // Reap finished connections as we go.
+        while connections.try_join_next().is_some() {}
         let identity = identity.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let svc = service_fn(move |req| respond(req, peer, identity.clone()));
             let conn = http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
             tokio::select! {
-                _ = conn => {}
-                _ = shutdown.cancelled() => {}
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(GRACEFUL_LIMIT, conn).await;
+                }
             }
         });
     }
+    drop(listener);
+    let _ = tokio::time::timeout(GRACEFUL_LIMIT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    Ok(())
 }
+
+/// How long open connections get to finish after SIGTERM.
+const GRACEFUL_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn is_transient(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;

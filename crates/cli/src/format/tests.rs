@@ -125,3 +125,15 @@ fn ellipsis_and_title() {
     assert_eq!(ellipsis("short", 30), "short");
     assert_eq!(title("running"), "Running");
 }
+
+#[test]
+fn go_durations() {
+    assert_eq!(go_duration_ms(0), "0s");
+    assert_eq!(go_duration_ms(500), "500ms");
+    assert_eq!(go_duration_ms(5_000), "5s");
+    assert_eq!(go_duration_ms(1_500), "1.5s");
+    assert_eq!(go_duration_ms(1_250), "1.25s");
+    assert_eq!(go_duration_ms(90_000), "1m30s");
+    assert_eq!(go_duration_ms(3_600_000), "1h0m0s");
+    assert_eq!(go_duration_ms(3_661_000), "1h1m1s");
+}

@@ -112,7 +112,121 @@ fn service() -> pb::Service {
         previous_spec: None,
         endpoint: Some(pb::ServiceEndpoint { ports: vec![port] }),
         spec_version: 1,
+        update_status: None,
     }
+}
+
+/// [`service`] after `update --update-delay 10s --update-max-failure-ratio 0.25
+/// --rollback-order start-first --force`, mid-update.
+fn updating_service() -> pb::Service {
+    let mut s = service();
+    let spec = s.spec.as_mut().unwrap();
+    spec.update_config = Some(pb::UpdateConfig {
+        parallelism: 1,
+        delay_ms: 10_000,
+        failure_action: pb::FailureAction::Pause as i32,
+        monitor_ms: 5_000,
+        max_failure_ratio: 0.25,
+        order: pb::UpdateOrder::StopFirst as i32,
+    });
+    spec.rollback_config = Some(pb::UpdateConfig {
+        parallelism: 0,
+        delay_ms: 0,
+        failure_action: pb::FailureAction::Continue as i32,
+        monitor_ms: 0,
+        max_failure_ratio: 0.0,
+        order: pb::UpdateOrder::StartFirst as i32,
+    });
+    spec.force_update = 2;
+    s.update_status = Some(pb::UpdateStatus {
+        state: pb::UpdateState::Updating as i32,
+        started_at_ms: 1_700_000_000_000,
+        completed_at_ms: 0,
+        message: "update in progress".into(),
+    });
+    s
+}
+
+#[test]
+fn update_config_and_status_shape() {
+    let v = serde_json::to_value(service_json(&updating_service())).unwrap();
+    let u = &v["Spec"]["UpdateConfig"];
+    let r = &v["Spec"]["RollbackConfig"];
+    assert_eq!(u["Parallelism"], 1);
+    assert_eq!(u["Delay"], 10_000_000_000u64);
+    assert_eq!(u["FailureAction"], "pause");
+    assert_eq!(u["Monitor"], 5_000_000_000u64);
+    assert_eq!(u["MaxFailureRatio"], 0.25);
+    assert_eq!(r["MaxFailureRatio"].to_string(), "0");
+    assert_eq!(u["Order"], "stop-first");
+    assert_eq!(r["Parallelism"], 0);
+    assert_eq!(r["FailureAction"], "continue");
+    assert_eq!(r["Order"], "start-first");
+    assert_eq!(v["Spec"]["TaskTemplate"]["ForceUpdate"], 2);
+    let st = &v["UpdateStatus"];
+    assert_eq!(st["State"], "updating");
+    assert_eq!(st["StartedAt"], "2023-11-14T22:13:20Z");
+    assert!(st.get("CompletedAt").is_none());
+    assert_eq!(st["Message"], "update in progress");
+
+    let mut svc = updating_service();
+    svc.spec
+        .as_mut()
+        .unwrap()
+        .update_config
+        .as_mut()
+        .unwrap()
+        .max_failure_ratio = 0.1;
+    let v = serde_json::to_value(service_json(&svc)).unwrap();
+    assert_eq!(
+        v["Spec"]["UpdateConfig"]["MaxFailureRatio"].to_string(),
+        "0.1"
+    );
+
+    // Nothing set: no UpdateConfig, no UpdateStatus, ForceUpdate 0.
+    let v = serde_json::to_value(service_json(&service())).unwrap();
+    assert!(v["Spec"].get("UpdateConfig").is_none());
+    assert!(v.get("UpdateStatus").is_none());
+    assert_eq!(v["Spec"]["TaskTemplate"]["ForceUpdate"], 0);
+
+    // Every state has Docker's name.
+    let names: Vec<_> = (1..=6).map(update_state_name).collect();
+    assert_eq!(
+        names,
+        [
+            "updating",
+            "paused",
+            "completed",
+            "rollback_started",
+            "rollback_paused",
+            "rollback_completed"
+        ]
+    );
+}
+
+#[test]
+fn service_pretty_update_sections() {
+    let p = service_pretty(&updating_service());
+    assert!(
+        p.contains(
+            "UpdateConfig:\n Parallelism:\t1\n Delay:\t\t10s\n On failure:\tpause\n \
+             Monitoring Period: 5s\n Max failure ratio: 0.25\n Update order:      stop-first\n\
+             RollbackConfig:\n Parallelism:\t0\n On failure:\tcontinue\n \
+             Max failure ratio: 0\n Rollback order:    start-first\nContainerSpec:\n"
+        ),
+        "{p}"
+    );
+    assert!(
+        p.contains("UpdateStatus:\n State:\t\tupdating\n Started:\t"),
+        "{p}"
+    );
+    assert!(p.contains(" ago\n Message:\tupdate in progress\n"), "{p}");
+    assert!(!p.contains("Completed:"), "{p}");
+    let p = service_pretty(&service());
+    assert!(
+        !p.contains("UpdateConfig:") && !p.contains("UpdateStatus:"),
+        "{p}"
+    );
 }
 
 #[test]

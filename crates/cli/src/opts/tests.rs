@@ -263,3 +263,66 @@ fn join_remote_addresses() {
         r#"invalid remote address "h:x": the port must be a number from 1 to 65535"#
     );
 }
+
+#[test]
+fn update_policy_values() {
+    assert_eq!(
+        parse_failure_action("rollback", "--update-failure-action", true).unwrap(),
+        FailureAction::Rollback
+    );
+    assert_eq!(
+        parse_failure_action("continue", "--rollback-failure-action", false).unwrap(),
+        FailureAction::Continue
+    );
+    assert!(parse_failure_action("rollback", "--rollback-failure-action", false).is_err());
+    assert_eq!(
+        parse_update_order("start-first", "--update-order").unwrap(),
+        UpdateOrder::StartFirst
+    );
+    assert_eq!(
+        parse_update_order("sideways", "--update-order")
+            .unwrap_err()
+            .to_string(),
+        "invalid argument \"sideways\" for \"--update-order\" flag: must be stop-first or start-first"
+    );
+    assert_eq!(parse_failure_ratio("0", "--r").unwrap(), 0.0);
+    assert_eq!(parse_failure_ratio("1", "--r").unwrap(), 1.0);
+    assert_eq!(parse_failure_ratio("0.3", "--r").unwrap(), 0.3);
+    assert!(parse_failure_ratio("1.5", "--r").is_err());
+    assert!(parse_failure_ratio("NaN", "--r").is_err());
+    assert_eq!(
+        parse_duration("-1s", "--update-delay")
+            .unwrap_err()
+            .to_string(),
+        "invalid argument \"-1s\" for \"--update-delay\" flag: duration cannot be negative"
+    );
+}
+
+#[test]
+fn args_split_like_a_shell() {
+    let split = |s: &str| split_args(s, "--args").unwrap();
+    assert_eq!(split(""), Vec::<String>::new());
+    assert_eq!(split("  a  b\tc "), ["a", "b", "c"]);
+    assert_eq!(split("'a b' \"c d\""), ["a b", "c d"]);
+    assert_eq!(split("x'y z'w"), ["xy zw"]);
+    assert_eq!(split("''"), [""]);
+    assert_eq!(split(r#""a\"b" 'c\d' e\ f"#), ["a\"b", "c\\d", "e f"]);
+    assert_eq!(split(r#""\n""#), ["\\n"]);
+    assert_eq!(
+        split_args("\"open", "--args").unwrap_err().to_string(),
+        "invalid argument \"\\\"open\" for \"--args\" flag: unterminated double quote"
+    );
+    assert!(split_args("trailing\\", "--args").is_err());
+}
+
+#[test]
+fn env_keys() {
+    assert_eq!(env_key("A=1=2"), "A");
+    assert_eq!(env_key("A"), "A");
+    assert_eq!(
+        parse_env_flag(&["=1".into()], "--env-add")
+            .unwrap_err()
+            .to_string(),
+        "invalid argument \"=1\" for \"--env-add\" flag: expected KEY=VALUE"
+    );
+}

@@ -67,13 +67,13 @@ fn replicated_converges_when_every_slot_runs_the_current_spec() {
         task(2, "n1", TaskState::Running, 10),
         task(3, "n2", TaskState::Starting, 10),
     ];
-    let snap = evaluate(&svc, &tasks, &[]);
+    let snap = evaluate(&svc, &tasks, &[], false);
     assert_eq!((snap.running, snap.desired), (2, Some(3)));
     assert!(!snap.converged());
     assert_eq!(snap.lines[0], "overall progress: 2 out of 3 tasks");
 
     tasks[2] = task(3, "n2", TaskState::Running, 10);
-    let snap = evaluate(&svc, &tasks, &[]);
+    let snap = evaluate(&svc, &tasks, &[], false);
     assert!(snap.converged());
     assert_eq!(
         snap.lines,
@@ -91,7 +91,7 @@ fn old_spec_versions_and_stopping_tasks_do_not_count() {
     let svc = service(1, false);
     let mut old = task(1, "n1", TaskState::Running, 5);
     old.spec_version = 1;
-    let snap = evaluate(&svc, &[old.clone()], &[]);
+    let snap = evaluate(&svc, &[old.clone()], &[], false);
     assert_eq!(snap.running, 0);
 
     // A failed task being replaced: its error is remembered, the new one shown.
@@ -99,7 +99,7 @@ fn old_spec_versions_and_stopping_tasks_do_not_count() {
     failed.desired_state = TaskState::Shutdown as i32;
     failed.status.as_mut().unwrap().err = "task: non-zero exit (137)".into();
     let fresh = task(1, "n1", TaskState::Ready, 6);
-    let snap = evaluate(&svc, &[failed, fresh], &[]);
+    let snap = evaluate(&svc, &[failed, fresh], &[], false);
     assert_eq!(snap.running, 0);
     assert_eq!(
         snap.last_error.as_deref(),
@@ -111,7 +111,7 @@ fn old_spec_versions_and_stopping_tasks_do_not_count() {
 #[test]
 fn global_counts_nodes_with_tasks() {
     let svc = service(0, true);
-    let snap = evaluate(&svc, &[], &[]);
+    let snap = evaluate(&svc, &[], &[], false);
     assert!(!snap.converged());
     assert_eq!(snap.lines, ["overall progress: waiting for new tasks"]);
 
@@ -119,7 +119,7 @@ fn global_counts_nodes_with_tasks() {
         task(0, "aaaaaaaaaaaaaaaaaaaaaaaaa", TaskState::Running, 1),
         task(0, "bbbbbbbbbbbbbbbbbbbbbbbbb", TaskState::Running, 1),
     ];
-    let snap = evaluate(&svc, &tasks, &[]);
+    let snap = evaluate(&svc, &tasks, &[], false);
     assert!(snap.converged());
     assert_eq!(snap.lines[0], "overall progress: 2 out of 2 tasks");
     assert_eq!(snap.lines[1], format!("aaaaaaaaaaaa: running   {FULL}"));
@@ -127,7 +127,156 @@ fn global_counts_nodes_with_tasks() {
 
 #[test]
 fn zero_replicas_converge_at_once() {
-    let snap = evaluate(&service(0, false), &[], &[]);
+    let snap = evaluate(&service(0, false), &[], &[], false);
     assert!(snap.converged());
     assert_eq!(snap.lines, ["overall progress: 0 out of 0 tasks"]);
+}
+
+#[test]
+fn rollbacks_say_so_in_the_overall_line() {
+    let svc = service(2, false);
+    let tasks = [task(1, "n1", TaskState::Running, 1)];
+    let snap = evaluate(&svc, &tasks, &[], true);
+    assert_eq!(
+        snap.lines[0],
+        "overall progress: rolling back update: 1 out of 2 tasks"
+    );
+}
+
+fn status(state: UpdateState, message: &str, started_at_ms: i64) -> pb::UpdateStatus {
+    pb::UpdateStatus {
+        state: state as i32,
+        started_at_ms,
+        completed_at_ms: 0,
+        message: message.into(),
+    }
+}
+
+#[test]
+fn deploys_ignore_the_update_status() {
+    let mut t = Tracker::new(Kind::Deploy, 0);
+    let paused = status(UpdateState::Paused, "x", 0);
+    assert!(t.observe(Some(&paused)).unwrap());
+    assert!(t.finish().is_ok());
+}
+
+#[test]
+fn an_update_settles_when_no_longer_updating() {
+    let mut t = Tracker::new(Kind::Update, 1_000);
+    assert!(t.observe(None).unwrap());
+    let s = status(UpdateState::Updating, "update in progress", 1_000);
+    assert!(!t.observe(Some(&s)).unwrap());
+    let s = status(UpdateState::Completed, "update completed", 1_000);
+    assert!(t.observe(Some(&s)).unwrap());
+    assert!(!t.rolling_back());
+    assert_eq!(t.rollback_line(), None);
+    assert!(t.finish().is_ok());
+}
+
+#[test]
+fn a_paused_update_fails_with_its_message() {
+    let mut t = Tracker::new(Kind::Update, 0);
+    let s = status(
+        UpdateState::Paused,
+        "update paused due to failure or early termination of task abc",
+        0,
+    );
+    assert_eq!(
+        t.observe(Some(&s)).unwrap_err().to_string(),
+        "service update paused: update paused due to failure or early termination of task abc"
+    );
+    let mut t = Tracker::new(Kind::Rollback, 0);
+    let s = status(UpdateState::RollbackPaused, "rollback paused", 0);
+    assert_eq!(
+        t.observe(Some(&s)).unwrap_err().to_string(),
+        "service rollback paused: rollback paused"
+    );
+}
+
+#[test]
+fn an_automatic_rollback_is_shown_then_fails_the_update() {
+    let mut t = Tracker::new(Kind::Update, 0);
+    let msg = "update rolled back due to failure or early termination of task abc";
+    let s = status(UpdateState::RollbackStarted, msg, 0);
+    assert!(!t.observe(Some(&s)).unwrap());
+    assert!(t.rolling_back());
+    assert_eq!(t.rollback_line(), Some(format!("rollback: {msg}").as_str()));
+    let s = status(UpdateState::RollbackCompleted, "rollback completed", 0);
+    assert!(t.observe(Some(&s)).unwrap());
+    // The first message is kept.
+    assert_eq!(t.rollback_line(), Some(format!("rollback: {msg}").as_str()));
+    assert_eq!(
+        t.finish().unwrap_err().to_string(),
+        format!("service update rolled back: {msg}")
+    );
+}
+
+#[test]
+fn an_old_completed_rollback_does_not_fail_a_new_update() {
+    let mut t = Tracker::new(Kind::Update, 100_000);
+    let s = status(UpdateState::RollbackCompleted, "rollback completed", 50_000);
+    assert!(t.observe(Some(&s)).unwrap());
+    assert!(!t.rolling_back());
+    assert!(t.finish().is_ok());
+    // One that started with this update does.
+    let s = status(
+        UpdateState::RollbackCompleted,
+        "rollback completed",
+        100_500,
+    );
+    assert!(t.observe(Some(&s)).unwrap());
+    assert!(t.finish().is_err());
+}
+
+#[test]
+fn a_requested_rollback() {
+    let mut t = Tracker::new(Kind::Rollback, 0);
+    assert!(t.rolling_back());
+    let s = status(
+        UpdateState::RollbackStarted,
+        "manually requested rollback",
+        0,
+    );
+    assert!(!t.observe(Some(&s)).unwrap());
+    assert_eq!(
+        t.rollback_line(),
+        Some("rollback: manually requested rollback")
+    );
+    let s = status(UpdateState::RollbackCompleted, "rollback completed", 0);
+    assert!(t.observe(Some(&s)).unwrap());
+    assert!(t.finish().is_ok());
+
+    // Already completed at the first poll: the line still says why.
+    let mut t = Tracker::new(Kind::Rollback, 0);
+    let s = status(UpdateState::RollbackCompleted, "", 0);
+    assert!(t.observe(Some(&s)).unwrap());
+    assert_eq!(
+        t.rollback_line(),
+        Some("rollback: manually requested rollback")
+    );
+}
+
+#[test]
+fn the_monitor_period_comes_from_the_spec() {
+    assert_eq!(monitor_period(None, false), MONITOR);
+    let mut spec = pb::ServiceSpec {
+        update_config: Some(pb::UpdateConfig {
+            monitor_ms: 1_500,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        monitor_period(Some(&spec), false),
+        Duration::from_millis(1_500)
+    );
+    assert_eq!(monitor_period(Some(&spec), true), MONITOR);
+    spec.rollback_config = Some(pb::UpdateConfig {
+        monitor_ms: 200,
+        ..Default::default()
+    });
+    assert_eq!(
+        monitor_period(Some(&spec), true),
+        Duration::from_millis(200)
+    );
 }

@@ -1,6 +1,6 @@
 //! `shoal service create`: Docker's flags turned into a `ServiceSpec`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use anyhow::{bail, Context};
 use shoal_api::pb::{self, ServiceMode};
@@ -8,6 +8,8 @@ use shoal_api::pb::{self, ServiceMode};
 use crate::client::{DaemonExt, Host};
 use crate::opts;
 use crate::progress;
+
+use super::policy::PolicyArgs;
 
 /// `shoal service create [OPTIONS] IMAGE [COMMAND] [ARG...]`.
 #[derive(Debug, clap::Args)]
@@ -54,6 +56,9 @@ pub struct CreateArgs {
     /// Suppress progress output.
     #[arg(short, long)]
     pub quiet: bool,
+    /// `--update-*` and `--rollback-*`.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Image reference (shoal/echo, shoal/timecheck, or a label for a process).
     pub image: String,
     /// Command and arguments (everything after IMAGE).
@@ -91,7 +96,7 @@ pub fn build(a: &CreateArgs) -> anyhow::Result<pb::ServiceSpec> {
         Some(n) => n.clone(),
         None => opts::random_name(),
     };
-    Ok(pb::ServiceSpec {
+    let mut spec = pb::ServiceSpec {
         name,
         labels: opts::parse_labels(&a.label)?,
         image: a.image.clone(),
@@ -103,7 +108,12 @@ pub fn build(a: &CreateArgs) -> anyhow::Result<pb::ServiceSpec> {
         replicas,
         ports,
         restart: Some(restart),
-    })
+        update_config: None,
+        rollback_config: None,
+        force_update: 0,
+    };
+    a.policy.apply(&mut spec)?;
+    Ok(spec)
 }
 
 /// Creates the service, prints its ID, then waits for it unless `-d`.
@@ -124,14 +134,8 @@ pub async fn run(host: &Host, a: &CreateArgs) -> anyhow::Result<()> {
         .spec
         .as_ref()
         .map_or(service.id.clone(), |s| s.name.clone());
-    let display = if a.quiet {
-        progress::Display::Quiet
-    } else if std::io::stdout().is_terminal() {
-        progress::Display::Terminal
-    } else {
-        progress::Display::Plain
-    };
-    progress::wait(&mut c, &service.id, &name, display).await
+    let display = progress::Display::pick(a.quiet);
+    progress::wait(&mut c, &service.id, &name, progress::Kind::Deploy, display).await
 }
 
 #[cfg(test)]
@@ -160,6 +164,39 @@ mod tests {
         let r = spec.restart.unwrap();
         assert_eq!(r.condition, pb::RestartCondition::Any as i32);
         assert_eq!((r.delay_ms, r.max_attempts, r.window_ms), (5000, 0, 0));
+        assert_eq!(
+            spec.update_config,
+            Some(super::super::policy::default_config())
+        );
+        assert_eq!(
+            spec.rollback_config,
+            Some(super::super::policy::default_config())
+        );
+        assert_eq!(spec.force_update, 0);
+    }
+
+    #[test]
+    fn update_flags_reach_the_spec() {
+        let spec = build(&parse(&[
+            "--update-parallelism",
+            "2",
+            "--update-order",
+            "start-first",
+            "--rollback-monitor",
+            "1s",
+            "shoal/echo",
+        ]))
+        .unwrap();
+        let u = spec.update_config.unwrap();
+        assert_eq!(u.parallelism, 2);
+        assert_eq!(u.order, pb::UpdateOrder::StartFirst as i32);
+        assert_eq!(u.monitor_ms, 5000);
+        assert_eq!(spec.rollback_config.unwrap().monitor_ms, 1000);
+        let err = build(&parse(&["--update-order", "sideways", "shoal/echo"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid argument \"sideways\" for \"--update-order\" flag: must be stop-first or start-first"
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `shoal service inspect|scale|rm`: small verbs over Get/Update/RemoveService.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use anyhow::{bail, Context};
 use shoal_api::pb;
@@ -82,6 +82,7 @@ pub async fn scale(host: &Host, detach: bool, specs: &[String]) -> anyhow::Resul
                 service: svc.id.clone(),
                 version: svc.meta.as_ref().map_or(0, |m| m.version),
                 spec: Some(spec),
+                rollback: false,
             })
             .await
             .daemon()?;
@@ -97,13 +98,10 @@ pub async fn scale(host: &Host, detach: bool, specs: &[String]) -> anyhow::Resul
         }
     }
     if !detach {
-        let display = if std::io::stdout().is_terminal() {
-            progress::Display::Terminal
-        } else {
-            progress::Display::Plain
-        };
+        let display = progress::Display::pick(false);
         for (id, name) in &scaled {
-            if let Err(e) = progress::wait(&mut c, id, name, display).await {
+            if let Err(e) = progress::wait(&mut c, id, name, progress::Kind::Deploy, display).await
+            {
                 errors.push(crate::client::one_line(&e, &host.to_string()));
             }
         }

@@ -49,6 +49,8 @@ struct Inner {
     heartbeat: Duration,
     /// node id → live session.
     sessions: Mutex<HashMap<String, Session>>,
+    /// node id → feed revision its mesh has applied (reported by the node).
+    feed_applied: Mutex<HashMap<String, u64>>,
     feed: Feed,
     logs: LogBroker,
     shutdown: CancellationToken,
@@ -71,6 +73,7 @@ impl DispatcherApi {
                 changes,
                 heartbeat,
                 sessions: Mutex::new(HashMap::new()),
+                feed_applied: Mutex::new(HashMap::new()),
                 feed,
                 logs: LogBroker::default(),
                 shutdown,
@@ -158,6 +161,78 @@ impl DispatcherApi {
                     .await;
             }
         }
+    }
+
+    /// Marks withdrawn tasks once every Ready node's mesh has applied the
+    /// feed revision that withdrew them, so their agents may stop them with
+    /// nothing routed their way any more. Leader only.
+    pub async fn run_withdrawal_confirmer(&self) -> Result<(), ManagerError> {
+        let mut changes = self.inner.changes.clone();
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+                r = changes.changed() => if r.is_err() { return Ok(()) },
+            }
+            if !self.inner.store.is_leader() {
+                continue;
+            }
+            if let Err(err) = self.confirm_withdrawals().await {
+                tracing::debug!(%err, "withdrawal confirmation will be retried");
+            }
+        }
+    }
+
+    async fn confirm_withdrawals(&self) -> Result<(), StoreError> {
+        let view = ClusterView::load(&self.inner.store);
+        let applied = self.inner.feed_applied.lock().expect("feed lock").clone();
+        // The slowest Ready node decides; a node that never reported holds back.
+        let slowest = view
+            .nodes
+            .values()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .is_some_and(|s| s.state() == NodeState::Ready)
+            })
+            .map(|n| applied.get(&n.id).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(u64::MAX);
+        let mut txn = Txn::default();
+        for task in view.tasks.values() {
+            let leaving = task.desired_state > TaskState::Running as i32
+                && !shoal_api::state::is_terminal(crate::orchestrator::task_state(task))
+                && !task.withdrawn;
+            if !leaving {
+                continue;
+            }
+            let mut t = task.clone();
+            let version = t.meta.as_ref().map(|m| m.version).unwrap_or(0);
+            if t.withdraw_revision == 0 {
+                // The last write (the desired-state change or later) is where
+                // the feed withdrew it.
+                t.withdraw_revision = version;
+            } else if slowest >= t.withdraw_revision {
+                t.withdrawn = true;
+            } else {
+                continue;
+            }
+            state::touch_meta(&mut t.meta);
+            let key = state::task_key(&t.id);
+            txn.compares.push(Compare::Version {
+                key: key.clone(),
+                version,
+            });
+            txn.ops.push(Op::Put {
+                key,
+                value: codec::encode(&t),
+            });
+        }
+        if !txn.ops.is_empty() {
+            self.inner.store.write(txn).await?;
+        }
+        Ok(())
     }
 
     /// Read-modify-write of a node with retries on conflict.
@@ -399,6 +474,17 @@ impl Dispatcher for DispatcherApi {
         Ok(Response::new(Box::pin(
             self.inner.feed.subscribe(req.from_revision),
         )))
+    }
+
+    async fn feed_applied(
+        &self,
+        req: Request<FeedAppliedRequest>,
+    ) -> Result<Response<FeedAppliedResponse>, Status> {
+        let req = req.into_inner();
+        let mut applied = self.inner.feed_applied.lock().expect("feed lock");
+        let entry = applied.entry(req.node_id).or_default();
+        *entry = (*entry).max(req.revision);
+        Ok(Response::new(FeedAppliedResponse {}))
     }
 
     type ListenSubscriptionsStream = BoxStream<LogSubscription>;

@@ -8,11 +8,13 @@
 //! - [`global`]: one task per eligible node.
 //! - [`restart`]: the restart policy (condition, delay, attempts, window).
 //! - [`removed`]: tasks of services that no longer exist.
+//! - [`update`]: rolling updates and rollbacks (the update supervisor).
 
 pub mod global;
 pub mod removed;
 pub mod replicated;
 pub mod restart;
+pub mod update;
 
 use std::collections::BTreeSet;
 
@@ -28,11 +30,13 @@ pub struct Changes {
     pub dirty: BTreeSet<String>,
     /// Tasks to delete, with the version read.
     pub deleted: Vec<(String, u64)>,
+    /// Services whose update status or spec (automatic rollback) changed.
+    pub services: BTreeSet<String>,
 }
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.dirty.is_empty() && self.deleted.is_empty()
+        self.dirty.is_empty() && self.deleted.is_empty() && self.services.is_empty()
     }
 }
 
@@ -84,6 +88,8 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str, not_before_ms: i64,
         ingress_address: String::new(),
         not_before_ms,
         endpoint: service.endpoint.clone(),
+        withdrawn: false,
+        withdraw_revision: 0,
     }
 }
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use shoal_api::pb::{ServiceMode, Task, TaskState};
 use shoal_api::state::is_terminal;
 
-use super::{add_task, global, is_live, new_task, restart, set_desired, task_state, Changes};
+use super::{
+    add_task, global, is_live, new_task, restart, set_desired, task_state, update, Changes,
+};
 use crate::state::ClusterView;
 
 pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
@@ -36,10 +38,6 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
             let history = slots.get(&slot).cloned().unwrap_or_default();
             let mut live: Vec<&Task> = history.iter().filter(|t| is_live(t)).collect();
             live.sort_by_key(|t| std::cmp::Reverse(t.meta.as_ref().map(|m| m.created_at_ms)));
-            // Never more than one live task per slot: keep the newest.
-            for extra in live.iter().skip(1) {
-                set_desired(view, changes, &extra.id, TaskState::Shutdown);
-            }
             match live.first() {
                 None => {
                     let task = new_task(&service, slot, "", now, now);
@@ -67,5 +65,8 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
                 Some(_) => {}
             }
         }
+        // Start-first pairs resolve, then the rolling update moves on.
+        update::settle_slots(view, changes, &service);
+        update::reconcile(view, changes, &service.id, now);
     }
 }

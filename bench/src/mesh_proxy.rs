@@ -1,0 +1,68 @@
+//! The `mesh-proxy` subcommand: Shoal's routing mesh as a standalone target.
+//!
+//! This is the real `shoal-mesh` data path (listener, balancer, forwarder) fed a
+//! routing table with one service over the given backends, not a full cluster:
+//! no manager, agent or routing feed runs.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use shoal_mesh::{Endpoint, Mesh, MeshConfig, PortRoute, ServiceRoute};
+
+/// Port the backends are reached on, as the service's target port.
+const TARGET_PORT: u16 = 80;
+
+/// Serves `listen` until SIGTERM or Ctrl-C.
+pub fn run(listen: SocketAddr, backends: Vec<SocketAddr>) -> anyhow::Result<()> {
+    crate::idle::raise_nofile(crate::idle::NOFILE)?;
+    // (The limit may stay below NOFILE; W4 sizes itself to what fits.)
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("build the tokio runtime")?;
+    rt.block_on(async {
+        let registry = prometheus::Registry::new();
+        let config = MeshConfig {
+            listen_ip: listen.ip(),
+            ..MeshConfig::default()
+        };
+        let mesh = Mesh::new(config, &registry).context("create the mesh")?;
+        let errors = mesh.apply_snapshot(vec![route(listen.port(), &backends)]);
+        if let Some(e) = errors.into_iter().next() {
+            return Err(e).context("apply the routing snapshot");
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("install the SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        mesh.shutdown(Duration::from_secs(1)).await;
+        Ok(())
+    })
+}
+
+/// One service published on `port`, with one endpoint per backend.
+pub fn route(port: u16, backends: &[SocketAddr]) -> ServiceRoute {
+    ServiceRoute {
+        service_id: "bench".into(),
+        service_name: "bench".into(),
+        ports: vec![PortRoute {
+            published: port,
+            target: TARGET_PORT,
+        }],
+        endpoints: backends
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| Endpoint {
+                task_id: format!("task{i}").into(),
+                task_name: format!("bench.{}.task{i}", i + 1).into(),
+                slot: i as u64 + 1,
+                node: "bench".into(),
+                ports: vec![(TARGET_PORT, *addr)],
+                draining: false,
+            })
+            .collect(),
+    }
+}

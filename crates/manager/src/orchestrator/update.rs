@@ -1,0 +1,280 @@
+//! The update supervisor: rolls a replicated service's slots onto its
+//! current spec version, `parallelism` slots at a time, waiting `delay`
+//! between batches, in `stop-first` or `start-first` order, counting failures
+//! of new tasks and pausing, continuing or rolling back when they exceed
+//! `max_failure_ratio`. Sans-IO: it reads the view, changes tasks and the
+//! service's `UpdateStatus` in place, and records what changed.
+//!
+//! Its state is derived from the tasks themselves (which slots run the
+//! current version, which are starting), so a new leader picks an update up
+//! where the old one left it. A new spec simply raises the version: tasks of
+//! the intermediate version count as outdated, which cancels the old update.
+
+use std::collections::BTreeMap;
+
+use shoal_api::pb::{
+    FailureAction, Service, ServiceMode, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState,
+    UpdateStatus,
+};
+use shoal_api::state::is_terminal;
+
+use super::{add_task, is_live, new_task, set_desired, task_state, Changes};
+use crate::state::ClusterView;
+
+/// Docker's default update and rollback configuration.
+pub fn default_config() -> UpdateConfig {
+    UpdateConfig {
+        parallelism: 1,
+        delay_ms: 0,
+        failure_action: FailureAction::Pause as i32,
+        monitor_ms: 5000,
+        max_failure_ratio: 0.0,
+        order: UpdateOrder::StopFirst as i32,
+    }
+}
+
+fn rolling_back(service: &Service) -> bool {
+    matches!(
+        service.update_status.as_ref().map(|s| s.state()),
+        Some(UpdateState::RollbackStarted | UpdateState::RollbackPaused)
+    )
+}
+
+fn in_progress(service: &Service) -> bool {
+    matches!(
+        service.update_status.as_ref().map(|s| s.state()),
+        Some(UpdateState::Updating | UpdateState::RollbackStarted)
+    )
+}
+
+fn paused(service: &Service) -> bool {
+    matches!(
+        service.update_status.as_ref().map(|s| s.state()),
+        Some(UpdateState::Paused | UpdateState::RollbackPaused)
+    )
+}
+
+fn created(t: &Task) -> i64 {
+    t.meta.as_ref().map(|m| m.created_at_ms).unwrap_or(0)
+}
+
+/// When the task last changed state (for RUNNING: when it started running).
+fn state_since(t: &Task) -> i64 {
+    t.status.as_ref().map(|s| s.timestamp_ms).unwrap_or(0)
+}
+
+fn set_status(view: &mut ClusterView, changes: &mut Changes, id: &str, status: UpdateStatus) {
+    if let Some(s) = view.services.get_mut(id) {
+        if s.update_status.as_ref() != Some(&status) {
+            s.update_status = Some(status);
+            changes.services.insert(id.to_string());
+        }
+    }
+}
+
+/// Finishes start-first swaps: once a slot's newest task runs, older live
+/// tasks in that slot stop. Never more than one live task per slot after that.
+pub fn settle_slots(view: &mut ClusterView, changes: &mut Changes, service: &Service) {
+    let mut slots: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
+    for t in view.tasks_of(&service.id).filter(|t| is_live(t)) {
+        slots.entry(t.slot).or_default().push(t);
+    }
+    let mut retire = Vec::new();
+    for tasks in slots.values_mut().filter(|t| t.len() > 1) {
+        tasks.sort_by_key(|t| std::cmp::Reverse(created(t)));
+        let newest = tasks[0];
+        let newest_settled =
+            task_state(newest) == TaskState::Running || is_terminal(task_state(newest));
+        if newest_settled {
+            retire.extend(tasks[1..].iter().map(|t| t.id.clone()));
+        }
+    }
+    for id in retire {
+        set_desired(view, changes, &id, TaskState::Shutdown);
+    }
+}
+
+/// One supervisor step for a replicated service.
+pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str, now: i64) {
+    let Some(service) = view.services.get(service_id).cloned() else {
+        return;
+    };
+    let spec = service.spec.clone().unwrap_or_default();
+    if spec.mode() != ServiceMode::Replicated {
+        return;
+    }
+    let version = service.spec_version;
+    let back = rolling_back(&service);
+    let cfg = if back {
+        spec.rollback_config
+    } else {
+        spec.update_config
+    }
+    .unwrap_or_else(default_config);
+
+    // Newest live task per slot within the replica count.
+    let mut newest: BTreeMap<u64, Task> = BTreeMap::new();
+    for t in view
+        .tasks_of(service_id)
+        .filter(|t| is_live(t) && t.slot >= 1 && t.slot <= spec.replicas)
+    {
+        let keep = newest
+            .get(&t.slot)
+            .is_none_or(|cur| created(t) > created(cur));
+        if keep {
+            newest.insert(t.slot, t.clone());
+        }
+    }
+    let outdated: Vec<u64> = newest
+        .values()
+        .filter(|t| t.spec_version < version && !is_terminal(task_state(t)))
+        .map(|t| t.slot)
+        .collect();
+    // Slots on the new version that are not running yet (or, start-first,
+    // still have their old task): the current batch.
+    let in_flight = newest
+        .values()
+        .filter(|t| {
+            t.spec_version == version
+                && task_state(t) != TaskState::Running
+                && !is_terminal(task_state(t))
+        })
+        .count();
+    let status = service.update_status.clone().unwrap_or_default();
+    let started = status.started_at_ms;
+
+    if outdated.is_empty() && in_flight == 0 {
+        if in_progress(&service) {
+            // Done once the last new task has been stable for the monitor period.
+            let last_running = newest
+                .values()
+                .filter(|t| task_state(t) == TaskState::Running)
+                .map(state_since)
+                .max()
+                .unwrap_or(now);
+            if now >= last_running + cfg.monitor_ms as i64 {
+                let (state, message) = if back {
+                    (UpdateState::RollbackCompleted, "rollback completed")
+                } else {
+                    (UpdateState::Completed, "update completed")
+                };
+                set_status(
+                    view,
+                    changes,
+                    service_id,
+                    UpdateStatus {
+                        state: state as i32,
+                        started_at_ms: started,
+                        completed_at_ms: now,
+                        message: message.into(),
+                    },
+                );
+            }
+        }
+        return;
+    }
+    if paused(&service) {
+        return;
+    }
+    if !in_progress(&service) {
+        set_status(
+            view,
+            changes,
+            service_id,
+            UpdateStatus {
+                state: UpdateState::Updating as i32,
+                started_at_ms: now,
+                completed_at_ms: 0,
+                message: "update in progress".into(),
+            },
+        );
+    }
+    let started = if in_progress(&service) { started } else { now };
+
+    // Failures: new-version tasks that ended badly since the update began.
+    let failed: Vec<&Task> = view
+        .tasks_of(service_id)
+        .filter(|t| t.spec_version == version)
+        .filter(|t| matches!(task_state(t), TaskState::Failed | TaskState::Rejected))
+        .filter(|t| state_since(t) >= started)
+        .collect();
+    if let Some(first) = failed.first() {
+        let ratio = failed.len() as f32 / spec.replicas.max(1) as f32;
+        if ratio > cfg.max_failure_ratio {
+            let task = first.id.clone();
+            match cfg.failure_action() {
+                FailureAction::Continue => {}
+                FailureAction::Rollback if !back && service.previous_spec.is_some() => {
+                    let svc = view.services.get_mut(service_id).expect("present");
+                    let current = svc.spec.take();
+                    svc.spec = svc.previous_spec.take();
+                    svc.previous_spec = current;
+                    svc.spec_version += 1;
+                    svc.update_status = Some(UpdateStatus {
+                        state: UpdateState::RollbackStarted as i32,
+                        started_at_ms: now,
+                        completed_at_ms: 0,
+                        message: format!(
+                            "update rolled back due to failure or early termination of task {task}"
+                        ),
+                    });
+                    changes.services.insert(service_id.to_string());
+                    return;
+                }
+                _ => {
+                    let (state, what) = if back {
+                        (UpdateState::RollbackPaused, "rollback")
+                    } else {
+                        (UpdateState::Paused, "update")
+                    };
+                    set_status(
+                        view,
+                        changes,
+                        service_id,
+                        UpdateStatus {
+                            state: state as i32,
+                            started_at_ms: started,
+                            completed_at_ms: 0,
+                            message: format!(
+                                "{what} paused due to failure or early termination of task {task}"
+                            ),
+                        },
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    // One batch at a time: wait for the current one, then for the delay.
+    if in_flight > 0 {
+        return;
+    }
+    let batch_done_at = newest
+        .values()
+        .filter(|t| t.spec_version == version && task_state(t) == TaskState::Running)
+        .map(state_since)
+        .filter(|ts| *ts >= started)
+        .max();
+    if let Some(done) = batch_done_at {
+        if now < done + cfg.delay_ms as i64 {
+            return;
+        }
+    }
+    let parallelism = if cfg.parallelism == 0 {
+        usize::MAX
+    } else {
+        cfg.parallelism as usize
+    };
+    let service = view.services.get(service_id).cloned().expect("present");
+    for slot in outdated.into_iter().take(parallelism) {
+        let old = newest[&slot].id.clone();
+        if cfg.order() == UpdateOrder::StopFirst {
+            set_desired(view, changes, &old, TaskState::Shutdown);
+        }
+        add_task(view, changes, new_task(&service, slot, "", now, now));
+    }
+}
+
+#[cfg(test)]
+mod tests;
