@@ -51,6 +51,23 @@ impl Backoff {
     }
 }
 
+/// This host's CPUs in Docker's NanoCPUs (1e9 per CPU).
+fn host_nano_cpus() -> i64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get()) as i64 * 1_000_000_000
+}
+
+/// This host's memory (MemTotal), 0 if unknown.
+fn host_memory_bytes() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<i64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// The request that opens this node's session.
 pub(crate) fn session_request(config: &AgentConfig) -> SessionRequest {
     SessionRequest {
@@ -60,6 +77,8 @@ pub(crate) fn session_request(config: &AgentConfig) -> SessionRequest {
             engine_version: env!("CARGO_PKG_VERSION").to_string(),
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
+            nano_cpus: host_nano_cpus(),
+            memory_bytes: host_memory_bytes(),
         }),
         addr: config.addr.clone(),
     }

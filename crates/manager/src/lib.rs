@@ -191,6 +191,8 @@ pub async fn init_cluster(
             engine_version: node.engine_version.clone(),
             os: std::env::consts::OS.into(),
             arch: std::env::consts::ARCH.into(),
+            // The agent reports the real capacity when its session opens.
+            ..Default::default()
         }),
         status: Some(NodeStatus {
             state: NodeState::Ready as i32,

@@ -111,6 +111,9 @@ pub fn build(a: &CreateArgs) -> anyhow::Result<pb::ServiceSpec> {
         update_config: None,
         rollback_config: None,
         force_update: 0,
+        placement: None,
+        resources: None,
+        health: None,
     };
     a.policy.apply(&mut spec)?;
     Ok(spec)
