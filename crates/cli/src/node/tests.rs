@@ -14,6 +14,7 @@ fn node(id: &str, host: &str, leader: Option<bool>) -> pb::Node {
             engine_version: "0.1.0".into(),
             os: "linux".into(),
             arch: "x86_64".into(),
+            ..Default::default()
         }),
         status: Some(pb::NodeStatus {
             state: pb::NodeState::Ready as i32,
