@@ -14,11 +14,12 @@ use crate::session::Backoff;
 /// How long one UpdateTaskStatus call may take before it is retried.
 const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Pending updates, filtered so a task's reported state only ever increases.
+/// Pending updates, filtered so a task's reported state only ever increases
+/// (a RUNNING task may report again when its health changes).
 #[derive(Debug, Default)]
 pub struct StatusQueue {
-    /// Highest state queued per task.
-    last: HashMap<String, i32>,
+    /// Highest state queued per task, and the health reported with it.
+    last: HashMap<String, (i32, String)>,
     pending: VecDeque<TaskStatusUpdate>,
 }
 
@@ -31,15 +32,20 @@ impl StatusQueue {
         let Some(status) = update.status.as_mut() else {
             return false;
         };
-        if let Some(&last) = self.last.get(&update.task_id) {
-            if status.state <= last {
+        if let Some((last, health)) = self.last.get(&update.task_id) {
+            // A running task's health may change without its state changing.
+            let health_news = status.state == *last && status.health != *health;
+            if status.state < *last || (status.state == *last && !health_news) {
                 return false;
             }
         }
         if status.timestamp_ms == 0 {
             status.timestamp_ms = shoal_api::now_ms();
         }
-        self.last.insert(update.task_id.clone(), status.state);
+        self.last.insert(
+            update.task_id.clone(),
+            (status.state, status.health.clone()),
+        );
         self.pending.push_back(update);
         true
     }

@@ -60,6 +60,8 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
             }
         }
     }
+    crate::placement::validate(spec)?;
+    validate_health(spec)?;
     let mut seen = Vec::new();
     for p in &spec.ports {
         validate_port(p)?;
@@ -74,6 +76,28 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn validate_health(spec: &ServiceSpec) -> Result<(), String> {
+    let Some(h) = &spec.health else { return Ok(()) };
+    match h.test.first().map(String::as_str) {
+        None | Some("NONE") => {
+            if h.test.len() > 1
+                || h.interval_ms != 0
+                || h.timeout_ms != 0
+                || h.retries != 0
+                || h.start_period_ms != 0
+            {
+                return Err("health: --no-healthcheck conflicts with --health-* options".into());
+            }
+            Ok(())
+        }
+        Some("CMD-SHELL") if h.test.len() == 2 && !h.test[1].trim().is_empty() => Ok(()),
+        Some("CMD") if h.test.len() >= 2 => Ok(()),
+        _ => Err(
+            "health: --health-cmd needs a command, e.g. --health-cmd 'curl -f localhost'".into(),
+        ),
+    }
 }
 
 fn validate_name(name: &str) -> Result<(), String> {

@@ -361,14 +361,37 @@ impl TaskRunner {
             let _ = tokio::time::timeout(LOG_DRAIN, writer.finish()).await;
             return finished;
         }
-        report(TaskStatus {
+        let probe = HealthProbe::for_task(task);
+        let running = |health: &str| TaskStatus {
             state: TaskState::Running as i32,
             message: "started".into(),
             pid,
             ports: plan.ports.clone(),
+            health: health.to_string(),
             ..Default::default()
-        });
+        };
+        report(running(if probe.is_some() { "starting" } else { "" }));
+        let netns_fd = network.map(|n| n.raw_fd());
+        let health = async {
+            match &probe {
+                Some(p) => p.watch(&plan, netns_fd, |h| report(running(h))).await,
+                None => std::future::pending().await,
+            }
+        };
         let finished = tokio::select! {
+            _ = health => {
+                // Unhealthy: out of routing already (the feed withdraws it),
+                // now stopped; it ends FAILED and is replaced.
+                let status = terminate(&mut child, pid, self.config.stop_grace).await;
+                Finished::Exited {
+                    outcome: ExitOutcome {
+                        state: TaskState::Failed,
+                        exit_code: status.map(|s| exit_outcome(s).exit_code).unwrap_or(0),
+                        err: "task: unhealthy container".into(),
+                    },
+                    pid,
+                }
+            }
             status = child.wait() => match status {
                 Ok(status) => Finished::Exited { outcome: exit_outcome(status), pid },
                 Err(e) => Finished::Failed(format!("task: wait: {e}")),
@@ -418,6 +441,91 @@ async fn wait_listening(ports: &[PortBinding]) -> bool {
     true
 }
 
+/// A task's health check (`--health-cmd`), with Docker's defaults.
+struct HealthProbe {
+    argv: Vec<String>,
+    interval: Duration,
+    timeout: Duration,
+    retries: u64,
+    start_period: Duration,
+}
+
+impl HealthProbe {
+    fn for_task(task: &Task) -> Option<HealthProbe> {
+        let h = task.spec.as_ref()?.health.as_ref()?;
+        let argv = match h.test.first().map(String::as_str) {
+            Some("CMD-SHELL") => vec![
+                "/bin/sh".to_string(),
+                "-c".to_string(),
+                h.test.get(1)?.clone(),
+            ],
+            Some("CMD") if h.test.len() > 1 => h.test[1..].to_vec(),
+            _ => return None,
+        };
+        let or = |ms: u64, default: u64| Duration::from_millis(if ms == 0 { default } else { ms });
+        Some(HealthProbe {
+            argv,
+            interval: or(h.interval_ms, 30_000),
+            timeout: or(h.timeout_ms, 30_000),
+            retries: if h.retries == 0 { 3 } else { h.retries },
+            start_period: Duration::from_millis(h.start_period_ms),
+        })
+    }
+
+    /// Probes every `interval`; reports "healthy" on the first success and
+    /// whenever it recovers; returns once `retries` consecutive probes failed
+    /// (failures inside the start period do not count), after reporting
+    /// "unhealthy".
+    async fn watch(
+        &self,
+        plan: &ProcessPlan,
+        netns_fd: Option<std::os::fd::RawFd>,
+        report: impl Fn(&str),
+    ) {
+        let started = tokio::time::Instant::now();
+        let mut failures = 0;
+        let mut healthy = false;
+        loop {
+            tokio::time::sleep(self.interval).await;
+            if self.probe(plan, netns_fd).await {
+                failures = 0;
+                if !healthy {
+                    healthy = true;
+                    report("healthy");
+                }
+            } else if started.elapsed() >= self.start_period {
+                failures += 1;
+                if failures >= self.retries {
+                    report("unhealthy");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One probe, in the task's network namespace, with its env and workdir.
+    async fn probe(&self, plan: &ProcessPlan, netns_fd: Option<std::os::fd::RawFd>) -> bool {
+        let health_plan = ProcessPlan {
+            program: PathBuf::from(&self.argv[0]),
+            args: self.argv[1..].to_vec(),
+            env: plan.env.clone(),
+            workdir: plan.workdir.clone(),
+            ports: Vec::new(),
+        };
+        let Ok(mut child) = spawn_with(&health_plan, netns_fd, false) else {
+            return false;
+        };
+        match tokio::time::timeout(self.timeout, child.wait()).await {
+            Ok(Ok(status)) => status.success(),
+            _ => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                false
+            }
+        }
+    }
+}
+
 /// How a task's run ended.
 enum Finished {
     /// Stopped on request (SHUTDOWN).
@@ -450,12 +558,29 @@ async fn terminate(child: &mut Child, pid: u32, grace: Duration) -> Option<ExitS
 /// Spawns the process in its own session (process group), dying with
 /// shoald, inside the netns `netns_fd` if given.
 fn spawn(plan: &ProcessPlan, netns_fd: Option<std::os::fd::RawFd>) -> io::Result<Child> {
+    spawn_with(plan, netns_fd, true)
+}
+
+/// Starts `plan` in its own process group (and netns), dying with shoald;
+/// with `capture`, stdout and stderr are piped (tasks), else discarded (probes).
+fn spawn_with(
+    plan: &ProcessPlan,
+    netns_fd: Option<std::os::fd::RawFd>,
+    capture: bool,
+) -> io::Result<Child> {
+    let output = || {
+        if capture {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        }
+    };
     let mut cmd = Command::new(&plan.program);
     cmd.args(&plan.args)
         .envs(plan.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(output())
+        .stderr(output())
         .kill_on_drop(false);
     if let Some(dir) = &plan.workdir {
         cmd.current_dir(dir);

@@ -72,7 +72,9 @@ pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
         }
         let mut endpoints: Vec<RouteEndpoint> = view
             .tasks_of(&service.id)
-            .filter(|t| task_state(t) == TaskState::Running)
+            // Running, and healthy if it has a health check: a task that is
+            // starting or unhealthy takes no traffic.
+            .filter(|t| crate::orchestrator::routable(t))
             // A Down node's tasks are unreachable: withdraw them at once.
             .filter(|t| !node_down(view, &t.node_id))
             .filter(|t| !t.status.as_ref().is_some_and(|s| s.ports.is_empty()))

@@ -45,6 +45,22 @@ pub fn is_live(task: &Task) -> bool {
     task.desired_state <= TaskState::Running as i32
 }
 
+/// Whether the task has a health check (`--health-cmd`, not `--no-healthcheck`).
+pub fn has_health_check(task: &Task) -> bool {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.health.as_ref())
+        .and_then(|h| h.test.first())
+        .is_some_and(|t| t == "CMD" || t == "CMD-SHELL")
+}
+
+/// Running and, if it has a health check, healthy: only such a task takes
+/// traffic, and only such a new task lets a rolling update move on.
+pub fn routable(task: &Task) -> bool {
+    task_state(task) == TaskState::Running
+        && (!has_health_check(task) || task.status.as_ref().is_some_and(|s| s.health == "healthy"))
+}
+
 pub fn task_state(task: &Task) -> TaskState {
     task.status
         .as_ref()

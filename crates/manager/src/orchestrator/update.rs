@@ -18,7 +18,7 @@ use shoal_api::pb::{
 };
 use shoal_api::state::is_terminal;
 
-use super::{add_task, is_live, new_task, set_desired, task_state, Changes};
+use super::{add_task, is_live, new_task, routable, set_desired, task_state, Changes};
 use crate::state::ClusterView;
 
 /// Docker's default update and rollback configuration.
@@ -83,8 +83,7 @@ pub fn settle_slots(view: &mut ClusterView, changes: &mut Changes, service: &Ser
     for tasks in slots.values_mut().filter(|t| t.len() > 1) {
         tasks.sort_by_key(|t| std::cmp::Reverse(created(t)));
         let newest = tasks[0];
-        let newest_settled =
-            task_state(newest) == TaskState::Running || is_terminal(task_state(newest));
+        let newest_settled = routable(newest) || is_terminal(task_state(newest));
         if newest_settled {
             retire.extend(tasks[1..].iter().map(|t| t.id.clone()));
         }
@@ -134,11 +133,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
     // still have their old task): the current batch.
     let in_flight = newest
         .values()
-        .filter(|t| {
-            t.spec_version == version
-                && task_state(t) != TaskState::Running
-                && !is_terminal(task_state(t))
-        })
+        .filter(|t| t.spec_version == version && !routable(t) && !is_terminal(task_state(t)))
         .count();
     let status = service.update_status.clone().unwrap_or_default();
     let started = status.started_at_ms;
@@ -148,7 +143,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
             // Done once the last new task has been stable for the monitor period.
             let last_running = newest
                 .values()
-                .filter(|t| task_state(t) == TaskState::Running)
+                .filter(|t| routable(t))
                 .map(state_since)
                 .max()
                 .unwrap_or(now);
@@ -252,7 +247,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
     }
     let batch_done_at = newest
         .values()
-        .filter(|t| t.spec_version == version && task_state(t) == TaskState::Running)
+        .filter(|t| t.spec_version == version && routable(t))
         .map(state_since)
         .filter(|ts| *ts >= started)
         .max();
