@@ -14,6 +14,7 @@
 //! - [`controlapi`]: the `Control` gRPC service (what the CLI calls).
 //! - [`join`]: the `NodeCA` service (join with a token) and token checks.
 //! - [`orchestrator`], [`allocator`], [`scheduler`], [`reaper`]: sans-IO cores.
+//! - [`placement`]: constraints, preferences, caps and reservations.
 //! - [`reconciler`]: the async loop that runs them.
 //! - [`dispatcher`]: sessions, heartbeats, assignments, task status, the
 //!   discovery feed and the log broker.
@@ -25,6 +26,7 @@ pub mod controlapi;
 pub mod dispatcher;
 pub mod join;
 pub mod orchestrator;
+pub mod placement;
 pub mod reaper;
 pub mod reconciler;
 pub mod scheduler;
