@@ -6,19 +6,6 @@ use std::time::Duration;
 
 use shoal_testkit::{assert_eventually, require_root, MultiCluster, Node};
 
-fn distribution_from(node: &Node, port: u16, n: usize) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for i in 0..n {
-        let body = node
-            .curl(port)
-            .unwrap_or_else(|e| panic!("curl #{i} on {} failed: {e}", node.name));
-        *seen
-            .entry(body.split_whitespace().next().unwrap_or("").to_string())
-            .or_default() += 1;
-    }
-    seen
-}
-
 #[test]
 fn one_manager_two_workers_every_node_serves_every_port() {
     if !require_root("one_manager_two_workers_every_node_serves_every_port") {
@@ -58,7 +45,7 @@ fn one_manager_two_workers_every_node_serves_every_port() {
         node.wait_routed(8080, 6);
     }
     for node in &c.nodes {
-        let seen = distribution_from(node, 8080, 30);
+        let seen = node.distribution(8080, 30).unwrap();
         assert_eq!(seen.len(), 6, "from {}: {seen:?}", node.name);
         assert!(
             seen.values().all(|c| *c == 5),
@@ -147,17 +134,6 @@ fn running_per_node(node: &Node, svc: &str) -> BTreeMap<String, usize> {
     per
 }
 
-fn curl_all_ok(node: &Node, port: u16, n: usize) -> Result<BTreeMap<String, usize>, String> {
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        let body = node.curl(port)?;
-        *seen
-            .entry(body.split_whitespace().next().unwrap_or("").to_string())
-            .or_default() += 1;
-    }
-    Ok(seen)
-}
-
 #[test]
 fn lost_worker_tasks_are_rescheduled_and_stale_ones_stop_when_it_returns() {
     if !require_root("lost_worker_tasks_are_rescheduled_and_stale_ones_stop_when_it_returns") {
@@ -204,7 +180,9 @@ fn lost_worker_tasks_are_rescheduled_and_stale_ones_stop_when_it_returns() {
     eprintln!("node-3 killed: Down after {down_after:?}, all tasks rescheduled and routed on every node after {routed_after:?}");
     // Once the feed has moved on, no request fails and the spread is exact.
     for n in &c.nodes[..2] {
-        let seen = curl_all_ok(n, 8080, 30).unwrap_or_else(|e| panic!("from {}: {e}", n.name));
+        let seen = n
+            .distribution(8080, 30)
+            .unwrap_or_else(|e| panic!("from {}: {e}", n.name));
         assert!(
             seen.len() == 6 && seen.values().all(|c| *c == 5),
             "from {}: {seen:?}",
@@ -433,7 +411,7 @@ fn partitioned_worker_returns_and_the_mesh_keeps_serving() {
         "exact round-robin from node-3 after healing",
         Duration::from_secs(20),
         || {
-            let seen = curl_all_ok(c.node(2), 8080, 30)?;
+            let seen = c.node(2).distribution(8080, 30)?;
             if seen.len() == 3 && seen.values().all(|c| *c == 10) {
                 Ok(())
             } else {

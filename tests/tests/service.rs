@@ -1,23 +1,9 @@
 //! Single-node services end to end: create, distribution, ls/ps/inspect,
 //! scale, global mode, process runtime, logs, metrics.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shoal_testkit::{assert_eventually, require_root, Cluster, Node};
-
-/// Task name (first token of the echo reply) → count, over `n` curls.
-fn distribution(node: &Node, port: u16, n: usize) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for i in 0..n {
-        let body = node
-            .curl(port)
-            .unwrap_or_else(|e| panic!("curl #{i} failed: {e}"));
-        let task = body.split_whitespace().next().unwrap_or("").to_string();
-        *seen.entry(task).or_default() += 1;
-    }
-    seen
-}
+use shoal_testkit::{assert_eventually, require_root, Cluster};
 
 fn metric_sum(metrics: &str, name: &str, label: &str) -> f64 {
     metrics
@@ -52,7 +38,7 @@ fn create_distributes_exactly_round_robin_and_counts_per_task() {
     assert!(out.contains("verify: Service web converged"), "{out}");
 
     n.wait_routed(8080, 3);
-    let seen = distribution(n, 8080, 30);
+    let seen = n.distribution(8080, 30).unwrap();
     assert_eq!(seen.len(), 3, "three tasks answer: {seen:?}");
     assert!(seen.values().all(|c| *c == 10), "exactly 10 each: {seen:?}");
     for task in seen.keys() {
@@ -202,7 +188,7 @@ fn scale_up_and_down_and_global_mode() {
     );
     n.wait_routed(8080, 6);
     n.wait_routed(8090, 2);
-    let seen = distribution(n, 8080, 30);
+    let seen = n.distribution(8080, 30).unwrap();
     assert!(
         seen.len() == 6 && seen.values().all(|c| *c == 5),
         "{seen:?}"

@@ -3,26 +3,13 @@
 //! mesh draining open connections on SIGTERM, restart conditions and
 //! attempts, and the JSON shapes of `service inspect` and `inspect TASK`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shoal_testkit::{assert_eventually, bin, require_root, text, Cluster, Node};
-
-/// Task name (first token of the echo reply) → count, over `n` curls.
-fn distribution(node: &Node, port: u16, n: usize) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for i in 0..n {
-        let body = node
-            .curl(port)
-            .unwrap_or_else(|e| panic!("curl #{i} failed: {e}"));
-        let task = body.split_whitespace().next().unwrap_or("").to_string();
-        *seen.entry(task).or_default() += 1;
-    }
-    seen
-}
 
 /// The `service ps` rows (header left out).
 fn ps_rows(node: &Node, service: &str) -> Vec<String> {
@@ -115,7 +102,7 @@ fn loopback_mode_routes_to_plain_processes() {
         "shoal/echo",
     ]);
     node.wait_routed(8080, 3);
-    let seen = distribution(&node, 8080, 30);
+    let seen = node.distribution(8080, 30).unwrap();
     assert_eq!(seen.len(), 3, "three tasks answer: {seen:?}");
     assert!(seen.values().all(|c| *c == 10), "exactly 10 each: {seen:?}");
     assert!(seen.keys().all(|t| t.starts_with("web.")), "{seen:?}");

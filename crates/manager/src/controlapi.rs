@@ -239,12 +239,6 @@ impl ControlApi {
         let view = self.view();
         let endpoint =
             self.allocate_endpoint(&view, &current.id, &previous, current.endpoint.as_ref())?;
-        let old_ports: BTreeSet<u32> = current
-            .endpoint
-            .iter()
-            .flat_map(|e| e.ports.iter().map(|p| p.published_port))
-            .collect();
-        let new_ports: BTreeSet<u32> = endpoint.ports.iter().map(|p| p.published_port).collect();
         service.previous_spec = current.spec.clone();
         service.spec = Some(previous);
         service.endpoint = Some(endpoint);
@@ -256,27 +250,7 @@ impl ControlApi {
             message: "manually requested rollback".into(),
         });
         state::touch_meta(&mut service.meta);
-        let mut txn = Txn::default();
-        txn.compares.push(Compare::Version {
-            key: state::service_key(&service.id),
-            version,
-        });
-        for p in old_ports.difference(&new_ports) {
-            txn.ops.push(Op::Delete {
-                key: state::ingress_port_key(*p),
-            });
-        }
-        for p in new_ports.difference(&old_ports) {
-            txn.compares.push(Compare::Version {
-                key: state::ingress_port_key(*p),
-                version: 0,
-            });
-            txn.ops.push(Op::Put {
-                key: state::ingress_port_key(*p),
-                value: service.id.clone().into_bytes(),
-            });
-        }
-        service_ops(&mut txn, &service);
+        let txn = service_write(&service, version, current.endpoint.as_ref());
         let rev = self.store.write(txn).await.map_err(store_status)?;
         service.meta.get_or_insert_with(Default::default).version = rev;
         tracing::info!(service = %name, "rollback requested");
@@ -289,6 +263,40 @@ impl ControlApi {
 /// Whether something on this host already listens on the TCP port.
 fn host_port_in_use(port: u32) -> bool {
     std::net::TcpListener::bind(("0.0.0.0", port as u16)).is_err()
+}
+
+/// The write of a changed service read at `version`: the service itself and
+/// the published-port index moved from `before` to its new endpoint (taken
+/// ports must be free, released ones are freed).
+fn service_write(service: &Service, version: u64, before: Option<&ServiceEndpoint>) -> Txn {
+    let ports = |e: Option<&ServiceEndpoint>| -> BTreeSet<u32> {
+        e.iter()
+            .flat_map(|e| e.ports.iter().map(|p| p.published_port))
+            .collect()
+    };
+    let (old, new) = (ports(before), ports(service.endpoint.as_ref()));
+    let mut txn = Txn::default();
+    txn.compares.push(Compare::Version {
+        key: state::service_key(&service.id),
+        version,
+    });
+    for p in old.difference(&new) {
+        txn.ops.push(Op::Delete {
+            key: state::ingress_port_key(*p),
+        });
+    }
+    for p in new.difference(&old) {
+        txn.compares.push(Compare::Version {
+            key: state::ingress_port_key(*p),
+            version: 0,
+        });
+        txn.ops.push(Op::Put {
+            key: state::ingress_port_key(*p),
+            value: service.id.clone().into_bytes(),
+        });
+    }
+    service_ops(&mut txn, service);
+    txn
 }
 
 fn service_ops(txn: &mut Txn, service: &Service) {
@@ -490,35 +498,9 @@ impl Control for ControlApi {
         }
         service.previous_spec = Some(old_spec);
         service.spec = Some(spec);
-        let old_ports: BTreeSet<u32> = current
-            .endpoint
-            .iter()
-            .flat_map(|e| e.ports.iter().map(|p| p.published_port))
-            .collect();
-        let new_ports: BTreeSet<u32> = endpoint.ports.iter().map(|p| p.published_port).collect();
         service.endpoint = Some(endpoint);
         state::touch_meta(&mut service.meta);
-        let mut txn = Txn::default();
-        txn.compares.push(Compare::Version {
-            key: state::service_key(&service.id),
-            version,
-        });
-        for p in old_ports.difference(&new_ports) {
-            txn.ops.push(Op::Delete {
-                key: state::ingress_port_key(*p),
-            });
-        }
-        for p in new_ports.difference(&old_ports) {
-            txn.compares.push(Compare::Version {
-                key: state::ingress_port_key(*p),
-                version: 0,
-            });
-            txn.ops.push(Op::Put {
-                key: state::ingress_port_key(*p),
-                value: service.id.clone().into_bytes(),
-            });
-        }
-        service_ops(&mut txn, &service);
+        let txn = service_write(&service, version, current.endpoint.as_ref());
         let rev = self.store.write(txn).await.map_err(store_status)?;
         service.meta.get_or_insert_with(Default::default).version = rev;
         Ok(Response::new(ServiceResponse {

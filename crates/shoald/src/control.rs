@@ -14,6 +14,7 @@ use crate::daemon::Daemon;
 use crate::node::Membership;
 
 const NOT_IN_SWARM: &str = "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to connect this node to swarm and try again.";
+const STARTING: &str = "shoald is starting: this manager is rejoining the swarm; retry in a moment";
 const WORKER: &str = "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. Please run this command on a manager node or promote the current node to a manager.";
 
 /// `Control` as served on the node socket.
@@ -30,14 +31,15 @@ pub struct NodeDispatcher {
 
 impl NodeControl {
     fn manager(&self) -> Result<ControlApi, Status> {
-        match self.0.manager() {
-            Some(m) => Ok(m.control()),
-            None if self.0.membership() == Membership::Worker => {
-                Err(Status::failed_precondition(WORKER))
-            }
-            None => Err(Status::failed_precondition(NOT_IN_SWARM)),
+        match (self.0.manager(), self.0.membership()) {
+            (Some(m), _) => Ok(m.control()),
+            (None, Membership::Worker) => Err(Status::failed_precondition(WORKER)),
+            // Between start-up and the manager role resuming.
+            (None, Membership::Manager) => Err(Status::unavailable(STARTING)),
+            (None, Membership::None) => Err(Status::failed_precondition(NOT_IN_SWARM)),
         }
     }
+
 }
 
 impl NodeDispatcher {

@@ -168,7 +168,8 @@ impl Node {
             || {
                 let out = self.shoal(&["node", "ls"]);
                 let (_, err) = text(&out);
-                if err.contains("cannot connect") {
+                // Up, and past start-up (a restarted manager resumes its role).
+                if err.contains("cannot connect") || err.contains("shoald is starting") {
                     Err(err)
                 } else {
                     Ok(())
@@ -231,6 +232,24 @@ impl Node {
     pub fn curl_to(&self, ip: Ipv4Addr, port: u16) -> Result<String, String> {
         self.ns
             .curl_url(&format!("http://{ip}:{port}/"), Duration::from_secs(5))
+    }
+
+    /// `n` curls to `port`: how many replies each task gave (the first word
+    /// of a `shoal/echo` reply is the task's name). The first failure ends it.
+    pub fn distribution(
+        &self,
+        port: u16,
+        n: usize,
+    ) -> Result<std::collections::BTreeMap<String, usize>, String> {
+        let mut seen = std::collections::BTreeMap::new();
+        for i in 0..n {
+            let body = self
+                .curl(port)
+                .map_err(|e| format!("curl #{i} on {}: {e}", self.name))?;
+            let task = body.split_whitespace().next().unwrap_or("").to_string();
+            *seen.entry(task).or_default() += 1;
+        }
+        Ok(seen)
     }
 
     /// The node's `/routes` JSON.
