@@ -224,6 +224,72 @@ struct ContainerSpecJson {
     env: Vec<String>,
     #[serde(skip_serializing_if = "String::is_empty")]
     dir: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<HealthcheckJson>,
+}
+
+/// Docker's `HealthConfig`; durations in nanoseconds.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct HealthcheckJson {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    test: Vec<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    interval: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    timeout: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    start_period: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    retries: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
+}
+
+/// Docker's `Resources` / `Limit`: omitted fields are unset.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ResourceJson {
+    #[serde(rename = "NanoCPUs", skip_serializing_if = "is_zero_i64")]
+    nano_cpus: i64,
+    #[serde(skip_serializing_if = "is_zero_i64")]
+    memory_bytes: i64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ResourcesJson {
+    limits: ResourceJson,
+    reservations: ResourceJson,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct SpreadJson {
+    spread_descriptor: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PreferenceJson {
+    spread: SpreadJson,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PlacementJson {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    constraints: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    preferences: Vec<PreferenceJson>,
+    #[serde(skip_serializing_if = "is_zero")]
+    max_replicas: u64,
 }
 
 #[derive(Serialize)]
@@ -241,7 +307,9 @@ struct RestartPolicyJson {
 #[serde(rename_all = "PascalCase")]
 struct TaskTemplateJson {
     container_spec: ContainerSpecJson,
+    resources: ResourcesJson,
     restart_policy: RestartPolicyJson,
+    placement: PlacementJson,
     force_update: u64,
     runtime: &'static str,
 }
@@ -420,6 +488,44 @@ fn container_spec_json(spec: &pb::ServiceSpec) -> ContainerSpecJson {
         args: spec.command.clone(),
         env: spec.env.clone(),
         dir: spec.workdir.clone(),
+        healthcheck: spec.health.as_ref().map(|h| HealthcheckJson {
+            test: h.test.clone(),
+            interval: h.interval_ms * 1_000_000,
+            timeout: h.timeout_ms * 1_000_000,
+            start_period: h.start_period_ms * 1_000_000,
+            retries: h.retries,
+        }),
+    }
+}
+
+fn resources_json(spec: &pb::ServiceSpec) -> ResourcesJson {
+    let r = spec.resources.unwrap_or_default();
+    ResourcesJson {
+        limits: ResourceJson {
+            nano_cpus: r.limit_nano_cpus,
+            memory_bytes: r.limit_memory_bytes,
+        },
+        reservations: ResourceJson {
+            nano_cpus: r.reserve_nano_cpus,
+            memory_bytes: r.reserve_memory_bytes,
+        },
+    }
+}
+
+fn placement_json(spec: &pb::ServiceSpec) -> PlacementJson {
+    let p = spec.placement.clone().unwrap_or_default();
+    PlacementJson {
+        constraints: p.constraints,
+        preferences: p
+            .preferences
+            .iter()
+            .map(|pref| PreferenceJson {
+                spread: SpreadJson {
+                    spread_descriptor: pref.strip_prefix("spread=").unwrap_or(pref).to_string(),
+                },
+            })
+            .collect(),
+        max_replicas: p.max_replicas_per_node,
     }
 }
 
@@ -439,7 +545,9 @@ fn service_spec_json(spec: &pb::ServiceSpec) -> ServiceSpecJson {
         labels: spec.labels.clone().into_iter().collect(),
         task_template: TaskTemplateJson {
             container_spec: container_spec_json(spec),
+            resources: resources_json(spec),
             restart_policy: restart_json(spec),
+            placement: placement_json(spec),
             force_update: spec.force_update,
             runtime: runtime_name(spec.runtime),
         },
@@ -495,7 +603,9 @@ pub fn service_json(s: &pb::Service) -> ServiceJson {
 #[serde(rename_all = "PascalCase")]
 struct TaskSpecJson {
     container_spec: ContainerSpecJson,
+    resources: ResourcesJson,
     restart_policy: RestartPolicyJson,
+    placement: PlacementJson,
     runtime: &'static str,
 }
 
@@ -507,6 +617,9 @@ struct ContainerStatusJson {
     #[serde(rename = "PID")]
     pid: u32,
     exit_code: i32,
+    /// `starting`, `healthy` or `unhealthy` when the task has a health check.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    health: String,
 }
 
 #[derive(Serialize)]
@@ -601,7 +714,9 @@ pub fn task_json(t: &pb::Task) -> TaskJson {
         labels: BTreeMap::new(),
         spec: TaskSpecJson {
             container_spec: container_spec_json(&spec),
+            resources: resources_json(&spec),
             restart_policy: restart_json(&spec),
+            placement: placement_json(&spec),
             runtime: runtime_name(spec.runtime),
         },
         service_id: t.service_id.clone(),
@@ -616,6 +731,7 @@ pub fn task_json(t: &pb::Task) -> TaskJson {
                 container_id: t.id.clone(),
                 pid: status.pid,
                 exit_code: status.exit_code,
+                health: status.health.clone(),
             },
             port_status: PortStatusJson {
                 ports: ports_json(&host_ports),
@@ -803,6 +919,7 @@ pub fn service_pretty(s: &pb::Service) -> String {
             o.push_str(&format!(" Message:\t{}\n", st.message));
         }
     }
+    pretty_placement(&mut o, &spec);
     let r = restart_json(&spec);
     o.push_str("RestartPolicy:\n");
     o.push_str(&format!(" Condition:\t{}\n", r.condition));
@@ -830,6 +947,7 @@ pub fn service_pretty(s: &pb::Service) -> String {
     if !spec.workdir.is_empty() {
         o.push_str(&format!(" Dir:\t\t{}\n", spec.workdir));
     }
+    pretty_resources(&mut o, &spec);
     o.push_str(&format!("Runtime:\t{}\n", runtime_name(spec.runtime)));
     o.push_str("Endpoint Mode:\tvip\n");
     let ports = s
@@ -848,6 +966,76 @@ pub fn service_pretty(s: &pb::Service) -> String {
         }
     }
     o
+}
+
+/// Docker's `Placement:` section: Go-formatted lists (`[a b]`).
+fn pretty_placement(o: &mut String, spec: &pb::ServiceSpec) {
+    let p = spec.placement.clone().unwrap_or_default();
+    if p.constraints.is_empty() && p.preferences.is_empty() && p.max_replicas_per_node == 0 {
+        return;
+    }
+    o.push_str("Placement:\n");
+    if !p.constraints.is_empty() {
+        o.push_str(&format!(" Constraints:\t[{}]\n", p.constraints.join(" ")));
+    }
+    if !p.preferences.is_empty() {
+        o.push_str(&format!(" Preferences:   [{}]\n", p.preferences.join(" ")));
+    }
+    if p.max_replicas_per_node > 0 {
+        o.push_str(&format!(
+            " Max Replicas Per Node:   {}\n",
+            p.max_replicas_per_node
+        ));
+    }
+}
+
+/// Docker's `Resources:` section: CPUs as a decimal, memory in binary units.
+fn pretty_resources(o: &mut String, spec: &pb::ServiceSpec) {
+    let r = spec.resources.unwrap_or_default();
+    let section = |o: &mut String, title: &str, cpu: i64, mem: i64| {
+        if cpu == 0 && mem == 0 {
+            return;
+        }
+        o.push_str(&format!(" {title}:\n"));
+        if cpu > 0 {
+            o.push_str(&format!("  CPU:\t\t{}\n", cpu as f64 / 1e9));
+        }
+        if mem > 0 {
+            o.push_str(&format!("  Memory:\t{}\n", bytes_size(mem)));
+        }
+    };
+    if r == pb::Resources::default() {
+        return;
+    }
+    o.push_str("Resources:\n");
+    section(
+        o,
+        "Reservations",
+        r.reserve_nano_cpus,
+        r.reserve_memory_bytes,
+    );
+    section(o, "Limits", r.limit_nano_cpus, r.limit_memory_bytes);
+}
+
+/// Docker's `units.BytesSize`: binary units, up to 4 significant digits
+/// (`64MiB`, `1.5GiB`).
+pub fn bytes_size(n: i64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    // Go's %.4g: four significant digits, trailing zeros dropped.
+    let int_digits = (v.max(1.0).log10().floor() as usize) + 1;
+    let s = format!("{v:.*}", 4usize.saturating_sub(int_digits));
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
+    format!("{s}{}", UNITS[i])
 }
 
 /// The body of Docker's `UpdateConfig:` / `RollbackConfig:` sections.

@@ -5,6 +5,7 @@
 //! - `update`: flags applied to the current spec (or a rollback requested),
 //!   then the progress display; also `rollback`.
 //! - `policy`: the `--update-*` / `--rollback-*` flags both share.
+//! - `template`: placement, resources and health-check flags both share.
 //! - `ls`, `ps`: the two tables.
 //! - `scale`, `rm`, `inspect`: small verbs over Get/Update/RemoveService.
 //! - `logs`: the `ServiceLogs` stream with Docker's line prefix.
@@ -15,6 +16,7 @@ mod ls;
 mod policy;
 pub mod ps;
 mod simple;
+mod template;
 mod update;
 
 use crate::client::{self, Host};

@@ -273,3 +273,91 @@ fn service_pretty_lists_ports() {
         "Ports:\n PublishedPort = 8080\n  Protocol = tcp\n  TargetPort = 80\n  PublishMode = ingress\n"
     ));
 }
+
+fn placed_service() -> pb::Service {
+    let mut s = service();
+    let spec = s.spec.as_mut().unwrap();
+    spec.placement = Some(pb::Placement {
+        constraints: vec!["node.role==manager".into(), "node.labels.zone!=a".into()],
+        preferences: vec!["spread=node.labels.zone".into()],
+        max_replicas_per_node: 2,
+    });
+    spec.resources = Some(pb::Resources {
+        reserve_nano_cpus: 500_000_000,
+        reserve_memory_bytes: 64 << 20,
+        limit_nano_cpus: 0,
+        limit_memory_bytes: 3 << 29,
+    });
+    spec.health = Some(pb::HealthCheck {
+        test: vec!["CMD-SHELL".into(), "true".into()],
+        interval_ms: 30_000,
+        timeout_ms: 30_000,
+        retries: 3,
+        start_period_ms: 0,
+    });
+    s
+}
+
+#[test]
+fn placement_resources_and_healthcheck_shape() {
+    let v = serde_json::to_value(service_json(&placed_service())).unwrap();
+    let tt = &v["Spec"]["TaskTemplate"];
+    assert_eq!(
+        tt["Placement"]["Constraints"],
+        serde_json::json!(["node.role==manager", "node.labels.zone!=a"])
+    );
+    assert_eq!(
+        tt["Placement"]["Preferences"],
+        serde_json::json!([{"Spread": {"SpreadDescriptor": "node.labels.zone"}}])
+    );
+    assert_eq!(tt["Placement"]["MaxReplicas"], 2);
+    assert_eq!(tt["Resources"]["Reservations"]["NanoCPUs"], 500_000_000);
+    assert_eq!(tt["Resources"]["Reservations"]["MemoryBytes"], 64 << 20);
+    assert_eq!(tt["Resources"]["Limits"]["MemoryBytes"], 3 << 29);
+    assert!(tt["Resources"]["Limits"].get("NanoCPUs").is_none());
+    let hc = &tt["ContainerSpec"]["Healthcheck"];
+    assert_eq!(hc["Test"], serde_json::json!(["CMD-SHELL", "true"]));
+    assert_eq!(hc["Interval"], 30_000_000_000u64);
+    assert_eq!(hc["Timeout"], 30_000_000_000u64);
+    assert_eq!(hc["Retries"], 3);
+    assert!(hc.get("StartPeriod").is_none());
+    assert_eq!(
+        render_template("{{.Spec.TaskTemplate.Placement.Constraints}}", &v).unwrap(),
+        "[node.role==manager node.labels.zone!=a]"
+    );
+
+    // Without any: Docker's empty objects, no Healthcheck.
+    let v = serde_json::to_value(service_json(&service())).unwrap();
+    let tt = &v["Spec"]["TaskTemplate"];
+    assert_eq!(tt["Placement"], serde_json::json!({}));
+    assert_eq!(
+        tt["Resources"],
+        serde_json::json!({"Limits": {}, "Reservations": {}})
+    );
+    assert!(tt["ContainerSpec"].get("Healthcheck").is_none());
+}
+
+#[test]
+fn service_pretty_placement_and_resources() {
+    let out = service_pretty(&placed_service());
+    assert!(out.contains(
+        "Placement:\n Constraints:\t[node.role==manager node.labels.zone!=a]\n Preferences:   [spread=node.labels.zone]\n Max Replicas Per Node:   2\n"
+    ), "{out}");
+    assert!(out.contains(
+        "Resources:\n Reservations:\n  CPU:\t\t0.5\n  Memory:\t64MiB\n Limits:\n  Memory:\t1.5GiB\n"
+    ), "{out}");
+    assert!(!service_pretty(&service()).contains("Placement:"));
+    assert_eq!(bytes_size(1000), "1000B");
+    assert_eq!(bytes_size(1 << 30), "1GiB");
+    assert_eq!(bytes_size(1_234_567), "1.177MiB");
+}
+
+#[test]
+fn task_health_in_container_status() {
+    let mut t = task();
+    let v = serde_json::to_value(task_json(&t)).unwrap();
+    assert!(v["Status"]["ContainerStatus"].get("Health").is_none());
+    t.status.as_mut().unwrap().health = "starting".into();
+    let v = serde_json::to_value(task_json(&t)).unwrap();
+    assert_eq!(v["Status"]["ContainerStatus"]["Health"], "starting");
+}

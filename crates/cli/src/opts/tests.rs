@@ -326,3 +326,51 @@ fn env_keys() {
         "invalid argument \"=1\" for \"--env-add\" flag: expected KEY=VALUE"
     );
 }
+
+#[test]
+fn cpus_are_nano_cpus() {
+    assert_eq!(parse_cpus("0.5", "--reserve-cpu").unwrap(), 500_000_000);
+    assert_eq!(parse_cpus("2", "--reserve-cpu").unwrap(), 2_000_000_000);
+    assert_eq!(parse_cpus(".25", "--reserve-cpu").unwrap(), 250_000_000);
+    assert_eq!(parse_cpus("0.000000001", "--limit-cpu").unwrap(), 1);
+    assert_eq!(
+        parse_cpus("0.0000000001", "--limit-cpu")
+            .unwrap_err()
+            .to_string(),
+        r#"invalid argument "0.0000000001" for "--limit-cpu" flag: value is too precise (at most 9 decimals)"#
+    );
+    for bad in ["", ".", "-1", "1.2.3", "abc", "1e3"] {
+        assert!(parse_cpus(bad, "--reserve-cpu").is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn ram_uses_dockers_binary_units() {
+    for (v, want) in [
+        ("64MiB", 64 << 20),
+        ("128M", 128 << 20),
+        ("1G", 1 << 30),
+        ("1gb", 1 << 30),
+        ("512", 512),
+        ("10k", 10 << 10),
+        ("1.5g", 3 << 29),
+        ("2 MB", 2 << 20),
+    ] {
+        assert_eq!(parse_ram(v, "--reserve-memory").unwrap(), want, "{v}");
+    }
+    for bad in ["", "M", "-1M", "12XB", "1.2.3M"] {
+        assert!(parse_ram(bad, "--reserve-memory").is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn constraints_and_preferences_are_checked_client_side() {
+    assert_eq!(
+        parse_constraint("node.labels.zone != a", "--constraint").unwrap(),
+        "node.labels.zone != a"
+    );
+    assert!(parse_constraint("engine.labels.disk==ssd", "--constraint").is_ok());
+    assert!(parse_constraint("node.labels.==ssd", "--constraint").is_err());
+    assert!(parse_placement_pref("spread=node.labels.zone", "--placement-pref").is_ok());
+    assert!(parse_placement_pref("spread", "--placement-pref").is_err());
+}

@@ -10,6 +10,7 @@ use crate::opts;
 use crate::progress;
 
 use super::policy::PolicyArgs;
+use super::template::{CreatePlacementArgs, TemplateArgs};
 
 /// `shoal service create [OPTIONS] IMAGE [COMMAND] [ARG...]`.
 #[derive(Debug, clap::Args)]
@@ -59,6 +60,12 @@ pub struct CreateArgs {
     /// `--update-*` and `--rollback-*`.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// `--constraint`, `--placement-pref`.
+    #[command(flatten)]
+    pub placement: CreatePlacementArgs,
+    /// `--replicas-max-per-node`, `--reserve-*`, `--limit-*`, `--health-*`.
+    #[command(flatten)]
+    pub template: TemplateArgs,
     /// Image reference (shoal/echo, shoal/timecheck, or a label for a process).
     pub image: String,
     /// Command and arguments (everything after IMAGE).
@@ -116,6 +123,8 @@ pub fn build(a: &CreateArgs) -> anyhow::Result<pb::ServiceSpec> {
         health: None,
     };
     a.policy.apply(&mut spec)?;
+    a.placement.apply(&mut spec)?;
+    a.template.apply(&mut spec)?;
     Ok(spec)
 }
 
@@ -246,6 +255,44 @@ mod tests {
         assert_eq!(spec.mode, ServiceMode::Global as i32);
         let spec = build(&parse(&["--replicas=0", "shoal/echo"])).unwrap();
         assert_eq!(spec.replicas, 0);
+    }
+
+    #[test]
+    fn placement_resources_and_health_flags_reach_the_spec() {
+        let spec = build(&parse(&[
+            "--constraint",
+            "node.role==manager",
+            "--placement-pref",
+            "spread=node.labels.zone",
+            "--replicas-max-per-node",
+            "1",
+            "--reserve-memory",
+            "64MiB",
+            "--health-cmd",
+            "true",
+            "shoal/echo",
+        ]))
+        .unwrap();
+        assert_eq!(spec.placement.unwrap().constraints, ["node.role==manager"]);
+        assert_eq!(spec.resources.unwrap().reserve_memory_bytes, 64 << 20);
+        assert_eq!(spec.health.unwrap().test, ["CMD-SHELL", "true"]);
+        let err = build(&parse(&["--constraint", "node.role", "shoal/echo"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid argument \"node.role\" for \"--constraint\" flag: constraint has no operator (use == or !=)"
+        );
+        let err = build(&parse(&[
+            "--mode",
+            "global",
+            "--replicas-max-per-node",
+            "1",
+            "shoal/echo",
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--replicas-max-per-node can only be used with replicated mode"
+        );
     }
 
     #[test]

@@ -135,6 +135,16 @@ fn matches(t: &pb::Task, f: &TaskFilters, hosts: &HashMap<String, String>) -> bo
         && (f.ids.is_empty() || f.ids.iter().any(|i| t.id.starts_with(i.as_str())))
 }
 
+/// What CURRENT STATE adds for a task's health check, as `docker ps` does:
+/// nothing when healthy or without a check.
+pub fn health_suffix(health: &str) -> &'static str {
+    match health {
+        "starting" => " (health: starting)",
+        "unhealthy" => " (unhealthy)",
+        _ => "",
+    }
+}
+
 /// The table rows (ID, NAME, IMAGE, NODE, DESIRED STATE, CURRENT STATE,
 /// ERROR, PORTS), grouped by slot with the newest task first.
 pub fn rows(
@@ -171,9 +181,10 @@ pub fn rows(
             t.meta.as_ref().map_or(now_ms, |m| m.updated_at_ms)
         };
         let current = format!(
-            "{} {} ago",
+            "{} {} ago{}",
             shoal_api::state::task_state_title(state(status.state)),
-            human_duration(age(now_ms, since)).to_lowercase()
+            human_duration(age(now_ms, since)).to_lowercase(),
+            health_suffix(&status.health)
         );
         let err = if status.err.is_empty() {
             String::new()

@@ -11,6 +11,7 @@ use crate::client::{DaemonExt, Host};
 use crate::{inspect, opts, progress};
 
 use super::policy::PolicyArgs;
+use super::template::{TemplateArgs, UpdatePlacementArgs};
 
 #[cfg(test)]
 mod tests;
@@ -60,6 +61,12 @@ pub struct UpdateArgs {
     /// `--update-*` and `--rollback-*`.
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// `--constraint-add/-rm`, `--placement-pref-add/-rm`.
+    #[command(flatten)]
+    pub placement: UpdatePlacementArgs,
+    /// `--replicas-max-per-node`, `--reserve-*`, `--limit-*`, `--health-*`.
+    #[command(flatten)]
+    pub template: TemplateArgs,
     /// Force update even if no changes require it.
     #[arg(long)]
     pub force: bool,
@@ -114,6 +121,8 @@ pub struct Edits {
     restart_delay_ms: Option<u64>,
     restart_max_attempts: Option<u64>,
     restart_window_ms: Option<u64>,
+    placement: UpdatePlacementArgs,
+    template: TemplateArgs,
     force: bool,
 }
 
@@ -191,12 +200,24 @@ impl Edits {
             || a.restart_delay.is_some()
             || a.restart_max_attempts.is_some()
             || a.restart_window.is_some()
+            || a.placement.any()
+            || a.template.any()
             || a.force;
         if a.rollback && spec_flags {
             bail!("other flags may not be combined with --rollback");
         }
         // The policy flags are applied to the real spec later; check them now.
         a.policy.apply(&mut pb::ServiceSpec::default())?;
+        a.placement.check()?;
+        // Checks the template flags' values against a spec that has a health command.
+        let mut probe = pb::ServiceSpec {
+            health: Some(pb::HealthCheck {
+                test: vec!["CMD-SHELL".into(), "true".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        a.template.apply(&mut probe)?;
         if a.image.as_deref() == Some("") {
             bail!("invalid argument \"\" for \"--image\" flag: must not be empty");
         }
@@ -254,6 +275,8 @@ impl Edits {
                 .map(|v| opts::parse_count(v, "--restart-max-attempts"))
                 .transpose()?,
             restart_window_ms: duration_ms(&a.restart_window, "--restart-window")?,
+            placement: a.placement.clone(),
+            template: a.template.clone(),
             force: a.force,
         })
     }
@@ -327,6 +350,8 @@ impl Edits {
             restart.window_ms = w;
         }
         policy.apply(&mut spec)?;
+        self.placement.apply(&mut spec)?;
+        self.template.apply(&mut spec)?;
         if self.force {
             spec.force_update = spec.force_update.wrapping_add(1);
         }

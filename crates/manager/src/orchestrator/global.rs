@@ -1,9 +1,12 @@
-//! Global services: one live task on every node that is Ready and Active.
+//! Global services: one live task on every node that is Ready and Active
+//! and satisfies the service's placement constraints. A node that stops
+//! matching (its labels or role changed) loses its task.
 
 use shoal_api::pb::{NodeAvailability, NodeState, ServiceMode, Task, TaskState};
 use shoal_api::state::is_terminal;
 
 use super::{add_task, is_live, new_task, restart, set_desired, task_state, Changes};
+use crate::placement;
 use crate::state::ClusterView;
 
 /// Whether tasks on `node_id` must move elsewhere: the node is gone, Down,
@@ -53,6 +56,16 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
         .collect();
     let eligible = eligible_nodes(view);
     for service in services {
+        let spec = service.spec.clone().unwrap_or_default();
+        let eligible: Vec<String> = eligible
+            .iter()
+            .filter(|n| {
+                view.nodes
+                    .get(*n)
+                    .is_some_and(|node| placement::spec_matches(node, &spec))
+            })
+            .cloned()
+            .collect();
         let tasks: Vec<Task> = view.tasks_of(&service.id).cloned().collect();
         for node in &eligible {
             let history: Vec<&Task> = tasks.iter().filter(|t| &t.node_id == node).collect();
@@ -72,7 +85,8 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
                 Some(_) => {}
             }
         }
-        // Nodes that left the eligible set (drained, down, removed) lose their task.
+        // Nodes that left the eligible set (drained, down, removed, no longer
+        // matching the constraints) lose their task.
         for t in tasks
             .iter()
             .filter(|t| is_live(t) && !eligible.contains(&t.node_id))

@@ -8,6 +8,7 @@ use shoal_api::state::is_terminal;
 use super::{
     add_task, global, is_live, new_task, restart, set_desired, task_state, update, Changes,
 };
+use crate::placement;
 use crate::state::ClusterView;
 
 pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
@@ -52,11 +53,16 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
                         add_task(view, changes, task);
                     }
                 }
-                // Its node went Down, was drained or removed: replace it
-                // elsewhere now; the old task is told to stop if the node returns.
+                // Its node went Down, was drained or removed, or no longer
+                // satisfies the task's constraints (the constraint enforcer):
+                // replace it elsewhere now; the old task is told to stop.
                 Some(current)
                     if !current.node_id.is_empty()
-                        && global::node_unavailable(view, &current.node_id) =>
+                        && (global::node_unavailable(view, &current.node_id)
+                            || !view
+                                .nodes
+                                .get(&current.node_id)
+                                .is_some_and(|n| placement::task_allowed_on(n, current))) =>
                 {
                     set_desired(view, changes, &current.id, TaskState::Shutdown);
                     let task = new_task(&service, slot, "", now, now);

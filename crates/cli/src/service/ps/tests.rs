@@ -175,3 +175,24 @@ fn global_tasks_are_named_by_node() {
     t.node_id = "abcdefabcdefabcdefabcdefa".into();
     assert_eq!(slot_name(&t), "timecheck.abcdefabcdefabcdefabcdefa");
 }
+
+#[test]
+fn current_state_shows_health_unless_healthy() {
+    assert_eq!(health_suffix(""), "");
+    assert_eq!(health_suffix("healthy"), "");
+    assert_eq!(health_suffix("starting"), " (health: starting)");
+    assert_eq!(health_suffix("unhealthy"), " (unhealthy)");
+    let mut starting = task("a1", 1, 5, TaskState::Running, TaskState::Running);
+    starting.status.as_mut().unwrap().health = "starting".into();
+    let mut healthy = task("b2", 2, 5, TaskState::Running, TaskState::Running);
+    healthy.status.as_mut().unwrap().health = "healthy".into();
+    let rows = rows(
+        &[starting, healthy],
+        &hosts(),
+        &TaskFilters::default(),
+        RowOptions::default(),
+        NOW,
+    );
+    assert_eq!(rows[0][5], "Running 5 seconds ago (health: starting)");
+    assert_eq!(rows[1][5], "Running 5 seconds ago");
+}

@@ -312,3 +312,36 @@ fn rollback_command_flags() {
     assert_eq!(r.service, "web");
     assert!(R::try_parse_from(["rollback"]).is_err());
 }
+
+#[test]
+fn placement_and_template_flags_edit_the_spec_and_exclude_rollback() {
+    let spec = apply(&[
+        "--constraint-add",
+        "node.labels.zone==a",
+        "--reserve-cpu",
+        "0.25",
+        "--no-healthcheck",
+    ])
+    .unwrap();
+    assert_eq!(spec.placement.unwrap().constraints, ["node.labels.zone==a"]);
+    assert_eq!(spec.resources.unwrap().reserve_nano_cpus, 250_000_000);
+    assert_eq!(spec.health.unwrap().test, ["NONE"]);
+    // Checked before connecting.
+    let a = parse(&["--constraint-add", "zone", "web"]);
+    assert!(Edits::parse(&a)
+        .unwrap_err()
+        .to_string()
+        .contains("\"--constraint-add\" flag: constraint has no operator"));
+    let a = parse(&["--no-healthcheck", "--health-retries", "2", "web"]);
+    assert_eq!(
+        Edits::parse(&a).unwrap_err().to_string(),
+        "--no-healthcheck conflicts with --health-retries: drop one of them"
+    );
+    let a = parse(&["--rollback", "--constraint-rm", "x==y", "web"]);
+    assert_eq!(
+        Edits::parse(&a).unwrap_err().to_string(),
+        "other flags may not be combined with --rollback"
+    );
+    // A health timing without a command check on the service is refused.
+    assert!(err(&["--health-interval", "5s"]).contains("needs --health-cmd"));
+}
