@@ -55,6 +55,27 @@ fn three_managers_survive_the_leader_and_refuse_writes_without_quorum() {
     for n in &c.nodes {
         n.wait_routed(8080, 4);
     }
+    // Logs asked on a follower are relayed to the leader's log broker.
+    c.node(1).shoal_ok(&[
+        "service",
+        "create",
+        "-q",
+        "--name",
+        "tc",
+        "shoal/timecheck:3",
+    ]);
+    assert_eventually(
+        "service logs through a follower",
+        Duration::from_secs(20),
+        || {
+            let logs = c.node(2).shoal_ok(&["service", "logs", "tc"]);
+            if logs.contains("App version: 3; time check:") {
+                Ok(())
+            } else {
+                Err(logs)
+            }
+        },
+    );
 
     // A stream of creates through node-2 while the leader dies.
     let host = c.node(1).host();

@@ -76,6 +76,17 @@ impl Dispatcher for FakeDispatcher {
         Ok(Response::new(HeartbeatResponse { period_ms: 100 }))
     }
 
+    type ServiceLogsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<shoal_api::pb::LogMessage, Status>> + Send>,
+    >;
+
+    async fn service_logs(
+        &self,
+        _: Request<shoal_api::pb::ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+
     async fn feed_applied(
         &self,
         _: Request<shoal_api::pb::FeedAppliedRequest>,

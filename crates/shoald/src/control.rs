@@ -39,7 +39,6 @@ impl NodeControl {
             (None, Membership::None) => Err(Status::failed_precondition(NOT_IN_SWARM)),
         }
     }
-
 }
 
 impl NodeDispatcher {
@@ -172,7 +171,13 @@ impl Control for NodeControl {
         &self,
         req: Request<ServiceLogsRequest>,
     ) -> Result<Response<Self::ServiceLogsStream>, Status> {
-        self.manager()?.service_logs(req).await
+        let control = self.manager()?;
+        // Agents publish logs to the leader's broker: a follower relays.
+        if let Some(mut leader) = self.0.leader_dispatcher()? {
+            let stream = leader.service_logs(req.into_inner()).await?.into_inner();
+            return Ok(Response::new(Box::pin(stream) as Self::ServiceLogsStream));
+        }
+        control.service_logs(req).await
     }
 }
 
@@ -194,6 +199,30 @@ impl Dispatcher for NodeDispatcher {
             return Ok(Response::new(Box::pin(stream) as Self::SessionStream));
         }
         self.manager()?.session(req).await
+    }
+
+    type ServiceLogsStream = <ControlApi as Control>::ServiceLogsStream;
+
+    /// A follower manager's `service logs`, answered here on the leader.
+    async fn service_logs(
+        &self,
+        req: Request<ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        if self.remote {
+            match shoal_manager::ca::peer_identity(&req)? {
+                (_, shoal_manager::ca::CertRole::Manager) => {}
+                (node, _) => {
+                    return Err(Status::permission_denied(format!(
+                        "node {node} is not a manager"
+                    )))
+                }
+            }
+        }
+        let manager = self
+            .daemon
+            .manager()
+            .ok_or_else(|| Status::unavailable("this node is not a manager"))?;
+        manager.control().service_logs(req).await
     }
 
     async fn feed_applied(

@@ -487,6 +487,18 @@ impl Dispatcher for DispatcherApi {
         Ok(Response::new(FeedAppliedResponse {}))
     }
 
+    type ServiceLogsStream = BoxStream<LogMessage>;
+
+    /// Answered by the node (it holds the control API); see shoald.
+    async fn service_logs(
+        &self,
+        _: Request<ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        Err(Status::unimplemented(
+            "relayed logs are answered by the leader's node",
+        ))
+    }
+
     type ListenSubscriptionsStream = BoxStream<LogSubscription>;
 
     async fn listen_subscriptions(
