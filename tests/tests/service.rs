@@ -333,3 +333,105 @@ fn process_runtime_env_workdir_and_logs() {
         "request log on stderr: {stderr}"
     );
 }
+
+#[test]
+fn stop_signal_and_grace_period() {
+    if !require_root("stop_signal_and_grace_period") {
+        return;
+    }
+    let c = Cluster::single("stopsig");
+    let n = &c.node;
+    let script =
+        "trap 'echo got-int; exit 0' INT; trap '' TERM; echo up; while true; do sleep 0.1; done";
+    n.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "polite",
+        "--stop-signal",
+        "SIGINT",
+        "--stop-grace-period",
+        "30s",
+        "--runtime",
+        "process",
+        "sh-img",
+        "sh",
+        "-c",
+        script,
+    ]);
+    n.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "stubborn",
+        "--stop-grace-period",
+        "1s",
+        "--runtime",
+        "process",
+        "sh-img",
+        "sh",
+        "-c",
+        script,
+    ]);
+    for svc in ["polite", "stubborn"] {
+        assert_eventually(&format!("{svc} runs"), Duration::from_secs(20), || {
+            let logs = n.shoal_ok(&["service", "logs", svc]);
+            if logs.contains("| up") {
+                Ok(())
+            } else {
+                Err(logs)
+            }
+        });
+    }
+    let inspect: serde_json::Value =
+        serde_json::from_str(&n.shoal_ok(&["service", "inspect", "polite"])).unwrap();
+    let cs = &inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(cs["StopSignal"], "SIGINT", "{cs}");
+    assert_eq!(cs["StopGracePeriod"], 30_000_000_000u64, "{cs}");
+
+    // --force replaces each task; the old ones stay in history with their logs.
+    let started = std::time::Instant::now();
+    n.shoal_ok(&["service", "update", "-d", "--force", "polite"]);
+    n.shoal_ok(&["service", "update", "-d", "--force", "stubborn"]);
+    let stopped = |svc: &str| -> Result<serde_json::Value, String> {
+        let ids = n.shoal_ok(&[
+            "service",
+            "ps",
+            "-q",
+            "--no-trunc",
+            "-f",
+            "desired-state=shutdown",
+            svc,
+        ]);
+        let id = ids.lines().next().ok_or("no old task yet")?.to_string();
+        let task: serde_json::Value = serde_json::from_str(&n.shoal_ok(&["inspect", &id])).unwrap();
+        match task[0]["Status"]["State"].as_str() {
+            Some("shutdown" | "failed" | "complete") => Ok(task[0]["Status"].clone()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    let polite = assert_eventually("polite's old task stopped", Duration::from_secs(20), || {
+        stopped("polite")
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "SIGINT stopped it well inside its 30 s grace: {polite}"
+    );
+    assert_eq!(polite["ContainerStatus"]["ExitCode"], 0, "{polite}");
+    let logs = n.shoal_ok(&["service", "logs", "polite"]);
+    assert!(
+        logs.contains("| got-int"),
+        "the task got its stop signal: {logs}"
+    );
+    let stubborn = assert_eventually(
+        "stubborn's old task killed",
+        Duration::from_secs(20),
+        || stopped("stubborn"),
+    );
+    assert_eq!(
+        stubborn["ContainerStatus"]["ExitCode"], 137,
+        "SIGKILL after the 1 s grace period: {stubborn}"
+    );
+}

@@ -226,6 +226,11 @@ struct ContainerSpecJson {
     dir: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     healthcheck: Option<HealthcheckJson>,
+    /// Nanoseconds, as Docker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_grace_period: Option<u64>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    stop_signal: String,
 }
 
 /// Docker's `HealthConfig`; durations in nanoseconds.
@@ -495,6 +500,9 @@ fn container_spec_json(spec: &pb::ServiceSpec) -> ContainerSpecJson {
             start_period: h.start_period_ms * 1_000_000,
             retries: h.retries,
         }),
+        stop_grace_period: (spec.stop_grace_period_ms > 0)
+            .then_some(spec.stop_grace_period_ms * 1_000_000),
+        stop_signal: spec.stop_signal.clone(),
     }
 }
 

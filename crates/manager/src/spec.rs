@@ -61,6 +61,7 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
         }
     }
     crate::placement::validate(spec)?;
+    validate_stop_signal(&spec.stop_signal)?;
     validate_health(spec)?;
     let mut seen = Vec::new();
     for p in &spec.ports {
@@ -76,6 +77,27 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Signal names Linux knows (`SIGTERM`, `TERM`) or numbers 1-64.
+fn validate_stop_signal(signal: &str) -> Result<(), String> {
+    const NAMES: &[&str] = &[
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+        "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+        "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+    ];
+    let s = signal.trim().to_ascii_uppercase();
+    let name = s.strip_prefix("SIG").unwrap_or(&s);
+    let ok = s.is_empty()
+        || NAMES.contains(&name)
+        || s.parse::<u32>().is_ok_and(|n| (1..=64).contains(&n));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "stop_signal: {signal:?} is not a signal (use e.g. SIGTERM, SIGINT or a number)"
+        ))
+    }
 }
 
 fn validate_health(spec: &ServiceSpec) -> Result<(), String> {
@@ -229,6 +251,12 @@ mod tests {
         let mut s = spec();
         s.name = "bad name".into();
         assert!(validate(&s).unwrap_err().starts_with("name:"));
+
+        let mut s = spec();
+        s.stop_signal = "SIGNOPE".into();
+        assert!(validate(&s).unwrap_err().starts_with("stop_signal:"));
+        s.stop_signal = "sigint".into();
+        assert_eq!(validate(&s), Ok(()));
 
         let mut s = spec();
         s.image = "nginx".into();

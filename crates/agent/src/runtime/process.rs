@@ -343,7 +343,7 @@ impl TaskRunner {
                 Err(e) => Finished::Failed(format!("task: wait: {e}")),
             }),
             _ = stop.cancelled() => {
-                let status = terminate(&mut child, pid, self.config.stop_grace).await;
+                let status = terminate(&mut child, pid, StopPolicy::for_task(task, self.config.stop_grace)).await;
                 Some(Finished::Stopped {
                     exit_code: status.map(|s| exit_outcome(s).exit_code).unwrap_or(0),
                     pid,
@@ -382,7 +382,7 @@ impl TaskRunner {
             _ = health => {
                 // Unhealthy: out of routing already (the feed withdraws it),
                 // now stopped; it ends FAILED and is replaced.
-                let status = terminate(&mut child, pid, self.config.stop_grace).await;
+                let status = terminate(&mut child, pid, StopPolicy::for_task(task, self.config.stop_grace)).await;
                 Finished::Exited {
                     outcome: ExitOutcome {
                         state: TaskState::Failed,
@@ -397,7 +397,7 @@ impl TaskRunner {
                 Err(e) => Finished::Failed(format!("task: wait: {e}")),
             },
             _ = stop.cancelled() => {
-                let status = terminate(&mut child, pid, self.config.stop_grace).await;
+                let status = terminate(&mut child, pid, StopPolicy::for_task(task, self.config.stop_grace)).await;
                 Finished::Stopped {
                     exit_code: status.map(|s| exit_outcome(s).exit_code).unwrap_or(0),
                     pid,
@@ -543,8 +543,49 @@ fn signal_group(pid: u32, sig: Signal) {
 }
 
 /// SIGTERM to the process group, SIGKILL after `grace`.
-async fn terminate(child: &mut Child, pid: u32, grace: Duration) -> Option<ExitStatus> {
-    signal_group(pid, Signal::SIGTERM);
+/// How a task is asked to stop: its `--stop-signal` (SIGTERM by default) to
+/// the process group, then SIGKILL after its `--stop-grace-period`.
+#[derive(Clone, Copy, Debug)]
+pub struct StopPolicy {
+    pub signal: Signal,
+    pub grace: Duration,
+}
+
+impl StopPolicy {
+    /// The task's own settings, the node's grace period as the default.
+    pub fn for_task(task: &Task, default_grace: Duration) -> StopPolicy {
+        let spec = task.spec.clone().unwrap_or_default();
+        StopPolicy {
+            signal: parse_signal(&spec.stop_signal).unwrap_or(Signal::SIGTERM),
+            grace: match spec.stop_grace_period_ms {
+                0 => default_grace,
+                ms => Duration::from_millis(ms),
+            },
+        }
+    }
+}
+
+/// `SIGTERM`, `TERM`, `sigint` or a number, as Docker accepts them.
+pub fn parse_signal(name: &str) -> Option<Signal> {
+    let name = name.trim();
+    if name.is_empty() {
+        return None;
+    }
+    if let Ok(n) = name.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<Signal>().ok()
+}
+
+async fn terminate(child: &mut Child, pid: u32, stop: StopPolicy) -> Option<ExitStatus> {
+    let grace = stop.grace;
+    signal_group(pid, stop.signal);
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(r) => r.ok(),
         Err(_) => {

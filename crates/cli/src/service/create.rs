@@ -121,6 +121,8 @@ pub fn build(a: &CreateArgs) -> anyhow::Result<pb::ServiceSpec> {
         placement: None,
         resources: None,
         health: None,
+        stop_grace_period_ms: 0,
+        stop_signal: String::new(),
     };
     a.policy.apply(&mut spec)?;
     a.placement.apply(&mut spec)?;

@@ -54,6 +54,12 @@ pub struct TemplateArgs {
     /// Disable any container-specified HEALTHCHECK.
     #[arg(long)]
     pub no_healthcheck: bool,
+    /// Time to wait before force killing a task (ns|us|ms|s|m|h) (default 10s).
+    #[arg(long, value_name = "duration", allow_hyphen_values = true)]
+    pub stop_grace_period: Option<String>,
+    /// Signal to stop the task (default SIGTERM).
+    #[arg(long, value_name = "string", allow_hyphen_values = true)]
+    pub stop_signal: Option<String>,
 }
 
 /// `service create --constraint` / `--placement-pref`.
@@ -90,6 +96,8 @@ impl TemplateArgs {
     /// Whether any of these flags was given (for `--rollback` exclusivity).
     pub fn any(&self) -> bool {
         self.replicas_max_per_node.is_some()
+            || self.stop_grace_period.is_some()
+            || self.stop_signal.is_some()
             || self.reserve_cpu.is_some()
             || self.reserve_memory.is_some()
             || self.limit_cpu.is_some()
@@ -122,6 +130,18 @@ impl TemplateArgs {
             spec.placement
                 .get_or_insert_with(Default::default)
                 .max_replicas_per_node = n;
+        }
+        if let Some(v) = &self.stop_grace_period {
+            spec.stop_grace_period_ms =
+                opts::parse_duration(v, "--stop-grace-period")?.as_millis() as u64;
+        }
+        if let Some(v) = &self.stop_signal {
+            if v.trim().is_empty() {
+                bail!(
+                    "invalid argument {v:?} for \"--stop-signal\" flag: name a signal, e.g. SIGINT"
+                );
+            }
+            spec.stop_signal = v.trim().to_string();
         }
         self.apply_resources(spec)?;
         self.apply_health(spec)
