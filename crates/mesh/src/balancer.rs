@@ -1,15 +1,16 @@
 //! Endpoint selection: round-robin over non-draining endpoints, with passive
 //! ejection of endpoints whose connects fail.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::table::{EndpointEntry, ServiceEntry};
+use crate::table::{EndpointEntry, PortEntry, ServiceEntry};
 use crate::MeshConfig;
 
 /// Passive health of one endpoint: consecutive connect failures and the time
@@ -72,37 +73,79 @@ impl Health {
     }
 }
 
-/// Connects to an endpoint of `service` for `target`, trying each candidate
-/// at most once: non-ejected endpoints first, in round-robin order from the
-/// service's counter, then ejected ones as a last resort. Draining endpoints
-/// and those that do not expose `target` are never candidates.
+/// Which candidates were ejected when a connect started; no allocation for
+/// up to 64 candidates.
+enum Ejected {
+    Bits(u64),
+    Many(Vec<bool>),
+}
+
+impl Ejected {
+    fn snapshot(candidates: &[(Arc<EndpointEntry>, SocketAddr)], now: u64) -> Self {
+        let ejected = |(e, _): &(Arc<EndpointEntry>, SocketAddr)| e.health.is_ejected(now);
+        if candidates.len() <= 64 {
+            let bits = candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| ejected(c))
+                .fold(0u64, |bits, (i, _)| bits | 1 << i);
+            Self::Bits(bits)
+        } else {
+            Self::Many(candidates.iter().map(ejected).collect())
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Self::Bits(bits) => bits & (1 << i) != 0,
+            Self::Many(v) => v[i],
+        }
+    }
+}
+
+/// Connects to `addr` with TCP_NODELAY and keepalive set before the connect.
+async fn connect_to(addr: SocketAddr, config: &MeshConfig) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    crate::listener::tune(&socket, config.keepalive);
+    socket.connect(addr).await
+}
+
+/// Connects to an endpoint of `service` for the published port `port`,
+/// trying each candidate at most once: non-ejected endpoints first, in
+/// round-robin order from the service's counter, then ejected ones as a last
+/// resort (also in that order). Draining endpoints and those that do not
+/// expose the target port are never candidates. Allocates nothing.
 ///
 /// Returns `None` when no endpoint could be reached.
 pub(crate) async fn connect(
     service: &ServiceEntry,
-    target: u16,
+    port: &PortEntry,
     config: &MeshConfig,
     clock: Clock,
 ) -> Option<(Arc<EndpointEntry>, TcpStream)> {
-    let mut order: Vec<_> = service
-        .endpoints
-        .iter()
-        .filter(|e| !e.endpoint.draining)
-        .filter_map(|e| Some((e, e.addr_for(target)?)))
-        .collect();
-    if order.is_empty() {
+    let candidates = &port.candidates;
+    if candidates.is_empty() {
         return None;
     }
-    let start = service.next.fetch_add(1, Ordering::Relaxed) % order.len();
-    order.rotate_left(start);
+    let start = service.next.fetch_add(1, Ordering::Relaxed) % candidates.len();
     let now = clock.now();
-    // Stable: keeps the round-robin order within each group.
-    order.sort_by_key(|(e, _)| e.health.is_ejected(now));
+    // Ejection as it was before this connect's own failures eject anything.
+    let ejected = Ejected::snapshot(candidates, now);
+    let n = candidates.len();
+    let rotated = (0..n).map(|i| (start + i) % n);
+    let healthy = rotated.clone().filter(|&i| !ejected.get(i));
+    let order = healthy
+        .chain(rotated.filter(|&i| ejected.get(i)))
+        .map(|i| &candidates[i]);
 
-    for (entry, addr) in order {
+    for &(ref entry, addr) in order {
         let m = &entry.metrics;
         let t0 = Instant::now();
-        let err = match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await
+        let err = match tokio::time::timeout(config.connect_timeout, connect_to(addr, config)).await
         {
             Ok(Ok(stream)) => {
                 m.connect_duration.observe(t0.elapsed().as_secs_f64());

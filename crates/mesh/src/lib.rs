@@ -12,15 +12,20 @@
 //! - `table`: [`RoutingTable`] and its per-service entries, rebuilt per changed service.
 //! - `listener`: binding published ports (socket2) and the accept loops.
 //! - `balancer`: round-robin selection, connect with timeout, passive ejection.
-//! - `forward`: bidirectional copy with half-close propagation and byte counting.
+//! - `forward`: bidirectional forwarding with half-close propagation and byte
+//!   counting: pooled copy buffers held only while bytes move, splice(2) for bulk.
+//! - `pipe`: the pipes splice goes through (the crate's only `unsafe`).
 //! - `metrics`: the Prometheus families and the per-task / per-port handles.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod balancer;
 mod forward;
 mod listener;
 mod metrics;
+#[allow(unsafe_code)]
+mod pipe;
 mod table;
 
 #[cfg(test)]
@@ -169,6 +174,7 @@ impl Mesh {
             clock: Clock::new(),
             connections: TaskTracker::new(),
             abort: CancellationToken::new(),
+            held: Default::default(),
         });
         Ok(Self {
             inner: Arc::new(Inner {
@@ -302,7 +308,7 @@ impl Inner {
                 continue;
             }
             let addr = SocketAddr::new(self.shared.config.listen_ip, port);
-            match listener::bind(addr) {
+            match listener::bind(addr, self.shared.config.keepalive) {
                 Ok(l) => {
                     debug!(%addr, "listening");
                     let stop = self.stop_accepting.child_token();

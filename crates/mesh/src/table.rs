@@ -42,6 +42,10 @@ pub struct ServiceEntry {
 pub(crate) struct PortEntry {
     pub(crate) route: PortRoute,
     pub(crate) metrics: Arc<PortMetrics>,
+    /// The endpoints a new connection may go to, in table order: those not
+    /// draining that expose the target port, with the address to connect to.
+    /// Precomputed so that choosing one allocates nothing.
+    pub(crate) candidates: Vec<(Arc<EndpointEntry>, SocketAddr)>,
 }
 
 /// A task endpoint with the state the balancer and forwarder need.
@@ -160,14 +164,7 @@ impl ServiceEntry {
             ports,
             endpoints,
         } = route;
-        let ports = ports
-            .into_iter()
-            .map(|route| PortEntry {
-                metrics: metrics.port(&service_name, route.published),
-                route,
-            })
-            .collect();
-        let endpoints = endpoints
+        let endpoints: Vec<_> = endpoints
             .into_iter()
             .map(|endpoint| {
                 let health = prev
@@ -189,6 +186,18 @@ impl ServiceEntry {
                     health,
                     metrics,
                 })
+            })
+            .collect();
+        let ports = ports
+            .into_iter()
+            .map(|route| PortEntry {
+                metrics: metrics.port(&service_name, route.published),
+                candidates: endpoints
+                    .iter()
+                    .filter(|e| !e.endpoint.draining)
+                    .filter_map(|e| Some((e.clone(), e.addr_for(route.target)?)))
+                    .collect(),
+                route,
             })
             .collect();
         Arc::new(Self {

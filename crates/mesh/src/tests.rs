@@ -70,6 +70,21 @@ async fn echo_after_eof_backend() -> SocketAddr {
     addr
 }
 
+/// A backend that echoes everything as it arrives.
+async fn echo_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
 /// A backend that says "ready\n", waits for EOF, then says "bye".
 async fn ready_bye_backend() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -615,4 +630,182 @@ fn ejection_backoff_doubles_caps_and_resets() {
     health.record_success();
     assert!(!health.is_ejected(0));
     assert_eq!(health.record_failure(0, &config), secs(1));
+}
+
+fn held(mesh: &Mesh) -> usize {
+    mesh.inner
+        .shared
+        .held
+        .count
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn spliced(mesh: &Mesh) -> u64 {
+    mesh.inner
+        .shared
+        .held
+        .spliced
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_body_is_spliced_intact_with_half_close() {
+    let (mesh, registry) = mesh();
+    let port = free_port();
+    let backend = echo_after_eof_backend().await;
+    mesh.apply_snapshot(vec![route("s", port, vec![endpoint("t1", backend, false)])]);
+
+    const LEN: usize = 4 << 20;
+    let payload: Vec<u8> = (0..LEN as u32).map(|i| (i % 253) as u8).collect();
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
+    s.write_all(&payload).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut echoed = Vec::with_capacity(LEN);
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.len(), LEN);
+    assert!(echoed == payload, "body corrupted");
+    // Most of both directions went through splice, not the copy buffers.
+    assert!(spliced(&mesh) > LEN as u64, "spliced {}", spliced(&mesh));
+    eventually("both directions counted, nothing held", || async {
+        metric(
+            &registry,
+            "shoal_mesh_task_bytes_from_client_total",
+            &[("task", "t1")],
+        ) == LEN as f64
+            && metric(
+                &registry,
+                "shoal_mesh_task_bytes_to_client_total",
+                &[("task", "t1")],
+            ) == LEN as f64
+            && held(&mesh) == 0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_hold_no_buffer() {
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    let backend = echo_backend().await;
+    mesh.apply_snapshot(vec![route("s", port, vec![endpoint("t1", backend, false)])]);
+
+    let mut conns = Vec::new();
+    for i in 0..50u32 {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        // Small and bulk exchanges, so both copy buffers and pipes were used.
+        let msg: Vec<u8> = if i % 2 == 0 {
+            b"ping".to_vec()
+        } else {
+            vec![i as u8; 100_000]
+        };
+        s.write_all(&msg).await.unwrap();
+        let mut back = vec![0; msg.len()];
+        tokio::time::timeout(DEADLINE, s.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, msg);
+        conns.push(s);
+    }
+    assert!(spliced(&mesh) > 0);
+    eventually("idle connections release buffers and pipes", || async {
+        held(&mesh) == 0
+    })
+    .await;
+    // Still open and working after going idle.
+    for s in &mut conns {
+        s.write_all(b"again").await.unwrap();
+        let mut back = [0; 5];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"again");
+    }
+}
+
+#[tokio::test]
+async fn accepted_sockets_inherit_nodelay_and_keepalive() {
+    let keepalive = Duration::from_secs(77);
+    let l = crate::listener::bind((Ipv4Addr::LOCALHOST, 0).into(), keepalive).unwrap();
+    let addr = l.local_addr().unwrap();
+    let _c = TcpStream::connect(addr).await.unwrap();
+    let (accepted, _) = l.accept().await.unwrap();
+    let s = socket2::SockRef::from(&accepted);
+    assert!(s.tcp_nodelay().unwrap());
+    assert!(s.keepalive().unwrap());
+    assert_eq!(s.tcp_keepalive_time().unwrap(), keepalive);
+}
+
+#[test]
+fn empty_pipes_are_pooled_and_reused() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    let m = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = std::net::TcpStream::connect(m.local_addr().unwrap()).unwrap();
+    let (mut d, _) = m.accept().unwrap();
+
+    let before = crate::pipe::pooled();
+    let mut pipe = crate::pipe::Pipe::take().unwrap();
+    a.write_all(b"through the pipe").unwrap();
+    a.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut moved = 0;
+    loop {
+        match pipe.fill_from(b.as_raw_fd()) {
+            Ok(0) => break,
+            Ok(_) => {
+                while pipe.pending() > 0 {
+                    moved += pipe.drain_to(c.as_raw_fd()).unwrap();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+            Err(e) => panic!("splice: {e}"),
+        }
+    }
+    assert_eq!(moved, 16);
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = String::new();
+    d.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "through the pipe");
+    drop(pipe);
+    assert_eq!(
+        crate::pipe::pooled(),
+        before + 1,
+        "empty pipe returned to the pool"
+    );
+    let _again = crate::pipe::Pipe::take().unwrap();
+    assert_eq!(crate::pipe::pooled(), before, "pooled pipe reused");
+    drop(b);
+}
+
+#[tokio::test]
+async fn more_than_64_endpoints_rotate_and_skip_dead_ones() {
+    let (mesh, registry) = mesh();
+    let port = free_port();
+    const NAMES: [&str; 3] = ["a", "b", "c"];
+    let mut eps = Vec::new();
+    for i in 0..70 {
+        let addr = if i % 10 == 0 {
+            dead_addr()
+        } else {
+            name_backend(NAMES[i % 3]).await
+        };
+        eps.push(endpoint(&format!("t{i}"), addr, false));
+    }
+    mesh.apply_snapshot(vec![route("s", port, eps)]);
+    let hits = fetch_n(port, 140).await;
+    assert_eq!(hits.values().sum::<usize>(), 140, "{hits:?}");
+    // Every client got an answer; each dead endpoint failed at least once
+    // and was ejected (it may be retried once its 1 s backoff ends if the
+    // machine is slow, so the count is not exact).
+    let errors = metric(&registry, "shoal_mesh_task_connect_errors_total", &[]);
+    assert!(errors >= 7.0, "{errors}");
 }
