@@ -111,7 +111,7 @@ fn bad_input_is_refused_and_changes_nothing() {
                 "2",
                 "shoal/echo",
             ],
-            "replicated mode",
+            "replicated or replicated-job mode",
         ),
         (
             &[

@@ -1,58 +1,11 @@
 //! Rolling updates and rollbacks end to end, under load from every node.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use shoal_testkit::{assert_eventually, require_root, text, MultiCluster, Node};
-
-/// Curls `port` in a loop from inside `ns` until stopped; returns every
-/// reply's tag and every failure.
-fn load(
-    ns: String,
-    port: u16,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<(BTreeSet<String>, Vec<String>)> {
-    std::thread::spawn(move || {
-        let (mut tags, mut failures) = (BTreeSet::new(), Vec::new());
-        while !stop.load(Ordering::SeqCst) {
-            let out = std::process::Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &ns,
-                    "curl",
-                    "-s",
-                    "-S",
-                    "-m",
-                    "5",
-                    &format!("http://127.0.0.1:{port}/"),
-                ])
-                .output()
-                .unwrap();
-            let body = String::from_utf8_lossy(&out.stdout).into_owned();
-            match body.rsplit_once(" tag ") {
-                Some((_, tag)) if out.status.success() => {
-                    tags.insert(tag.trim_end_matches([')', '\n']).to_string());
-                }
-                _ => failures.push(format!("{}{}", body, String::from_utf8_lossy(&out.stderr))),
-            }
-        }
-        (tags, failures)
-    })
-}
-
-fn only_tag(node: &Node, port: u16, tag: &str) -> Result<(), String> {
-    for _ in 0..12 {
-        let body = node.curl(port)?;
-        if !body.contains(&format!("tag {tag})")) {
-            return Err(body);
-        }
-    }
-    Ok(())
-}
+use shoal_testkit::{assert_eventually, require_root, text, MultiCluster};
+use shoal_tests::{curl_load as load, only_tag};
 
 fn rolling_update_without_drops(order: &str) {
     let c = MultiCluster::build(

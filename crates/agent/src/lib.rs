@@ -55,6 +55,16 @@ pub enum NetworkMode {
     Loopback,
 }
 
+/// What the cluster last told this node about its place in it, from the
+/// dispatcher session: the role it should have (`node promote` / `demote`),
+/// whether it is in the Raft group now, and the managers it may dial.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeDirective {
+    pub role: shoal_api::pb::NodeRole,
+    pub raft_member: bool,
+    pub managers: Vec<String>,
+}
+
 /// What the agent needs to know about its node.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -155,6 +165,18 @@ impl Agent {
         channel: tonic::transport::Channel,
         shutdown: CancellationToken,
     ) -> Result<(), AgentError> {
+        Self::run_with_directives(config, channel, shutdown, watch::channel(None).0).await
+    }
+
+    /// [`Agent::run`], also publishing what each session message says about
+    /// the node's place in the cluster (its role, its Raft membership, the
+    /// managers), for the daemon to act on.
+    pub async fn run_with_directives(
+        config: AgentConfig,
+        channel: tonic::transport::Channel,
+        shutdown: CancellationToken,
+        directives: watch::Sender<Option<NodeDirective>>,
+    ) -> Result<(), AgentError> {
         let tasks_dir = config.data_root.join("tasks");
         tokio::fs::create_dir_all(&tasks_dir)
             .await
@@ -175,6 +197,7 @@ impl Agent {
             config.clone(),
             session_tx,
             assign_tx,
+            directives,
             background.clone(),
         ));
         tokio::spawn(status::run_reporter(

@@ -118,6 +118,7 @@ pub(crate) async fn publish(
             subscription_id: sub.id.clone(),
             messages: Vec::new(),
             close: true,
+            node_id: node_id.clone(),
         })
         .await;
     drop(tx);
@@ -192,12 +193,14 @@ async fn send_lines(
                 timestamp_ms: l.timestamp_ms,
                 stream: l.stream.name().to_string(),
                 data: l.data.clone(),
+                unavailable_nodes: Vec::new(),
             })
             .collect();
         tx.send(PublishLogsMessage {
             subscription_id: sub_id.to_string(),
             messages,
             close: false,
+            node_id: meta.node_id.clone(),
         })
         .await
         .map_err(|_| ())?;

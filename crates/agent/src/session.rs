@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::AgentConfig;
+use crate::{AgentConfig, NodeDirective};
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -91,6 +91,7 @@ pub(crate) async fn run_session(
     config: Arc<AgentConfig>,
     session_id: watch::Sender<Option<String>>,
     assignments: watch::Sender<Option<Vec<Task>>>,
+    directives: watch::Sender<Option<NodeDirective>>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new();
@@ -98,7 +99,12 @@ pub(crate) async fn run_session(
         if shutdown.is_cancelled() {
             return;
         }
-        match one_session(&client, &config, &session_id, &assignments, &shutdown).await {
+        let channels = SessionOutputs {
+            session_id: &session_id,
+            assignments: &assignments,
+            directives: &directives,
+        };
+        match one_session(&client, &config, &channels, &shutdown).await {
             Ok(()) => backoff.reset(),
             Err(status) => {
                 tracing::debug!(error = %status, "dispatcher session ended");
@@ -111,11 +117,17 @@ pub(crate) async fn run_session(
     }
 }
 
+/// Where a session's messages go.
+struct SessionOutputs<'a> {
+    session_id: &'a watch::Sender<Option<String>>,
+    assignments: &'a watch::Sender<Option<Vec<Task>>>,
+    directives: &'a watch::Sender<Option<NodeDirective>>,
+}
+
 async fn one_session(
     client: &DispatcherClient<Channel>,
     config: &AgentConfig,
-    session_id: &watch::Sender<Option<String>>,
-    assignments: &watch::Sender<Option<Vec<Task>>>,
+    out: &SessionOutputs<'_>,
     shutdown: &CancellationToken,
 ) -> Result<(), tonic::Status> {
     let mut client = client.clone();
@@ -148,9 +160,19 @@ async fn one_session(
                 }
                 if current.as_deref() != Some(msg.session_id.as_str()) {
                     current = Some(msg.session_id.clone());
-                    session_id.send_replace(current.clone());
+                    out.session_id.send_replace(current.clone());
                 }
-                assignments.send_replace(Some(msg.tasks));
+                let directive = NodeDirective {
+                    role: msg.role(),
+                    raft_member: msg.raft_member,
+                    managers: msg.managers.clone(),
+                };
+                out.directives.send_if_modified(|d| {
+                    let changed = d.as_ref() != Some(&directive);
+                    *d = Some(directive);
+                    changed
+                });
+                out.assignments.send_replace(Some(msg.tasks));
             }
             _ = heartbeat.tick() => {
                 let Some(id) = current.clone() else { continue };

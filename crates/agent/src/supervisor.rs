@@ -129,7 +129,9 @@ impl TaskSupervisor {
                 });
                 continue;
             }
-            if desired == TaskState::Running && status == TaskState::Assigned {
+            // A job's task is wanted COMPLETE: it runs just the same.
+            let wants_run = matches!(desired, TaskState::Running | TaskState::Complete);
+            if wants_run && status == TaskState::Assigned {
                 self.tasks.insert(
                     task.id.clone(),
                     Local {

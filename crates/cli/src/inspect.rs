@@ -371,6 +371,21 @@ enum ModeJson {
         replicas: u64,
     },
     Global {},
+    ReplicatedJob {
+        #[serde(rename = "MaxConcurrent")]
+        max_concurrent: u64,
+        #[serde(rename = "TotalCompletions")]
+        total_completions: u64,
+    },
+    GlobalJob {},
+}
+
+/// Docker's `JobStatus` of a job service.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct JobStatusJson {
+    job_iteration: Version,
+    last_execution: String,
 }
 
 #[derive(Serialize)]
@@ -410,6 +425,8 @@ pub struct ServiceJson {
     endpoint: EndpointJson,
     #[serde(skip_serializing_if = "Option::is_none")]
     update_status: Option<UpdateStatusJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_status: Option<JobStatusJson>,
 }
 
 /// Docker's name for a runtime (`TaskTemplate.Runtime`).
@@ -481,10 +498,6 @@ fn update_status_json(s: &pb::UpdateStatus) -> Option<UpdateStatusJson> {
         completed_at: (s.completed_at_ms > 0).then(|| rfc3339(s.completed_at_ms)),
         message: s.message.clone(),
     })
-}
-
-fn is_global(spec: &pb::ServiceSpec) -> bool {
-    spec.mode == pb::ServiceMode::Global as i32
 }
 
 fn container_spec_json(spec: &pb::ServiceSpec) -> ContainerSpecJson {
@@ -559,12 +572,16 @@ fn service_spec_json(spec: &pb::ServiceSpec) -> ServiceSpecJson {
             force_update: spec.force_update,
             runtime: runtime_name(spec.runtime),
         },
-        mode: if is_global(spec) {
-            ModeJson::Global {}
-        } else {
-            ModeJson::Replicated {
+        mode: match pb::ServiceMode::try_from(spec.mode).unwrap_or_default() {
+            pb::ServiceMode::Global => ModeJson::Global {},
+            pb::ServiceMode::Replicated => ModeJson::Replicated {
                 replicas: spec.replicas,
-            }
+            },
+            pb::ServiceMode::ReplicatedJob => ModeJson::ReplicatedJob {
+                max_concurrent: spec.max_concurrent,
+                total_completions: spec.replicas,
+            },
+            pb::ServiceMode::GlobalJob => ModeJson::GlobalJob {},
         },
         update_config: spec.update_config.as_ref().map(update_config_json),
         rollback_config: spec.rollback_config.as_ref().map(update_config_json),
@@ -604,6 +621,10 @@ pub fn service_json(s: &pb::Service) -> ServiceJson {
             ports: ports_json(endpoint_ports),
         },
         update_status: s.update_status.as_ref().and_then(update_status_json),
+        job_status: s.job_status.as_ref().map(|j| JobStatusJson {
+            job_iteration: Version { index: j.iteration },
+            last_execution: rfc3339(j.last_execution_ms),
+        }),
     }
 }
 
@@ -688,6 +709,9 @@ pub struct TaskJson {
     desired_state: &'static str,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     networks_attachments: Vec<NetworkAttachmentJson>,
+    /// Jobs only: the iteration the task ran in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_iteration: Option<Version>,
 }
 
 fn task_state_str(s: i32) -> &'static str {
@@ -756,6 +780,9 @@ pub fn task_json(t: &pb::Task) -> TaskJson {
                 addresses: vec![t.ingress_address.clone()],
             }]
         },
+        job_iteration: crate::opts::is_job(spec.mode).then_some(Version {
+            index: t.job_iteration,
+        }),
     }
 }
 
@@ -903,11 +930,18 @@ pub fn service_pretty(s: &pb::Service) -> String {
             }
         }
     }
-    if is_global(&spec) {
-        o.push_str("Service Mode:\tGlobal\n");
-    } else {
-        o.push_str("Service Mode:\tReplicated\n");
-        o.push_str(&format!(" Replicas:\t{}\n", spec.replicas));
+    match pb::ServiceMode::try_from(spec.mode).unwrap_or_default() {
+        pb::ServiceMode::Global => o.push_str("Service Mode:\tGlobal\n"),
+        pb::ServiceMode::Replicated => {
+            o.push_str("Service Mode:\tReplicated\n");
+            o.push_str(&format!(" Replicas:\t{}\n", spec.replicas));
+        }
+        pb::ServiceMode::ReplicatedJob => {
+            o.push_str("Service Mode:\tReplicated Job\n");
+            o.push_str(&format!(" Max Concurrent:\t{}\n", spec.max_concurrent));
+            o.push_str(&format!(" Total Completions:\t{}\n", spec.replicas));
+        }
+        pb::ServiceMode::GlobalJob => o.push_str("Service Mode:\tGlobal Job\n"),
     }
     if let Some(st) = s.update_status.as_ref() {
         let state = update_state_name(st.state);

@@ -164,14 +164,33 @@ pub fn parse_replicas(value: &str) -> anyhow::Result<u64> {
         .map_err(|_| invalid(value, "--replicas", "must be a non-negative integer"))
 }
 
-/// `--mode replicated|global`.
+/// `--mode replicated|global|replicated-job|global-job`.
 pub fn parse_mode(value: &str) -> anyhow::Result<ServiceMode> {
     match value {
         "replicated" => Ok(ServiceMode::Replicated),
         "global" => Ok(ServiceMode::Global),
-        _ => Err(invalid(value, "--mode", "must be replicated or global")),
+        "replicated-job" => Ok(ServiceMode::ReplicatedJob),
+        "global-job" => Ok(ServiceMode::GlobalJob),
+        _ => Err(invalid(
+            value,
+            "--mode",
+            "must be replicated, global, replicated-job or global-job",
+        )),
     }
 }
+
+/// Whether a spec's mode runs tasks to completion (replicated-job, global-job).
+pub fn is_job(mode: i32) -> bool {
+    mode == ServiceMode::ReplicatedJob as i32 || mode == ServiceMode::GlobalJob as i32
+}
+
+/// Whether a spec's mode runs one task per node (global, global-job).
+pub fn is_per_node(mode: i32) -> bool {
+    mode == ServiceMode::Global as i32 || mode == ServiceMode::GlobalJob as i32
+}
+
+/// Docker's text for `--replicas` (and `scale`) on a per-node mode.
+pub const REPLICAS_MODES: &str = "replicated or replicated-job mode";
 
 /// `--restart-condition any|on-failure|none`.
 pub fn parse_restart_condition(value: &str) -> anyhow::Result<RestartCondition> {

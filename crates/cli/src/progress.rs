@@ -2,7 +2,10 @@
 //! as Docker draws it: `overall progress: N out of M tasks` (`rolling back
 //! update: ...` during a rollback), a bar per slot (per node for global
 //! services), then a stability check for the service's update monitoring
-//! period (5s by default) before `verify: Service X converged`.
+//! period (5s by default) before `verify: Service X converged`. Jobs show
+//! Docker's job display instead: `job progress: N out of M complete`, the
+//! `active tasks` line for a replicated job, a bar per slot or node, and
+//! `job complete` once every task of the current iteration completed.
 //!
 //! [`evaluate`] is a pure function of one poll (service, tasks, nodes),
 //! [`Tracker`] follows the service's update status across polls; [`wait`]
@@ -297,6 +300,140 @@ fn better<'t>(a: &'t pb::Task, b: &'t pb::Task) -> &'t pb::Task {
     }
 }
 
+/// Docker's progress bar: `[====>    ]`, 50 characters wide at `current == total`.
+fn bar(current: u64, total: u64) -> String {
+    let filled = (current * 100)
+        .checked_div(total)
+        .map_or(BAR, |pct| (pct / 2).min(BAR)) as usize;
+    format!(
+        "[{}>{}]",
+        "=".repeat(filled),
+        " ".repeat(BAR as usize - filled)
+    )
+}
+
+/// A job task's line: like [`task_line`], on Docker's scale of 10 where
+/// `complete` fills the bar.
+pub fn job_task_line(id: &str, task: Option<&pb::Task>) -> String {
+    let Some(task) = task else {
+        return format!("{id}: ");
+    };
+    let err = err_of(task);
+    if !err.is_empty() {
+        return format!("{id}: {}", trunc_error(err));
+    }
+    let state = state_of(task);
+    let name = shoal_api::state::task_state_name(state);
+    let n = match state {
+        TaskState::Complete => 10,
+        s => numbered(s),
+    };
+    format!("{id}: {name:<9} {}", bar(n, 10))
+}
+
+/// Docker's order for picking one task of a slot or node in a job: the one
+/// furthest behind (a retry running beats the failure it replaces).
+fn job_rank(t: &pb::Task) -> u64 {
+    match state_of(t) {
+        TaskState::Complete => 10,
+        TaskState::Shutdown => 11,
+        TaskState::Failed => 12,
+        TaskState::Rejected => 13,
+        s if numbered(s) == 0 => 14,
+        s => numbered(s),
+    }
+}
+
+/// One poll of a job (replicated-job or global-job): only tasks of the
+/// current iteration count; converged once they all completed.
+pub fn evaluate_job(service: &pb::Service, tasks: &[pb::Task]) -> Snapshot {
+    let spec = service.spec.clone().unwrap_or_default();
+    let iteration = service.job_status.as_ref().map_or(0, |j| j.iteration);
+    let current: Vec<&pb::Task> = tasks
+        .iter()
+        .filter(|t| t.job_iteration == iteration)
+        .collect();
+    let last_error = current
+        .iter()
+        .filter(|t| !err_of(t).is_empty())
+        .max_by_key(|t| t.status.as_ref().map_or(0, |s| s.timestamp_ms))
+        .map(|t| err_of(t).to_string());
+    let mut snap = Snapshot {
+        last_error,
+        ..Default::default()
+    };
+    let mut by_key: BTreeMap<(u64, &str), &pb::Task> = BTreeMap::new();
+    let global = spec.mode == pb::ServiceMode::GlobalJob as i32;
+    for t in &current {
+        if global && t.node_id.is_empty() {
+            continue;
+        }
+        let key = if global {
+            (0, t.node_id.as_str())
+        } else {
+            (t.slot, "")
+        };
+        by_key
+            .entry(key)
+            .and_modify(|cur| {
+                if job_rank(t) < job_rank(cur) {
+                    *cur = t;
+                }
+            })
+            .or_insert(t);
+    }
+    let complete = by_key
+        .values()
+        .filter(|t| state_of(t) == TaskState::Complete)
+        .count() as u64;
+    if global {
+        if by_key.is_empty() {
+            snap.lines.push("job progress: waiting for tasks".into());
+            return snap;
+        }
+        let total = by_key.len() as u64;
+        snap.lines.push(job_overall(complete, total));
+        for ((_, node), t) in &by_key {
+            snap.lines
+                .push(job_task_line(shoal_api::id::short(node), Some(t)));
+        }
+        snap.running = complete;
+        snap.desired = Some(total);
+        return snap;
+    }
+    let total = spec.replicas;
+    let concurrent = match spec.max_concurrent {
+        0 => total,
+        n => n,
+    };
+    let active = by_key.values().filter(|t| job_rank(t) < 10).count() as u64;
+    snap.lines.push(job_overall(complete, total));
+    let room = total.saturating_sub(complete).min(concurrent);
+    let w = concurrent.to_string().len();
+    snap.lines.push(format!(
+        "active tasks: {active:>w$} out of {room:>w$} tasks"
+    ));
+    if total <= 20 {
+        for slot in 1..=total {
+            let id = format!("{slot}/{total}");
+            snap.lines
+                .push(job_task_line(&id, by_key.get(&(slot, "")).copied()));
+        }
+    }
+    snap.running = complete;
+    snap.desired = Some(total);
+    snap
+}
+
+/// `job progress:  3 out of 6 complete [=====>    ]`.
+fn job_overall(complete: u64, total: u64) -> String {
+    let w = total.to_string().len();
+    format!(
+        "job progress: {complete:>w$} out of {total} complete {}",
+        bar(complete, total)
+    )
+}
+
 /// Evaluates one poll; during a rollback the overall line reads
 /// `overall progress: rolling back update: N out of M tasks`.
 pub fn evaluate(
@@ -306,6 +443,9 @@ pub fn evaluate(
     rolling_back: bool,
 ) -> Snapshot {
     let spec = service.spec.clone().unwrap_or_default();
+    if crate::opts::is_job(spec.mode) {
+        return evaluate_job(service, tasks);
+    }
     let down: std::collections::HashSet<&str> = nodes
         .iter()
         .filter(|n| {
@@ -459,6 +599,12 @@ pub async fn wait(
             }
         }
         let monitor = monitor_period(service.spec.as_ref(), tracker.rolling_back());
+        // A job that finished stays finished: no stability check (Docker).
+        if snap.converged() && service.job_status.is_some() {
+            lines.push("job complete".into());
+            display.show(&mut screen, &lines)?;
+            return Ok(());
+        }
         if snap.converged() && settled {
             let since = *stable_since.get_or_insert_with(Instant::now);
             let elapsed = since.elapsed();

@@ -1,4 +1,4 @@
-//! `shoal swarm init|join|join-token|leave`.
+//! `shoal swarm init|update|join|join-token|leave`.
 
 use std::io::Write;
 
@@ -20,6 +20,15 @@ pub enum SwarmCommand {
         task_history_limit: Option<String>,
         /// Dispatcher heartbeat period (ns|us|ms|s|m|h).
         #[arg(long = "dispatcher-heartbeat")]
+        dispatcher_heartbeat: Option<String>,
+    },
+    /// Update the swarm.
+    Update {
+        /// Task history retention limit (default 5).
+        #[arg(long = "task-history-limit", allow_hyphen_values = true)]
+        task_history_limit: Option<String>,
+        /// Dispatcher heartbeat period (ns|us|ms|s|m|h) (default 5s).
+        #[arg(long = "dispatcher-heartbeat", allow_hyphen_values = true)]
         dispatcher_heartbeat: Option<String>,
     },
     /// Join a swarm as a node and/or manager.
@@ -67,16 +76,11 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
                 Some(v) => opts::parse_count(&v, "--task-history-limit")?,
                 None => 0,
             };
-            let heartbeat = match dispatcher_heartbeat {
-                Some(v) => {
-                    let d = opts::parse_duration(&v, "--dispatcher-heartbeat")?;
-                    if d < std::time::Duration::from_millis(100) {
-                        anyhow::bail!("invalid argument {v:?} for \"--dispatcher-heartbeat\" flag: must be at least 100ms");
-                    }
-                    d.as_millis() as u64
-                }
-                None => 0,
-            };
+            let heartbeat = dispatcher_heartbeat
+                .as_deref()
+                .map(parse_heartbeat)
+                .transpose()?
+                .unwrap_or(0);
             let mut c = client::connect(host).await?;
             let resp = c
                 .swarm_init(pb::SwarmInitRequest {
@@ -96,6 +100,25 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
                 worker.as_ref().map(|(t, a)| (t.as_str(), a.as_str())),
             );
             write!(std::io::stdout(), "{text}")?;
+            Ok(())
+        }
+        SwarmCommand::Update {
+            task_history_limit,
+            dispatcher_heartbeat,
+        } => {
+            let req = pb::UpdateSwarmRequest {
+                task_history_limit: task_history_limit
+                    .as_deref()
+                    .map(parse_history_limit)
+                    .transpose()?,
+                dispatcher_heartbeat_ms: dispatcher_heartbeat
+                    .as_deref()
+                    .map(parse_heartbeat)
+                    .transpose()?,
+            };
+            let mut c = client::connect(host).await?;
+            c.update_swarm(req).await.daemon()?;
+            writeln!(std::io::stdout(), "Swarm updated.")?;
             Ok(())
         }
         SwarmCommand::Join {
@@ -147,6 +170,30 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
             writeln!(std::io::stdout(), "Node left the swarm.")?;
             Ok(())
         }
+    }
+}
+
+/// `--dispatcher-heartbeat`: a duration of at least 100ms, in ms.
+pub fn parse_heartbeat(v: &str) -> anyhow::Result<u64> {
+    let flag = "--dispatcher-heartbeat";
+    let d = opts::parse_duration(v, flag)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(opts::invalid(v, flag, "must be at least 100ms"));
+    }
+    Ok(d.as_millis() as u64)
+}
+
+/// `swarm update --task-history-limit`: tasks kept per slot, the current
+/// one included, so at least 1.
+pub fn parse_history_limit(v: &str) -> anyhow::Result<u64> {
+    let flag = "--task-history-limit";
+    match opts::parse_count(v, flag)? {
+        0 => Err(opts::invalid(
+            v,
+            flag,
+            "must be at least 1 (1 keeps only the current task of each slot)",
+        )),
+        n => Ok(n),
     }
 }
 
@@ -240,6 +287,28 @@ mod tests {
             "Swarm initialized: current node (n1) is now a manager.\n\n\
              To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n\n"
         );
+    }
+
+    #[test]
+    fn update_values_are_checked_before_connecting() {
+        assert_eq!(parse_history_limit("2").unwrap(), 2);
+        assert_eq!(
+            parse_history_limit("-1").unwrap_err().to_string(),
+            r#"invalid argument "-1" for "--task-history-limit" flag: must be a non-negative integer"#
+        );
+        assert!(parse_history_limit("abc").is_err());
+        assert!(parse_history_limit("0")
+            .unwrap_err()
+            .to_string()
+            .contains("must be at least 1"));
+        assert_eq!(parse_heartbeat("500ms").unwrap(), 500);
+        assert_eq!(parse_heartbeat("5s").unwrap(), 5000);
+        assert_eq!(
+            parse_heartbeat("50ms").unwrap_err().to_string(),
+            r#"invalid argument "50ms" for "--dispatcher-heartbeat" flag: must be at least 100ms"#
+        );
+        assert!(parse_heartbeat("-1s").is_err());
+        assert!(parse_heartbeat("abc").is_err());
     }
 
     #[test]

@@ -137,6 +137,17 @@ impl pb::control_server::Control for Fake {
         }))
     }
 
+    async fn update_swarm(
+        &self,
+        r: Request<pb::UpdateSwarmRequest>,
+    ) -> Result<Response<pb::UpdateSwarmResponse>, Status> {
+        let r = r.into_inner();
+        Ok(Response::new(pb::UpdateSwarmResponse {
+            task_history_limit: r.task_history_limit.unwrap_or(5),
+            dispatcher_heartbeat_ms: r.dispatcher_heartbeat_ms.unwrap_or(5000),
+        }))
+    }
+
     async fn create_service(
         &self,
         r: Request<pb::CreateServiceRequest>,
@@ -160,6 +171,7 @@ impl pb::control_server::Control for Fake {
             endpoint: Some(pb::ServiceEndpoint { ports }),
             spec_version: 1,
             update_status: None,
+            job_status: None,
         };
         self.services.lock().unwrap().push(svc.clone());
         self.reconcile(&svc);
@@ -209,6 +221,7 @@ impl pb::control_server::Control for Fake {
                 .map(|s| pb::ServiceListEntry {
                     running_tasks: tasks.iter().filter(|t| t.service_id == s.id).count() as u64,
                     desired_tasks: s.spec.as_ref().unwrap().replicas,
+                    completed_tasks: 0,
                     service: Some(s),
                 })
                 .collect(),
@@ -313,6 +326,7 @@ impl pb::control_server::Control for Fake {
                     timestamp_ms: 1_700_000_000_000,
                     stream: "stdout".into(),
                     data: format!("hello from {}\n", t.slot).into_bytes(),
+                    unavailable_nodes: Vec::new(),
                 })
             })
             .collect();

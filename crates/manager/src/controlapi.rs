@@ -14,8 +14,7 @@ use shoal_store::{Compare, Op, Store, StoreError, Txn};
 use tonic::{Request, Response, Status};
 
 use crate::dispatcher::DispatcherApi;
-use crate::orchestrator::global::eligible_nodes;
-use crate::orchestrator::{is_live, task_state};
+use crate::orchestrator::{self, task_state};
 use crate::state::{self, ClusterView};
 use crate::{allocator, ca, join, spec, ManagerConfig};
 
@@ -186,22 +185,72 @@ impl ControlApi {
         Ok(ServiceEndpoint { ports })
     }
 
-    fn running_counts(&self, view: &ClusterView, service: &Service) -> (u64, u64) {
-        let running = view
-            .tasks_of(&service.id)
-            .filter(|t| is_live(t) && task_state(t) == TaskState::Running)
-            .count() as u64;
-        let spec = service.spec.clone().unwrap_or_default();
-        let desired = match spec.mode() {
-            ServiceMode::Replicated => spec.replicas,
-            ServiceMode::Global => {
-                let eligible = eligible_nodes(view);
-                view.tasks_of(&service.id)
-                    .filter(|t| is_live(t) && eligible.contains(&t.node_id))
-                    .count() as u64
-            }
+    /// One try at `node rm`: a store conflict comes back as the outer error.
+    async fn remove_node_once(
+        &self,
+        req: &RemoveNodeRequest,
+    ) -> Result<Result<Response<RemoveNodeResponse>, Status>, StoreError> {
+        let view = self.view();
+        let node = match self.find_node(&view, &req.node) {
+            Ok(n) => n,
+            Err(s) => return Ok(Err(s)),
         };
-        (running, desired)
+        if node
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.role() == NodeRole::Manager)
+        {
+            return Ok(Err(Status::failed_precondition(format!(
+                "node {} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal",
+                req.node
+            ))));
+        }
+        let ready = node
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state() == NodeState::Ready);
+        if ready && !req.force {
+            return Ok(Err(Status::failed_precondition(format!(
+                "node {} is not down and can't be removed: stop it first, or use --force",
+                req.node
+            ))));
+        }
+        let version = node.meta.as_ref().map(|m| m.version).unwrap_or(0);
+        let mut txn = Txn::default();
+        txn.compares.push(Compare::Version {
+            key: state::node_key(&node.id),
+            version,
+        });
+        txn.ops.push(Op::Delete {
+            key: state::node_key(&node.id),
+        });
+        // Its tasks will never report again: they end as orphaned, which frees
+        // their addresses; the orchestrator replaces them elsewhere.
+        for t in view
+            .tasks
+            .values()
+            .filter(|t| t.node_id == node.id && !is_terminal(task_state(t)))
+        {
+            let mut t = t.clone();
+            let tv = t.meta.as_ref().map(|m| m.version).unwrap_or(0);
+            let status = t.status.get_or_insert_with(Default::default);
+            status.state = TaskState::Orphaned as i32;
+            status.timestamp_ms = shoal_api::now_ms();
+            status.message = "node removed from the swarm".into();
+            t.desired_state = t.desired_state.max(TaskState::Shutdown as i32);
+            state::touch_meta(&mut t.meta);
+            txn.compares.push(Compare::Version {
+                key: state::task_key(&t.id),
+                version: tv,
+            });
+            txn.ops.push(Op::Put {
+                key: state::task_key(&t.id),
+                value: codec::encode(&t),
+            });
+        }
+        self.store.write(txn).await?;
+        tracing::info!(node = %node.id, force = req.force, "node removed");
+        Ok(Ok(Response::new(RemoveNodeResponse { id: node.id })))
     }
 
     /// Fills the live manager status: Leader from Raft, reachability from
@@ -214,7 +263,15 @@ impl ControlApi {
             .is_some_and(|s| s.state() == NodeState::Down);
         if let Some(ms) = node.manager_status.as_mut() {
             ms.leader = Some(ms.raft_id) == leader;
-            ms.reachability = if down { "unavailable" } else { "reachable" }.into();
+            ms.reachability = if down {
+                "unavailable"
+            } else if !self.store.voter_ids().contains(&ms.raft_id) {
+                // Promoted, still joining the Raft group.
+                "unknown"
+            } else {
+                "reachable"
+            }
+            .into();
         }
         node
     }
@@ -249,6 +306,7 @@ impl ControlApi {
             completed_at_ms: 0,
             message: "manually requested rollback".into(),
         });
+        orchestrator::jobs::spec_changed(&mut service, shoal_api::now_ms());
         state::touch_meta(&mut service.meta);
         let txn = service_write(&service, version, current.endpoint.as_ref());
         let rev = self.store.write(txn).await.map_err(store_status)?;
@@ -268,6 +326,61 @@ fn host_port_in_use(port: u32) -> bool {
 /// The write of a changed service read at `version`: the service itself and
 /// the published-port index moved from `before` to its new endpoint (taken
 /// ports must be free, released ones are freed).
+/// `node promote` / `node demote` preconditions (the change itself is the
+/// spec's role; the node and the role manager carry it out).
+fn check_role_change(
+    view: &ClusterView,
+    node: &Node,
+    name: &str,
+    role: NodeRole,
+) -> Result<(), Status> {
+    let ready = |n: &Node| {
+        n.status
+            .as_ref()
+            .is_some_and(|s| s.state() == NodeState::Ready)
+    };
+    if role == NodeRole::Manager {
+        if !ready(node) {
+            return Err(Status::failed_precondition(format!(
+                "node {name} is not Ready and can't be promoted: bring it back first"
+            )));
+        }
+        return Ok(());
+    }
+    let managers: Vec<&Node> = view
+        .nodes
+        .values()
+        .filter(|n| {
+            n.spec
+                .as_ref()
+                .is_some_and(|s| s.role() == NodeRole::Manager)
+        })
+        .collect();
+    if managers.len() <= 1 {
+        return Err(Status::failed_precondition(
+            "attempting to demote the last manager of the swarm: promote another node first",
+        ));
+    }
+    // The group left behind must still have a quorum of reachable members.
+    let remaining = managers.iter().filter(|n| n.id != node.id).count();
+    // Reachable as `node ls` shows it: not Down.
+    let reachable = managers
+        .iter()
+        .filter(|n| {
+            n.id != node.id
+                && n.status
+                    .as_ref()
+                    .is_none_or(|s| s.state() != NodeState::Down)
+        })
+        .count();
+    if reachable < remaining / 2 + 1 {
+        return Err(Status::failed_precondition(format!(
+            "can't demote {name}: removing it may result in loss of quorum ({reachable} of the {remaining} remaining managers are reachable)"
+        )));
+    }
+    Ok(())
+}
+
 fn service_write(service: &Service, version: u64, before: Option<&ServiceEndpoint>) -> Txn {
     let ports = |e: Option<&ServiceEndpoint>| -> BTreeSet<u32> {
         e.iter()
@@ -332,6 +445,53 @@ impl Control for ControlApi {
         ))
     }
 
+    async fn update_swarm(
+        &self,
+        req: Request<UpdateSwarmRequest>,
+    ) -> Result<Response<UpdateSwarmResponse>, Status> {
+        let req = req.into_inner();
+        crate::swarm::validate_update(&req).map_err(Status::invalid_argument)?;
+        // The cluster object also changes with token rotations: retry a race.
+        for _ in 0..5 {
+            let mut cluster: Cluster = state::get(&self.store, state::CLUSTER_KEY)
+                .ok_or_else(|| Status::failed_precondition("the cluster object is missing"))?;
+            let version = cluster.meta.as_ref().map(|m| m.version).unwrap_or(0);
+            let before = cluster.clone();
+            crate::swarm::apply_update(&mut cluster, &req);
+            if cluster != before {
+                state::touch_meta(&mut cluster.meta);
+                let txn = Txn {
+                    compares: vec![Compare::Version {
+                        key: state::CLUSTER_KEY.into(),
+                        version,
+                    }],
+                    ops: vec![Op::Put {
+                        key: state::CLUSTER_KEY.into(),
+                        value: codec::encode(&cluster),
+                    }],
+                };
+                match self.store.write(txn).await {
+                    Err(StoreError::ConditionFailed { .. }) => continue,
+                    r => {
+                        r.map_err(store_status)?;
+                    }
+                }
+                tracing::info!(
+                    task_history_limit = cluster.task_history_limit,
+                    dispatcher_heartbeat_ms = cluster.dispatcher_heartbeat_ms,
+                    "swarm updated"
+                );
+            }
+            return Ok(Response::new(UpdateSwarmResponse {
+                task_history_limit: cluster.task_history_limit,
+                dispatcher_heartbeat_ms: cluster.dispatcher_heartbeat_ms,
+            }));
+        }
+        Err(Status::aborted(
+            "update out of sequence: the cluster changed meanwhile; retry",
+        ))
+    }
+
     async fn create_service(
         &self,
         req: Request<CreateServiceRequest>,
@@ -368,7 +528,9 @@ impl Control for ControlApi {
             endpoint: Some(endpoint.clone()),
             spec_version: 1,
             update_status: None,
+            job_status: None,
         };
+        orchestrator::jobs::start_iteration(&mut service, now);
         let mut txn = Txn::default();
         txn.compares.push(Compare::Version {
             key: state::service_key(&id),
@@ -426,11 +588,12 @@ impl Control for ControlApi {
             .services
             .values()
             .map(|s| {
-                let (running, desired) = self.running_counts(&view, s);
+                let (running, desired, completed) = orchestrator::service_counts(&view, s);
                 ServiceListEntry {
                     service: Some(s.clone()),
                     running_tasks: running,
                     desired_tasks: desired,
+                    completed_tasks: completed,
                 }
             })
             .collect();
@@ -499,6 +662,7 @@ impl Control for ControlApi {
         service.previous_spec = Some(old_spec);
         service.spec = Some(spec);
         service.endpoint = Some(endpoint);
+        orchestrator::jobs::spec_changed(&mut service, shoal_api::now_ms());
         state::touch_meta(&mut service.meta);
         let txn = service_write(&service, version, current.endpoint.as_ref());
         let rev = self.store.write(txn).await.map_err(store_status)?;
@@ -647,38 +811,7 @@ impl Control for ControlApi {
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         let old = node.spec.clone().unwrap_or_default();
         if new.role != old.role {
-            let managers = view
-                .nodes
-                .values()
-                .filter(|n| {
-                    n.spec
-                        .as_ref()
-                        .is_some_and(|s| s.role() == NodeRole::Manager)
-                })
-                .count();
-            if new.role() == NodeRole::Worker && managers <= 1 {
-                return Err(Status::failed_precondition(
-                    "attempting to demote the last manager of the swarm: promote another node first",
-                ));
-            }
-            if new.role() == NodeRole::Manager {
-                let down = node
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.state() != NodeState::Ready);
-                if down {
-                    return Err(Status::failed_precondition(format!(
-                        "node {} is not Ready and can't be promoted",
-                        req.node
-                    )));
-                }
-                return Err(Status::unimplemented(
-                    "promoting a node to manager is not supported yet: this version runs a single manager",
-                ));
-            }
-            return Err(Status::unimplemented(
-                "demoting a manager is not supported yet: this version runs a single manager",
-            ));
+            check_role_change(&view, &node, &req.node, new.role())?;
         }
         if new == old {
             return Ok(Response::new(NodeResponse {
@@ -710,64 +843,16 @@ impl Control for ControlApi {
         req: Request<RemoveNodeRequest>,
     ) -> Result<Response<RemoveNodeResponse>, Status> {
         let req = req.into_inner();
-        let view = self.view();
-        let node = self.find_node(&view, &req.node)?;
-        if node
-            .spec
-            .as_ref()
-            .is_some_and(|s| s.role() == NodeRole::Manager)
-        {
-            return Err(Status::failed_precondition(format!(
-                "node {} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal",
-                req.node
-            )));
+        // The reconciler rewrites the node's tasks meanwhile (it is Down):
+        // retry on a fresh view rather than fail the user's command.
+        let mut attempt = 0;
+        loop {
+            match self.remove_node_once(&req).await {
+                Err(StoreError::ConditionFailed { .. }) if attempt < 5 => attempt += 1,
+                Err(e) => return Err(store_status(e)),
+                Ok(r) => return r,
+            }
         }
-        let ready = node
-            .status
-            .as_ref()
-            .is_some_and(|s| s.state() == NodeState::Ready);
-        if ready && !req.force {
-            return Err(Status::failed_precondition(format!(
-                "node {} is not down and can't be removed: stop it first, or use --force",
-                req.node
-            )));
-        }
-        let version = node.meta.as_ref().map(|m| m.version).unwrap_or(0);
-        let mut txn = Txn::default();
-        txn.compares.push(Compare::Version {
-            key: state::node_key(&node.id),
-            version,
-        });
-        txn.ops.push(Op::Delete {
-            key: state::node_key(&node.id),
-        });
-        // Its tasks will never report again: they end as orphaned, which frees
-        // their addresses; the orchestrator replaces them elsewhere.
-        for t in view
-            .tasks
-            .values()
-            .filter(|t| t.node_id == node.id && !is_terminal(task_state(t)))
-        {
-            let mut t = t.clone();
-            let tv = t.meta.as_ref().map(|m| m.version).unwrap_or(0);
-            let status = t.status.get_or_insert_with(Default::default);
-            status.state = TaskState::Orphaned as i32;
-            status.timestamp_ms = shoal_api::now_ms();
-            status.message = "node removed from the swarm".into();
-            t.desired_state = t.desired_state.max(TaskState::Shutdown as i32);
-            state::touch_meta(&mut t.meta);
-            txn.compares.push(Compare::Version {
-                key: state::task_key(&t.id),
-                version: tv,
-            });
-            txn.ops.push(Op::Put {
-                key: state::task_key(&t.id),
-                value: codec::encode(&t),
-            });
-        }
-        self.store.write(txn).await.map_err(store_status)?;
-        tracing::info!(node = %node.id, force = req.force, "node removed");
-        Ok(Response::new(RemoveNodeResponse { id: node.id }))
     }
 
     async fn join_token(

@@ -145,6 +145,96 @@ impl NodeCa for NodeCaApi {
         Ok(Response::new(JoinRaftResponse {}))
     }
 
+    async fn renew_node_certificate(
+        &self,
+        req: Request<RenewNodeCertificateRequest>,
+    ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
+        let (peer, _) = ca::peer_identity(&req)?;
+        let req = req.into_inner();
+        let view = ClusterView::load(&self.store);
+        let cluster = view.cluster.clone();
+        let ca = cluster_ca(&cluster)?;
+        let mut node = view.nodes.get(&peer).cloned().ok_or_else(|| {
+            Status::not_found(format!("node {peer} is not a member of this swarm"))
+        })?;
+        let role = node.spec.as_ref().map(|s| s.role()).unwrap_or_default();
+        let cert_role = match role {
+            NodeRole::Manager => CertRole::Manager,
+            NodeRole::Worker => CertRole::Worker,
+        };
+        let version = node.meta.as_ref().map(|m| m.version).unwrap_or(0);
+        match (role, node.manager_status.as_ref()) {
+            // Promoted: give it a Raft id and the address it will serve Raft on;
+            // it then asks the leader to join the group (`JoinRaft`).
+            (NodeRole::Manager, None) => {
+                if req.advertise_addr.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "advertise_addr: a promoted node must say where it serves Raft",
+                    ));
+                }
+                node.manager_status = Some(ManagerStatus {
+                    leader: false,
+                    reachability: "unknown".into(),
+                    addr: req.advertise_addr.clone(),
+                    raft_id: next_raft_id(&view),
+                });
+                state::touch_meta(&mut node.meta);
+                let key = state::node_key(&peer);
+                let txn = Txn {
+                    compares: vec![Compare::Version {
+                        key: key.clone(),
+                        version,
+                    }],
+                    ops: vec![Op::Put {
+                        key,
+                        value: codec::encode(&node),
+                    }],
+                };
+                self.store.write(txn).await.map_err(|e| match e {
+                    StoreError::ConditionFailed { .. } => {
+                        Status::aborted(format!("node {peer} changed concurrently; retry"))
+                    }
+                    other => Status::unavailable(format!("store: {other}")),
+                })?;
+            }
+            // Demoted, but the leader has not taken it out of Raft yet.
+            (NodeRole::Worker, Some(_)) => {
+                return Err(Status::failed_precondition(format!(
+                "node {peer} is still a member of the Raft group; retry once the leader removed it"
+            )))
+            }
+            _ => {}
+        }
+        let underlay = node
+            .status
+            .as_ref()
+            .map(|s| s.addr.clone())
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| host_of(&req.advertise_addr).to_string());
+        let certificate_pem = ca
+            .sign_node(
+                &req.csr_pem,
+                &peer,
+                cert_role,
+                std::slice::from_ref(&underlay),
+            )
+            .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
+        tracing::info!(node = %peer, ?role, "node certificate renewed for its new role");
+        let status = node.status.clone().unwrap_or_default();
+        Ok(Response::new(IssueNodeCertificateResponse {
+            node_id: peer,
+            certificate_pem,
+            ca_certificate_pem: ca.cert_pem().to_string(),
+            role: role as i32,
+            manager_addrs: cluster.manager_addrs.clone(),
+            raft_id: node.manager_status.as_ref().map(|m| m.raft_id).unwrap_or(0),
+            ingress_address: status.ingress_address,
+            ingress_subnet: cluster.ingress_subnet.clone(),
+            ingress_vni: cluster.ingress_vni,
+            data_path_port: cluster.data_path_port,
+        }))
+    }
+
     async fn issue_node_certificate(
         &self,
         req: Request<IssueNodeCertificateRequest>,

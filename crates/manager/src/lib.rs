@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`state`]: key layout and [`state::ClusterView`].
 //! - [`spec`]: service spec validation.
+//! - [`swarm`]: `swarm update` of the cluster-wide settings.
 //! - [`ca`]: the cluster CA, node certificates, join tokens, TLS configs.
 //! - [`controlapi`]: the `Control` gRPC service (what the CLI calls).
 //! - [`join`]: the `NodeCA` service (join with a token) and token checks.
@@ -29,9 +30,11 @@ pub mod orchestrator;
 pub mod placement;
 pub mod reaper;
 pub mod reconciler;
+pub mod role;
 pub mod scheduler;
 pub mod spec;
 pub mod state;
+pub mod swarm;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -288,6 +291,10 @@ impl Manager {
             let d = dispatcher.clone();
             tasks
                 .spawn(async move { ("withdrawal confirmer", d.run_withdrawal_confirmer().await) });
+        }
+        {
+            let (store, rx, shutdown) = (store.clone(), changes_rx.clone(), shutdown.clone());
+            tasks.spawn(async move { ("role manager", role::run(store, rx, shutdown).await) });
         }
         Manager {
             inner: Arc::new(Inner {

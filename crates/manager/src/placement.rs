@@ -105,6 +105,9 @@ pub fn parse_preference(text: &str) -> Result<String, String> {
     }
 }
 
+/// The smallest `--limit-memory` (Docker's "Minimum memory limit allowed is 6MB").
+pub const MIN_LIMIT_MEMORY_BYTES: i64 = 6 * 1024 * 1024;
+
 /// Checks the placement part of a spec.
 pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
     if let Some(p) = &spec.placement {
@@ -125,6 +128,13 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
             if v < 0 {
                 return Err(format!("resources: {name} {v} is negative"));
             }
+        }
+        // Docker's daemon minimum; a smaller cgroup limit kills any process.
+        if r.limit_memory_bytes > 0 && r.limit_memory_bytes < MIN_LIMIT_MEMORY_BYTES {
+            return Err(format!(
+                "resources: limit_memory_bytes {}: Minimum memory limit allowed is 6MB",
+                r.limit_memory_bytes
+            ));
         }
     }
     Ok(())

@@ -33,9 +33,7 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
             }
         }
     }
-    if spec.mode() == ServiceMode::Global && spec.replicas != 0 {
-        return Err("replicas: --replicas can only be used with replicated mode".into());
-    }
+    validate_mode(spec)?;
     for env in &spec.env {
         if env.split_once('=').is_none_or(|(k, _)| k.is_empty()) {
             return Err(format!("env: {env:?} is not KEY=VALUE"));
@@ -75,6 +73,31 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
             }
             seen.push(p.published_port);
         }
+    }
+    Ok(())
+}
+
+/// Mode-specific fields: replicas, `--max-concurrent`, and no update or
+/// rollback configuration for jobs (their tasks are never rolled).
+fn validate_mode(spec: &ServiceSpec) -> Result<(), String> {
+    let mode = spec.mode();
+    if matches!(mode, ServiceMode::Global | ServiceMode::GlobalJob) && spec.replicas != 0 {
+        return Err(
+            "replicas: --replicas can only be used with replicated or replicated-job mode".into(),
+        );
+    }
+    if mode != ServiceMode::ReplicatedJob && spec.max_concurrent != 0 {
+        return Err(
+            "max_concurrent: --max-concurrent can only be used with replicated-job mode".into(),
+        );
+    }
+    if crate::orchestrator::jobs::is_job(spec)
+        && (spec.update_config.is_some() || spec.rollback_config.is_some())
+    {
+        return Err(
+            "update_config: update and rollback configuration is not supported for jobs; drop the --update-* and --rollback-* flags"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -183,11 +206,25 @@ pub fn normalize(spec: &mut ServiceSpec) {
             p.publish_mode = "ingress".into();
         }
     }
-    if spec.update_config.is_none() {
-        spec.update_config = Some(crate::orchestrator::update::default_config());
-    }
-    if spec.rollback_config.is_none() {
-        spec.rollback_config = Some(crate::orchestrator::update::default_config());
+    if crate::orchestrator::jobs::is_job(spec) {
+        // Jobs have no rolling updates: the defaults mean "none given".
+        let default = Some(crate::orchestrator::update::default_config());
+        if spec.update_config == default {
+            spec.update_config = None;
+        }
+        if spec.rollback_config == default {
+            spec.rollback_config = None;
+        }
+        if spec.mode() == ServiceMode::ReplicatedJob && spec.max_concurrent == 0 {
+            spec.max_concurrent = spec.replicas;
+        }
+    } else {
+        if spec.update_config.is_none() {
+            spec.update_config = Some(crate::orchestrator::update::default_config());
+        }
+        if spec.rollback_config.is_none() {
+            spec.rollback_config = Some(crate::orchestrator::update::default_config());
+        }
     }
     if spec.restart.is_none() {
         spec.restart = Some(shoal_api::pb::RestartPolicy {
@@ -245,6 +282,21 @@ mod tests {
         assert!(validate(&s).unwrap_err().starts_with("replicas:"));
 
         let mut s = spec();
+        s.max_concurrent = 2;
+        assert!(validate(&s).unwrap_err().starts_with("max_concurrent:"));
+
+        let mut s = spec();
+        s.mode = ServiceMode::GlobalJob as i32;
+        assert!(validate(&s).unwrap_err().starts_with("replicas:"));
+
+        let mut s = spec();
+        s.mode = ServiceMode::ReplicatedJob as i32;
+        s.update_config = Some(crate::orchestrator::update::default_config());
+        s.update_config.as_mut().unwrap().parallelism = 2;
+        normalize(&mut s);
+        assert!(validate(&s).unwrap_err().starts_with("update_config:"));
+
+        let mut s = spec();
         s.runtime = Runtime::Process as i32;
         assert!(validate(&s).unwrap_err().starts_with("command:"));
 
@@ -261,6 +313,19 @@ mod tests {
         let mut s = spec();
         s.image = "nginx".into();
         assert!(validate(&s).unwrap_err().contains("--runtime process"));
+    }
+
+    #[test]
+    fn jobs_get_max_concurrent_and_no_update_config() {
+        let mut s = spec();
+        s.ports.clear();
+        s.mode = ServiceMode::ReplicatedJob as i32;
+        s.replicas = 6;
+        s.update_config = Some(crate::orchestrator::update::default_config());
+        normalize(&mut s);
+        assert_eq!(s.max_concurrent, 6);
+        assert_eq!((s.update_config, s.rollback_config), (None, None));
+        assert_eq!(validate(&s), Ok(()));
     }
 
     #[test]

@@ -163,6 +163,7 @@ impl Control for NodeControl {
         update_node(UpdateNodeRequest) -> NodeResponse;
         remove_node(RemoveNodeRequest) -> RemoveNodeResponse;
         join_token(JoinTokenRequest) -> JoinTokenResponse;
+        update_swarm(UpdateSwarmRequest) -> UpdateSwarmResponse;
     }
 
     type ServiceLogsStream = <ControlApi as Control>::ServiceLogsStream;
@@ -238,6 +239,13 @@ impl Dispatcher for NodeDispatcher {
 
     async fn feed(&self, req: Request<FeedRequest>) -> Result<Response<Self::FeedStream>, Status> {
         self.authorize(&req, None)?;
+        // Any replica serves the feed; a demoted manager relays to the others.
+        if self.daemon.manager().is_none() {
+            if let Some(mut upstream) = self.daemon.worker_upstream() {
+                let stream = upstream.feed(req.into_inner()).await?.into_inner();
+                return Ok(Response::new(Box::pin(stream) as Self::FeedStream));
+            }
+        }
         self.manager()?.feed(req).await
     }
 

@@ -20,8 +20,7 @@ use shoal_api::pb::dispatcher_client::DispatcherClient;
 use shoal_api::pb::dispatcher_server::DispatcherServer;
 use shoal_api::pb::node_ca_client::NodeCaClient;
 use shoal_api::pb::{
-    CreateServiceRequest, IssueNodeCertificateRequest, JoinRaftRequest, NodeRole, PortConfig,
-    ServiceSpec,
+    CreateServiceRequest, IssueNodeCertificateRequest, NodeRole, PortConfig, ServiceSpec,
 };
 use shoal_manager::{ca, LocalNode, Manager, ManagerConfig, NodeCertificates};
 use shoal_mesh::{Mesh, MeshConfig};
@@ -39,6 +38,9 @@ use crate::config::{DaemonConfig, NetworkModeArg};
 use crate::control::{NodeControl, NodeDispatcher};
 use crate::feed::Overlay;
 use crate::node::{self, Membership, NodeIdentity};
+use crate::tls::ManagersChannel;
+
+mod role;
 
 const ALREADY_IN_SWARM: &str =
     "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.";
@@ -67,6 +69,11 @@ pub struct Daemon {
     certs: StdMutex<Option<NodeCertificates>>,
     /// A channel to the current Raft leader (followers proxy dispatcher calls).
     leader_channel: StdMutex<Option<(String, Channel)>>,
+    /// Stops the manager components and the node listener alone (`node demote`).
+    manager_token: StdMutex<Option<CancellationToken>>,
+    /// A worker's channel over the managers (also relays the local socket's
+    /// dispatcher calls once a manager was demoted).
+    upstream: StdMutex<Option<Arc<ManagersChannel>>>,
     /// A role failed: the daemon must exit.
     fatal: mpsc::UnboundedSender<String>,
 }
@@ -117,11 +124,13 @@ impl Daemon {
         Ok(store)
     }
 
-    /// A dispatcher client on the Raft leader when this manager is a
-    /// follower (None when this node leads).
+    /// Where this node's dispatcher calls go when it cannot answer them
+    /// itself: the Raft leader when this manager is a follower, the managers
+    /// when this node is a worker (a demoted manager's local agent); None
+    /// when this node leads.
     pub fn leader_dispatcher(&self) -> Result<Option<DispatcherClient<Channel>>, Status> {
         let Some(manager) = self.manager() else {
-            return Ok(None);
+            return Ok(self.worker_upstream());
         };
         if manager.store().is_leader() {
             return Ok(None);
@@ -145,6 +154,17 @@ impl Daemon {
             crate::tls::manager_channel(&addr, &certs).map_err(|e| internal(format!("{e:#}")))?;
         *cached = Some((addr, ch.clone()));
         Ok(Some(DispatcherClient::new(ch)))
+    }
+
+    /// A worker's dispatcher client over its managers.
+    pub fn worker_upstream(&self) -> Option<DispatcherClient<Channel>> {
+        if self.membership() != Membership::Worker {
+            return None;
+        }
+        let upstream = self.upstream.lock().expect("upstream lock");
+        upstream
+            .as_ref()
+            .map(|u| DispatcherClient::new(u.channel()))
     }
 
     /// `host:port` other nodes dial to reach this manager.
@@ -311,14 +331,9 @@ impl Daemon {
             self.start_manager(store, &certs)
                 .await
                 .map_err(|e| internal(format!("{e:#}")))?;
-            let channel = crate::tls::manager_channel(&remote, &certs)
-                .map_err(|e| internal(format!("{e:#}")))?;
-            NodeCaClient::new(channel)
-                .join_raft(JoinRaftRequest {
-                    raft_id: resp.raft_id,
-                    addr: self.manager_addr(),
-                })
-                .await?;
+            let mut via = vec![remote.clone()];
+            via.extend(resp.manager_addrs.iter().filter(|a| **a != remote).cloned());
+            self.join_raft(&via, &certs, resp.raft_id).await?;
             tracing::info!(manager = %remote, node = %resp.node_id, raft_id = resp.raft_id, "joined the swarm as a manager");
         } else {
             tracing::info!(manager = %remote, node = %resp.node_id, "joined the swarm as a worker");
@@ -349,6 +364,7 @@ impl Daemon {
         }
         self.mesh.apply_snapshot(Vec::new());
         *self.certs.lock().expect("certs lock") = None;
+        *self.upstream.lock().expect("upstream lock") = None;
         node::remove_membership(&self.cfg.data_root).map_err(|e| internal(format!("{e:#}")))?;
         self.update_identity(|id| {
             id.membership = Membership::None;
@@ -366,8 +382,22 @@ impl Daemon {
         store: Store,
         certs: &NodeCertificates,
     ) -> anyhow::Result<()> {
-        *self.certs.lock().expect("certs lock") = Some(certs.clone());
         let token = CancellationToken::new();
+        self.start_manager_components(store, certs, &token).await?;
+        self.start_node_roles(local_channel(&self.socket), token)
+            .await
+    }
+
+    /// The manager components and the mTLS node listener, under a token of
+    /// their own (a child of `parent`) so a demotion stops them alone.
+    async fn start_manager_components(
+        self: &Arc<Self>,
+        store: Store,
+        certs: &NodeCertificates,
+        parent: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        *self.certs.lock().expect("certs lock") = Some(certs.clone());
+        let token = parent.child_token();
         let identity = self.identity();
         let manager = Manager::start(
             store,
@@ -394,16 +424,17 @@ impl Daemon {
             token.clone(),
         )
         .await?;
-        self.start_node_roles(local_channel(&self.socket), token)
-            .await
+        *self.manager_token.lock().expect("manager token lock") = Some(token);
+        Ok(())
     }
 
     /// Worker roles: agent and feed over mTLS to a manager.
     async fn start_worker(self: &Arc<Self>, certs: &NodeCertificates) -> anyhow::Result<()> {
         *self.certs.lock().expect("certs lock") = Some(certs.clone());
         let identity = self.identity();
-        let channel = crate::tls::managers_channel(&identity.manager_addrs, certs)?;
-        self.start_node_roles(channel, CancellationToken::new())
+        let upstream = Arc::new(ManagersChannel::new(&identity.manager_addrs, certs)?);
+        *self.upstream.lock().expect("upstream lock") = Some(upstream.clone());
+        self.start_node_roles(upstream.channel(), CancellationToken::new())
             .await
     }
 
@@ -425,15 +456,23 @@ impl Daemon {
             stop_grace: self.cfg.stop_grace_period,
         };
         let agent_token = CancellationToken::new();
+        let (directives_tx, directives) = tokio::sync::watch::channel(None);
         let agent = {
             let (token, channel, fatal) =
                 (agent_token.clone(), channel.clone(), self.fatal.clone());
             tokio::spawn(async move {
-                if let Err(e) = Agent::run(agent_cfg, channel, token).await {
+                if let Err(e) =
+                    Agent::run_with_directives(agent_cfg, channel, token, directives_tx).await
+                {
                     let _ = fatal.send(format!("agent failed: {e}"));
                 }
             })
         };
+        tokio::spawn(role::follow_directives(
+            self.clone(),
+            directives,
+            token.clone(),
+        ));
         tokio::spawn(crate::feed::run(
             channel,
             self.mesh.clone(),
@@ -657,6 +696,8 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         roles: Mutex::new(None),
         certs: StdMutex::new(None),
         leader_channel: StdMutex::new(None),
+        manager_token: StdMutex::new(None),
+        upstream: StdMutex::new(None),
         fatal: fatal_tx,
     });
     let server = Server::builder()

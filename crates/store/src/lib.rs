@@ -5,9 +5,10 @@
 //! entry as its *revision*. Reads ([`Store::get`], [`Store::list`]) are served from a local
 //! in-memory map; [`Store::watch`] streams changes after a revision. Everything is durable
 //! under `data_dir` (two redb files: the Raft log and the applied state), so a restarted
-//! node resumes where it stopped without replaying the whole log. Today the group has one
-//! member; more managers join with [`Store::add_learner`] + [`Store::change_membership`]
-//! over the gRPC [`RaftTransport`](shoal_api::pb::raft_transport_server::RaftTransport).
+//! node resumes where it stopped without replaying the whole log. Managers join the group
+//! with [`Store::add_learner`] + [`Store::change_membership`] and leave it with
+//! [`Store::remove_member`], over the gRPC
+//! [`RaftTransport`](shoal_api::pb::raft_transport_server::RaftTransport).
 //!
 //! # Layout
 //! - `types`: [`Txn`], [`KeyValue`], [`WatchEvent`] and the openraft [`TypeConfig`].
@@ -375,6 +376,45 @@ impl Store {
             .await
             .map(|_| ())
             .map_err(|e| StoreError::raft("change_membership", e))
+    }
+
+    /// Removes a member from the group entirely (a voter is not kept as a
+    /// learner). Removing the leader itself commits the change, then the
+    /// leader steps down and the others elect a new one.
+    pub async fn remove_member(&self, node_id: u64) -> Result<(), StoreError> {
+        let membership = self.metrics().membership_config;
+        let membership = membership.membership();
+        let change = if membership.voter_ids().any(|id| id == node_id) {
+            openraft::ChangeMembers::RemoveVoters(BTreeSet::from([node_id]))
+        } else if membership.learner_ids().any(|id| id == node_id) {
+            openraft::ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
+        } else {
+            return Ok(());
+        };
+        self.inner
+            .raft
+            .change_membership(change, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::raft("change_membership", e))
+    }
+
+    /// Raft ids of every member (voters and learners) in the effective
+    /// membership this replica knows.
+    pub fn member_ids(&self) -> BTreeSet<u64> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        membership
+            .voter_ids()
+            .chain(membership.learner_ids())
+            .collect()
+    }
+
+    /// Raft ids of the voters in the effective membership this replica knows.
+    pub fn voter_ids(&self) -> BTreeSet<u64> {
+        let metrics = self.metrics();
+        let ids = metrics.membership_config.membership().voter_ids().collect();
+        ids
     }
 
     /// This node's Raft id.

@@ -432,6 +432,58 @@ async fn three_node_group_replicates() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_leave_the_group_the_leader_too() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let tuning = RaftTuning {
+        heartbeat_interval: Duration::from_millis(100),
+        election_timeout_min: Duration::from_millis(500),
+        election_timeout_max: Duration::from_millis(1000),
+        ..RaftTuning::default()
+    };
+    let mut nodes = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        nodes.push(start_node(dir.path(), i as u64 + 1, &tuning).await);
+    }
+    let first = &nodes[0].store;
+    first.initialize().await.unwrap();
+    first.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    first.add_learner(2, &nodes[1].addr).await.unwrap();
+    first.add_learner(3, &nodes[2].addr).await.unwrap();
+    first
+        .change_membership(BTreeSet::from([1, 2, 3]))
+        .await
+        .unwrap();
+    assert_eq!(first.voter_ids(), BTreeSet::from([1, 2, 3]));
+
+    // A follower leaves: it is neither voter nor learner afterwards.
+    first.remove_member(3).await.unwrap();
+    assert_eq!(first.member_ids(), BTreeSet::from([1, 2]));
+    // Removing a non-member changes nothing.
+    first.remove_member(3).await.unwrap();
+
+    // The leader removes itself: it steps down and node 2 leads alone.
+    first.remove_member(1).await.unwrap();
+    let second = &nodes[1].store;
+    eventually("node 2 leads", Duration::from_secs(10), || {
+        second.is_leader()
+    })
+    .await;
+    assert_eq!(second.member_ids(), BTreeSet::from([2]));
+    eventually("node 1 steps down", Duration::from_secs(10), || {
+        !first.is_leader()
+    })
+    .await;
+    let rev = second.write(Txn::new().put("after", "1")).await.unwrap();
+    assert!(rev > 0);
+
+    for node in nodes {
+        node.store.shutdown().await.unwrap();
+        let _ = node.stop.send(());
+        node.server.await.unwrap();
+    }
+}
+
 #[test]
 fn log_store_append_truncate_purge() {
     use openraft::{CommittedLeaderId, EntryPayload, LogId};

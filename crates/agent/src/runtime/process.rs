@@ -16,6 +16,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::cgroup::{self, Cgroups, Layout, Limits, TaskCgroup};
 use crate::logs::{LogStore, LogStream, LogWriter, TaskLogMeta};
 use crate::netns::TaskNetwork;
 use crate::{AgentConfig, NetworkMode};
@@ -28,6 +29,8 @@ const LOG_DRAIN: Duration = Duration::from_secs(2);
 pub struct TaskRunner {
     config: Arc<AgentConfig>,
     logs: LogStore,
+    /// Where tasks with `--limit-*` get their cgroup (detected once).
+    cgroups: Cgroups,
 }
 
 /// What to execute for a task.
@@ -132,9 +135,37 @@ fn free_loopback_port() -> io::Result<u16> {
 // === impl TaskRunner ===
 
 impl TaskRunner {
+    /// A runner for this node. It looks at the machine's cgroups once
+    /// (logging whether `--limit-*` can be enforced) and removes the task
+    /// groups a previous run of this node left behind.
     pub fn new(config: Arc<AgentConfig>) -> Self {
         let logs = LogStore::new(&config.data_root);
-        Self { config, logs }
+        let cgroups = Cgroups::detect(&config.data_root.join("cgroup"));
+        match cgroups.layout() {
+            Layout::Unavailable { reason } => {
+                tracing::warn!(
+                    "--limit-cpu and --limit-memory are not enforced on this node: {reason}"
+                )
+            }
+            layout => {
+                tracing::info!(
+                    ?layout,
+                    "--limit-cpu and --limit-memory are enforced with cgroups"
+                )
+            }
+        }
+        let stale = cgroups.remove_stale(|id| logs.has_task(id));
+        if stale > 0 {
+            tracing::info!(
+                groups = stale,
+                "removed task cgroups left by a previous run"
+            );
+        }
+        Self {
+            config,
+            logs,
+            cgroups,
+        }
     }
 
     /// What to execute, given the task's address in netns mode (None in
@@ -244,7 +275,25 @@ impl TaskRunner {
             }
             NetworkMode::Loopback => None,
         };
-        let outcome = self.prepared(&task, network.as_ref(), &stop, &report).await;
+        let group = match self.cgroups.create(&task.id, Limits::of(&task)) {
+            Ok(g) => g,
+            Err(e) => {
+                if let Some(n) = network {
+                    n.destroy().await;
+                }
+                report(failed(format!("task: {e}")));
+                return;
+            }
+        };
+        let outcome = self
+            .prepared(&task, network.as_ref(), group.as_ref(), &stop, &report)
+            .await;
+        if let Some(g) = group {
+            if g.oom_killed() {
+                tracing::warn!(task = %task.id, "the task's memory limit was reached: the OOM killer killed it");
+            }
+            let _ = tokio::task::spawn_blocking(move || g.remove()).await;
+        }
         if let Some(n) = network {
             n.destroy().await;
         }
@@ -277,6 +326,7 @@ impl TaskRunner {
         &self,
         task: &Task,
         network: Option<&TaskNetwork>,
+        group: Option<&TaskCgroup>,
         stop: &CancellationToken,
         report: &impl Fn(TaskStatus),
     ) -> Finished {
@@ -321,7 +371,8 @@ impl TaskRunner {
             message: "starting".into(),
             ..Default::default()
         });
-        let mut child = match spawn(&plan, network.map(|n| n.raw_fd())) {
+        let cgroup_fds = group.map(TaskCgroup::join_fds).unwrap_or_default();
+        let mut child = match spawn(&plan, network.map(|n| n.raw_fd()), &cgroup_fds) {
             Ok(c) => c,
             Err(e) => {
                 return Finished::Failed(format!("task: start {}: {e}", plan.program.display()))
@@ -512,7 +563,7 @@ impl HealthProbe {
             workdir: plan.workdir.clone(),
             ports: Vec::new(),
         };
-        let Ok(mut child) = spawn_with(&health_plan, netns_fd, false) else {
+        let Ok(mut child) = spawn_with(&health_plan, netns_fd, &[], false) else {
             return false;
         };
         match tokio::time::timeout(self.timeout, child.wait()).await {
@@ -597,16 +648,23 @@ async fn terminate(child: &mut Child, pid: u32, stop: StopPolicy) -> Option<Exit
 }
 
 /// Spawns the process in its own session (process group), dying with
-/// shoald, inside the netns `netns_fd` if given.
-fn spawn(plan: &ProcessPlan, netns_fd: Option<std::os::fd::RawFd>) -> io::Result<Child> {
-    spawn_with(plan, netns_fd, true)
+/// shoald, inside the netns `netns_fd` if given and the cgroup behind
+/// `cgroup_fds` (see [`cgroup::join_current`]).
+fn spawn(
+    plan: &ProcessPlan,
+    netns_fd: Option<std::os::fd::RawFd>,
+    cgroup_fds: &[std::os::fd::RawFd],
+) -> io::Result<Child> {
+    spawn_with(plan, netns_fd, cgroup_fds, true)
 }
 
-/// Starts `plan` in its own process group (and netns), dying with shoald;
-/// with `capture`, stdout and stderr are piped (tasks), else discarded (probes).
+/// Starts `plan` in its own process group (and netns, and cgroup), dying
+/// with shoald; with `capture`, stdout and stderr are piped (tasks), else
+/// discarded (probes).
 fn spawn_with(
     plan: &ProcessPlan,
     netns_fd: Option<std::os::fd::RawFd>,
+    cgroup_fds: &[std::os::fd::RawFd],
     capture: bool,
 ) -> io::Result<Child> {
     let output = || {
@@ -626,11 +684,15 @@ fn spawn_with(
     if let Some(dir) = &plan.workdir {
         cmd.current_dir(dir);
     }
+    let cgroup_fds = cgroup_fds.to_vec();
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (setns, setsid, prctl); it allocates
-    // nothing and touches no locks.
+    // async-signal-safe system calls (write, setns, setsid, prctl); it
+    // allocates nothing (the fd list was made before the fork) and touches
+    // no locks.
     unsafe {
         cmd.pre_exec(move || {
+            // The cgroup first, so that nothing of the task runs outside it.
+            cgroup::join_current(&cgroup_fds)?;
             if let Some(fd) = netns_fd {
                 crate::netns::enter(fd)?;
             }

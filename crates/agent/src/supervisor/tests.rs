@@ -114,3 +114,19 @@ fn stop_all_stops_active_tasks() {
     assert_eq!(ids(&sup.stop_all()), ["stop a", "stop b"]);
     assert!(sup.stop_all().is_empty());
 }
+
+#[test]
+fn job_tasks_wanted_complete_run_and_finish() {
+    let mut sup = TaskSupervisor::new();
+    let set = vec![task("j", TaskState::Complete, TaskState::Assigned)];
+    assert_eq!(ids(&sup.reconcile(&set)), ["start j"]);
+    // It exits 0: nothing is stopped, the runner is simply done.
+    assert!(sup.runner_finished("j").is_empty());
+    let set = vec![task("j", TaskState::Complete, TaskState::Complete)];
+    assert!(sup.reconcile(&set).is_empty());
+    assert_eq!(sup.state("j"), Some(LocalState::Finished));
+    // A new iteration stops an unfinished job task like any other.
+    sup.reconcile(&[task("k", TaskState::Complete, TaskState::Assigned)]);
+    let set = vec![task("k", TaskState::Shutdown, TaskState::Running)];
+    assert_eq!(ids(&sup.reconcile(&set)), ["stop k"]);
+}

@@ -113,6 +113,7 @@ fn service() -> pb::Service {
         endpoint: Some(pb::ServiceEndpoint { ports: vec![port] }),
         spec_version: 1,
         update_status: None,
+        job_status: None,
     }
 }
 

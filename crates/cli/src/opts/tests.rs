@@ -123,7 +123,16 @@ fn runtimes() {
 #[test]
 fn flag_values() {
     assert_eq!(parse_mode("global").unwrap(), ServiceMode::Global);
-    assert!(parse_mode("x").is_err());
+    assert_eq!(
+        parse_mode("replicated-job").unwrap(),
+        ServiceMode::ReplicatedJob
+    );
+    assert_eq!(parse_mode("global-job").unwrap(), ServiceMode::GlobalJob);
+    assert!(is_job(ServiceMode::GlobalJob as i32) && !is_job(ServiceMode::Global as i32));
+    assert_eq!(
+        parse_mode("x").unwrap_err().to_string(),
+        "invalid argument \"x\" for \"--mode\" flag: must be replicated, global, replicated-job or global-job"
+    );
     assert_eq!(
         parse_restart_condition("on-failure").unwrap(),
         RestartCondition::OnFailure

@@ -280,3 +280,90 @@ fn the_monitor_period_comes_from_the_spec() {
         Duration::from_millis(200)
     );
 }
+
+fn job(mode: pb::ServiceMode, replicas: u64, max_concurrent: u64, iteration: u64) -> pb::Service {
+    pb::Service {
+        id: "svc".into(),
+        spec: Some(pb::ServiceSpec {
+            name: "batch".into(),
+            replicas,
+            max_concurrent,
+            mode: mode as i32,
+            ..Default::default()
+        }),
+        spec_version: 1,
+        job_status: Some(pb::JobStatus {
+            iteration,
+            last_execution_ms: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+fn job_task(slot: u64, node: &str, state: TaskState, iteration: u64) -> pb::Task {
+    pb::Task {
+        desired_state: TaskState::Complete as i32,
+        job_iteration: iteration,
+        ..task(slot, node, state, slot as i64)
+    }
+}
+
+#[test]
+fn replicated_job_progress_counts_completions_of_the_current_iteration() {
+    let svc = job(pb::ServiceMode::ReplicatedJob, 3, 2, 1);
+    let mut failed = job_task(2, "n1", TaskState::Failed, 1);
+    failed.status.as_mut().unwrap().err = "task: non-zero exit (1)".into();
+    let tasks = vec![
+        job_task(1, "n1", TaskState::Complete, 1),
+        failed,
+        job_task(2, "n1", TaskState::Running, 1),
+        // An earlier iteration's completion does not count.
+        job_task(3, "n1", TaskState::Complete, 0),
+    ];
+    let snap = evaluate(&svc, &tasks, &[], false);
+    assert_eq!(
+        snap.lines,
+        [
+            format!(
+                "job progress: 1 out of 3 complete [{}>{}]",
+                "=".repeat(16),
+                " ".repeat(34)
+            ),
+            "active tasks: 1 out of 2 tasks".to_string(),
+            format!("1/3: complete  {FULL}"),
+            format!("2/3: running   [{}>{}]", "=".repeat(45), " ".repeat(5)),
+            "3/3: ".to_string(),
+        ]
+    );
+    assert!(!snap.converged());
+    let done: Vec<pb::Task> = (1..=3)
+        .map(|s| job_task(s, "n1", TaskState::Complete, 1))
+        .collect();
+    let snap = evaluate(&svc, &done, &[], false);
+    assert!(snap.converged());
+    assert_eq!(snap.lines[1], "active tasks: 0 out of 0 tasks");
+}
+
+#[test]
+fn global_job_progress_has_a_line_per_node() {
+    let svc = job(pb::ServiceMode::GlobalJob, 0, 0, 0);
+    assert_eq!(
+        evaluate(&svc, &[], &[], false).lines,
+        ["job progress: waiting for tasks"]
+    );
+    let tasks = vec![
+        job_task(0, "n1", TaskState::Complete, 0),
+        job_task(0, "n2", TaskState::Starting, 0),
+    ];
+    let snap = evaluate(&svc, &tasks, &[], false);
+    assert_eq!(
+        snap.lines[0],
+        format!(
+            "job progress: 1 out of 2 complete [{}>{}]",
+            "=".repeat(25),
+            " ".repeat(25)
+        )
+    );
+    assert_eq!(snap.lines[1], format!("n1: complete  {FULL}"));
+    assert!(!snap.converged());
+}

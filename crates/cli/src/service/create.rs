@@ -21,9 +21,12 @@ pub struct CreateArgs {
     /// Number of tasks (default 1 in replicated mode).
     #[arg(long, allow_hyphen_values = true)]
     pub replicas: Option<String>,
-    /// Service mode ("replicated" or "global").
+    /// Service mode ("replicated", "global", "replicated-job" or "global-job").
     #[arg(long, default_value = "replicated")]
     pub mode: String,
+    /// Number of job tasks to run concurrently (default equal to --replicas).
+    #[arg(long = "max-concurrent", allow_hyphen_values = true)]
+    pub max_concurrent: Option<String>,
     /// Publish a port as a node port: 8080:80, 80, or published=8080,target=80.
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
@@ -76,11 +79,20 @@ pub struct CreateArgs {
 /// Validates the flags and builds the spec the manager receives.
 pub fn build(a: &CreateArgs) -> anyhow::Result<pb::ServiceSpec> {
     let mode = opts::parse_mode(&a.mode)?;
-    let replicas = match (&a.replicas, mode) {
-        (Some(_), ServiceMode::Global) => bail!("--replicas can only be used with replicated mode"),
-        (Some(r), _) => opts::parse_replicas(r)?,
-        (None, ServiceMode::Global) => 0,
-        (None, _) => 1,
+    let per_node = opts::is_per_node(mode as i32);
+    let replicas = match &a.replicas {
+        Some(_) if per_node => bail!("--replicas can only be used with {}", opts::REPLICAS_MODES),
+        Some(r) => opts::parse_replicas(r)?,
+        None if per_node => 0,
+        None => 1,
+    };
+    let max_concurrent = match &a.max_concurrent {
+        Some(_) if mode != ServiceMode::ReplicatedJob => {
+            bail!("--max-concurrent can only be used with replicated-job mode")
+        }
+        Some(v) => opts::parse_count(v, "--max-concurrent")?,
+        None if mode == ServiceMode::ReplicatedJob => replicas,
+        None => 0,
     };
     let mut ports = Vec::new();
     for p in &a.publish {
@@ -123,6 +135,7 @@ pub fn build(a: &CreateArgs) -> anyhow::Result<pb::ServiceSpec> {
         health: None,
         stop_grace_period_ms: 0,
         stop_signal: String::new(),
+        max_concurrent,
     };
     a.policy.apply(&mut spec)?;
     a.placement.apply(&mut spec)?;
@@ -246,7 +259,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--replicas can only be used with replicated mode"
+            "--replicas can only be used with replicated or replicated-job mode"
         );
         let err = build(&parse(&["--replicas", "-1", "shoal/echo"])).unwrap_err();
         assert_eq!(
@@ -293,7 +306,58 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "--replicas-max-per-node can only be used with replicated mode"
+            "--replicas-max-per-node can only be used with replicated or replicated-job mode"
+        );
+    }
+
+    #[test]
+    fn job_modes() {
+        let spec = build(&parse(&[
+            "--mode",
+            "replicated-job",
+            "--replicas",
+            "6",
+            "--max-concurrent",
+            "2",
+            "shoal/echo",
+        ]))
+        .unwrap();
+        assert_eq!(spec.mode, ServiceMode::ReplicatedJob as i32);
+        assert_eq!((spec.replicas, spec.max_concurrent), (6, 2));
+        assert_eq!((spec.update_config, spec.rollback_config), (None, None));
+        // --max-concurrent defaults to --replicas, which defaults to 1.
+        let spec = build(&parse(&["--mode", "replicated-job", "shoal/echo"])).unwrap();
+        assert_eq!((spec.replicas, spec.max_concurrent), (1, 1));
+        let spec = build(&parse(&["--mode", "global-job", "shoal/echo"])).unwrap();
+        assert_eq!((spec.replicas, spec.max_concurrent), (0, 0));
+        let err = |argv: &[&str]| build(&parse(argv)).unwrap_err().to_string();
+        assert_eq!(
+            err(&["--max-concurrent", "2", "shoal/echo"]),
+            "--max-concurrent can only be used with replicated-job mode"
+        );
+        assert_eq!(
+            err(&["--mode", "global-job", "--replicas", "2", "shoal/echo"]),
+            "--replicas can only be used with replicated or replicated-job mode"
+        );
+        assert_eq!(
+            err(&[
+                "--mode",
+                "replicated-job",
+                "--update-parallelism",
+                "2",
+                "shoal/echo"
+            ]),
+            "update and rollback configuration is not supported for jobs: remove --update-parallelism"
+        );
+        assert_eq!(
+            err(&[
+                "--mode",
+                "replicated-job",
+                "--max-concurrent",
+                "-1",
+                "shoal/echo"
+            ]),
+            "invalid argument \"-1\" for \"--max-concurrent\" flag: must be a non-negative integer"
         );
     }
 

@@ -1,5 +1,7 @@
 //! `shoal service logs`: the `ServiceLogs` stream with Docker's line prefix,
-//! `web.1.<task id>@<node>    | <line>`.
+//! `web.1.<task id>@<node>    | <line>`. Nodes the manager could not reach
+//! are named in swarmkit's "incomplete log stream" warning on stderr; every
+//! line that did arrive is printed, and the exit status stays 0.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -83,7 +85,7 @@ pub async fn run(host: &Host, a: &LogsArgs) -> anyhow::Result<()> {
         raw: a.raw,
         no_task_ids: a.no_task_ids,
         timestamps: a.timestamps,
-        slot_width: if spec.mode == pb::ServiceMode::Global as i32 {
+        slot_width: if opts::is_per_node(spec.mode) {
             0
         } else {
             spec.replicas.max(1).to_string().len()
@@ -99,6 +101,15 @@ pub async fn run(host: &Host, a: &LogsArgs) -> anyhow::Result<()> {
         .await
         .daemon()?;
     while let Some(msg) = stream.message().await.map_err(crate::client::DaemonError)? {
+        if !msg.unavailable_nodes.is_empty() {
+            let mut err = std::io::stderr().lock();
+            writeln!(
+                err,
+                "{}",
+                incomplete_warning(&msg.unavailable_nodes, &hosts)
+            )?;
+            continue;
+        }
         let host = hosts
             .get(&msg.node_id)
             .filter(|h| !h.is_empty())
@@ -123,6 +134,22 @@ pub async fn run(host: &Host, a: &LogsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// swarmkit's warning for nodes whose logs could not be retrieved, each
+/// with its hostname when known.
+pub fn incomplete_warning(nodes: &[String], hosts: &HashMap<String, String>) -> String {
+    let reasons: Vec<String> = nodes
+        .iter()
+        .map(|id| match hosts.get(id).filter(|h| !h.is_empty()) {
+            Some(host) => format!("node {id} ({host}) is not available"),
+            None => format!("node {id} is not available"),
+        })
+        .collect();
+    format!(
+        "warning: incomplete log stream. some logs could not be retrieved for the following reasons: {}",
+        reasons.join(", ")
+    )
 }
 
 /// The context before ` | `: `web.1.<task id>@<node>` padded for the slot width.
@@ -198,6 +225,7 @@ mod tests {
             timestamp_ms: 1_700_000_000_120,
             stream: "stdout".into(),
             data: data.as_bytes().to_vec(),
+            unavailable_nodes: Vec::new(),
         }
     }
 
@@ -258,6 +286,16 @@ mod tests {
             ["a", "b"]
         );
         assert_eq!(format_message(&msg("a\r\n"), "timecheck", "n", &f), ["a"]);
+    }
+
+    #[test]
+    fn unreachable_nodes_get_swarmkits_warning() {
+        let hosts = HashMap::from([("n3".to_string(), "node-3".to_string())]);
+        assert_eq!(
+            incomplete_warning(&["n3".into(), "n9".into()], &hosts),
+            "warning: incomplete log stream. some logs could not be retrieved for the following \
+             reasons: node n3 (node-3) is not available, node n9 is not available"
+        );
     }
 
     #[test]

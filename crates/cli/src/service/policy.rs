@@ -130,9 +130,37 @@ impl PolicyArgs {
         }
     }
 
+    /// The first flag given, as `--update-parallelism`, if any.
+    fn first_given(&self) -> Option<String> {
+        [self.update(), self.rollback()]
+            .into_iter()
+            .find_map(|six| {
+                [
+                    ("parallelism", six.parallelism),
+                    ("delay", six.delay),
+                    ("failure-action", six.failure_action),
+                    ("monitor", six.monitor),
+                    ("max-failure-ratio", six.max_failure_ratio),
+                    ("order", six.order),
+                ]
+                .into_iter()
+                .find(|(_, v)| v.is_some())
+                .map(|(name, _)| format!("--{}-{name}", six.prefix))
+            })
+    }
+
     /// Applies the given flags to the spec's two configs; a config the spec
-    /// lacks starts from [`default_config`].
+    /// lacks starts from [`default_config`]. Jobs have neither config: any
+    /// flag is refused, as Docker does.
     pub fn apply(&self, spec: &mut pb::ServiceSpec) -> anyhow::Result<()> {
+        if opts::is_job(spec.mode) {
+            if let Some(flag) = self.first_given() {
+                anyhow::bail!(
+                    "update and rollback configuration is not supported for jobs: remove {flag}"
+                );
+            }
+            return Ok(());
+        }
         self.update()
             .apply(spec.update_config.get_or_insert_with(default_config))?;
         self.rollback()

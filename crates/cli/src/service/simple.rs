@@ -74,8 +74,11 @@ pub async fn scale(host: &Host, detach: bool, specs: &[String]) -> anyhow::Resul
                 .service
                 .with_context(|| format!("no such service: {name}"))?;
             let mut spec = svc.spec.clone().unwrap_or_default();
-            if spec.mode == pb::ServiceMode::Global as i32 {
-                bail!("{name}: scale can only be used with replicated or replicated-job mode");
+            if opts::is_per_node(spec.mode) {
+                bail!(
+                    "{name}: scale can only be used with {}",
+                    opts::REPLICAS_MODES
+                );
             }
             spec.replicas = replicas;
             c.update_service(pb::UpdateServiceRequest {

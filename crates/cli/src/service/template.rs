@@ -15,6 +15,8 @@ mod tests;
 pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 30_000;
 pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_HEALTH_RETRIES: u64 = 3;
+/// The smallest `--limit-memory`, as Docker's daemon has it.
+pub const MIN_LIMIT_MEMORY_BYTES: i64 = 6 * 1024 * 1024;
 
 /// Flags with the same name on `create` and `update`. Each is optional:
 /// `create` applies them to an empty template, `update` over the current spec.
@@ -124,8 +126,11 @@ impl TemplateArgs {
     pub fn apply(&self, spec: &mut pb::ServiceSpec) -> anyhow::Result<()> {
         if let Some(v) = &self.replicas_max_per_node {
             let n = opts::parse_count(v, "--replicas-max-per-node")?;
-            if spec.mode == pb::ServiceMode::Global as i32 && n > 0 {
-                bail!("--replicas-max-per-node can only be used with replicated mode");
+            if opts::is_per_node(spec.mode) && n > 0 {
+                bail!(
+                    "--replicas-max-per-node can only be used with {}",
+                    opts::REPLICAS_MODES
+                );
             }
             spec.placement
                 .get_or_insert_with(Default::default)
@@ -169,6 +174,14 @@ impl TemplateArgs {
         }
         if let Some(v) = &self.limit_memory {
             r.limit_memory_bytes = opts::parse_ram(v, "--limit-memory")?;
+            // Docker's daemon minimum (0 = no limit).
+            if r.limit_memory_bytes > 0 && r.limit_memory_bytes < MIN_LIMIT_MEMORY_BYTES {
+                return Err(opts::invalid(
+                    v,
+                    "--limit-memory",
+                    "Minimum memory limit allowed is 6MB",
+                ));
+            }
         }
         Ok(())
     }

@@ -34,6 +34,9 @@ pub struct UpdateArgs {
     /// Number of tasks.
     #[arg(long, allow_hyphen_values = true)]
     pub replicas: Option<String>,
+    /// Number of job tasks to run concurrently (replicated-job mode).
+    #[arg(long = "max-concurrent", allow_hyphen_values = true)]
+    pub max_concurrent: Option<String>,
     /// Add or update a published port (same syntax as --publish).
     #[arg(long = "publish-add", value_name = "port")]
     pub publish_add: Vec<String>,
@@ -113,6 +116,7 @@ pub struct Edits {
     env_rm: Vec<String>,
     args: Option<Vec<String>>,
     replicas: Option<u64>,
+    max_concurrent: Option<u64>,
     publish_add: Vec<pb::PortConfig>,
     publish_rm: Vec<PortMatch>,
     label_add: Vec<(String, String)>,
@@ -192,6 +196,7 @@ impl Edits {
             || !a.env_rm.is_empty()
             || a.args.is_some()
             || a.replicas.is_some()
+            || a.max_concurrent.is_some()
             || !a.publish_add.is_empty()
             || !a.publish_rm.is_empty()
             || !a.label_add.is_empty()
@@ -259,6 +264,11 @@ impl Edits {
                 .as_deref()
                 .map(opts::parse_replicas)
                 .transpose()?,
+            max_concurrent: a
+                .max_concurrent
+                .as_deref()
+                .map(|v| opts::parse_count(v, "--max-concurrent"))
+                .transpose()?,
             publish_add,
             publish_rm,
             label_add,
@@ -319,10 +329,16 @@ impl Edits {
             )?;
         }
         if let Some(replicas) = self.replicas {
-            if spec.mode == pb::ServiceMode::Global as i32 {
-                bail!("--replicas can only be used with replicated mode");
+            if opts::is_per_node(spec.mode) {
+                bail!("--replicas can only be used with {}", opts::REPLICAS_MODES);
             }
             spec.replicas = replicas;
+        }
+        if let Some(n) = self.max_concurrent {
+            if spec.mode != pb::ServiceMode::ReplicatedJob as i32 {
+                bail!("--max-concurrent can only be used with replicated-job mode");
+            }
+            spec.max_concurrent = n;
         }
         self.apply_ports(service, &mut spec);
         for k in &self.label_rm {

@@ -173,6 +173,18 @@ impl NodeCa for Echo {
         peer_identity(&request)?;
         Ok(tonic::Response::new(shoal_api::pb::JoinRaftResponse {}))
     }
+
+    async fn renew_node_certificate(
+        &self,
+        request: tonic::Request<shoal_api::pb::RenewNodeCertificateRequest>,
+    ) -> Result<tonic::Response<IssueNodeCertificateResponse>, tonic::Status> {
+        let (node_id, role) = peer_identity(&request)?;
+        Ok(tonic::Response::new(IssueNodeCertificateResponse {
+            node_id,
+            role: shoal_api::pb::NodeRole::from(role) as i32,
+            ..Default::default()
+        }))
+    }
 }
 
 /// A cluster CA, a manager serving `Echo` with mTLS on 127.0.0.1:0.

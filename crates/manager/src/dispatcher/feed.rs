@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use futures::Stream;
 use shoal_api::pb::{
     feed_message, FeedMessage, NodeState, OverlayNode, OverlayPeers, RouteEndpoint, RoutePort,
-    RoutingDelta, RoutingSnapshot, ServiceRoute, TaskState,
+    RoutingDelta, RoutingSnapshot, ServiceRoute,
 };
 use shoal_api::state::is_terminal;
 use shoal_store::Store;
@@ -94,7 +94,7 @@ pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
                     .as_ref()
                     .map(|s| s.ports.clone())
                     .unwrap_or_default(),
-                draining: t.desired_state > TaskState::Running as i32,
+                draining: !crate::orchestrator::is_live(t),
             })
             .collect();
         endpoints.sort_by(|a, b| {

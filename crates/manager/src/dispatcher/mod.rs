@@ -8,6 +8,7 @@
 //! - [`logbroker`]: log subscriptions out to agents, log lines back.
 
 pub mod feed;
+pub mod heartbeat;
 pub mod logbroker;
 
 use std::collections::HashMap;
@@ -46,7 +47,8 @@ struct Inner {
     store: Store,
     /// Store revision signal: every component re-reads on change.
     changes: watch::Receiver<u64>,
-    heartbeat: Duration,
+    /// The heartbeat period, following the cluster object (`swarm update`).
+    heartbeat: Mutex<heartbeat::HeartbeatPeriod>,
     /// node id → live session.
     sessions: Mutex<HashMap<String, Session>>,
     /// node id → feed revision its mesh has applied (reported by the node).
@@ -67,11 +69,18 @@ impl DispatcherApi {
         shutdown: CancellationToken,
     ) -> Self {
         let feed = Feed::new(store.clone(), changes.clone(), shutdown.clone());
+        // A manager promoted (or joined) a moment ago has not replicated the
+        // cluster object yet: its first sight of the setting is no change.
+        let period = if state::get::<Cluster>(&store, state::CLUSTER_KEY).is_some() {
+            heartbeat::HeartbeatPeriod::new(heartbeat, Instant::now())
+        } else {
+            heartbeat::HeartbeatPeriod::provisional(heartbeat, Instant::now())
+        };
         Self {
             inner: Arc::new(Inner {
                 store,
                 changes,
-                heartbeat,
+                heartbeat: Mutex::new(period),
                 sessions: Mutex::new(HashMap::new()),
                 feed_applied: Mutex::new(HashMap::new()),
                 feed,
@@ -80,6 +89,23 @@ impl DispatcherApi {
                 started: Instant::now(),
             }),
         }
+    }
+
+    /// The heartbeat period nodes are told, as the cluster object now sets it.
+    fn heartbeat_period(&self) -> Duration {
+        let configured = state::get::<Cluster>(&self.inner.store, state::CLUSTER_KEY)
+            .map(|c| Duration::from_millis(c.dispatcher_heartbeat_ms))
+            .unwrap_or_default();
+        let mut hb = self.inner.heartbeat.lock().expect("heartbeat lock");
+        hb.observe(configured, Instant::now());
+        hb.current()
+    }
+
+    /// How long a node may go without a heartbeat before it is Down.
+    fn heartbeat_limit(&self) -> Duration {
+        self.heartbeat_period();
+        let hb = self.inner.heartbeat.lock().expect("heartbeat lock");
+        hb.limit(Instant::now())
     }
 
     pub fn log_broker(&self) -> &LogBroker {
@@ -108,7 +134,6 @@ impl DispatcherApi {
     /// Marks nodes Down when they miss three heartbeats (or never connect
     /// after a manager start).
     pub async fn run_heartbeat_checker(&self) -> Result<(), ManagerError> {
-        let limit = self.inner.heartbeat * 3;
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         // Nodes get a full period to find a new leader before they count as Down.
         let mut leader_since: Option<Instant> = None;
@@ -122,6 +147,7 @@ impl DispatcherApi {
                 continue;
             }
             let since = *leader_since.get_or_insert_with(Instant::now);
+            let limit = self.heartbeat_limit();
             let expired: Vec<String> = {
                 let mut sessions = self.inner.sessions.lock().expect("sessions lock");
                 let gone: Vec<String> = sessions
@@ -135,7 +161,11 @@ impl DispatcherApi {
                 gone
             };
             let mut down = expired;
-            if since.elapsed() > limit && self.inner.started.elapsed() > limit {
+            // Agents of a dead leader notice it by a missed heartbeat answer
+            // (2 periods, 2 s at least), then reconnect with backoff through
+            // any manager: a new leader waits that long before it calls them Down.
+            let grace = (limit * 2).max(NEW_LEADER_GRACE);
+            if since.elapsed() > grace && self.inner.started.elapsed() > grace {
                 let connected = self.connected_nodes();
                 let view = ClusterView::load(&self.inner.store);
                 down.extend(
@@ -152,6 +182,7 @@ impl DispatcherApi {
             }
             for node in down {
                 tracing::warn!(%node, "node missed its heartbeats: marking it down");
+                self.inner.logs.node_down(&node);
                 let _ = self
                     .update_node(&node, |n| {
                         let s = n.status.get_or_insert_with(Default::default);
@@ -201,7 +232,7 @@ impl DispatcherApi {
             .unwrap_or(u64::MAX);
         let mut txn = Txn::default();
         for task in view.tasks.values() {
-            let leaving = task.desired_state > TaskState::Running as i32
+            let leaving = !crate::orchestrator::is_live(task)
                 && !shoal_api::state::is_terminal(crate::orchestrator::task_state(task))
                 && !task.withdrawn;
             if !leaving {
@@ -319,6 +350,18 @@ impl DispatcherApi {
     }
 
     fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), Status> {
+        // Sessions live on the leader: one that lost leadership (or a
+        // restarted manager that led before) sends its agents to the new one.
+        if !self.inner.store.is_leader() {
+            self.inner
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .remove(node_id);
+            return Err(Status::unavailable(
+                "this manager does not lead the swarm any more; open a new session",
+            ));
+        }
         let mut sessions = self.inner.sessions.lock().expect("sessions lock");
         match sessions.get_mut(node_id) {
             Some(s) if s.id == session_id => {
@@ -387,6 +430,38 @@ fn assigned_tasks(store: &Store, node_id: &str) -> Vec<Task> {
     tasks
 }
 
+/// What a node's session carries now: its assignments, its role, and the
+/// managers it may fail over to.
+fn session_message(
+    store: &Store,
+    node_id: &str,
+    session_id: &str,
+    heartbeat: Duration,
+) -> SessionMessage {
+    let node = state::get::<Node>(store, &state::node_key(node_id));
+    let cluster = state::get::<Cluster>(store, state::CLUSTER_KEY).unwrap_or_default();
+    SessionMessage {
+        session_id: session_id.to_string(),
+        heartbeat_period_ms: heartbeat.as_millis() as u64,
+        tasks: assigned_tasks(store, node_id),
+        managers: cluster.manager_addrs,
+        ingress_address: node
+            .as_ref()
+            .and_then(|n| n.status.as_ref())
+            .map(|s| s.ingress_address.clone())
+            .unwrap_or_default(),
+        role: node
+            .as_ref()
+            .and_then(|n| n.spec.as_ref())
+            .map(|s| s.role)
+            .unwrap_or_default(),
+        raft_member: node.is_some_and(|n| n.manager_status.is_some()),
+    }
+}
+
+/// The least time a new leader gives nodes to open a session with it.
+const NEW_LEADER_GRACE: Duration = Duration::from_secs(5);
+
 fn unavailable(e: StoreError) -> Status {
     Status::unavailable(format!("store: {e}"))
 }
@@ -413,24 +488,24 @@ impl Dispatcher for DispatcherApi {
             },
         );
         tracing::info!(node = %req.node_id, "agent session opened");
+        self.inner.logs.node_up(&req.node_id);
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
         tokio::spawn(async move {
             let mut changes = this.inner.changes.clone();
-            let mut last: Option<Vec<Task>> = None;
+            let mut last: Option<SessionMessage> = None;
             loop {
-                let tasks = assigned_tasks(&this.inner.store, &req.node_id);
-                if last.as_ref() != Some(&tasks) {
-                    let msg = SessionMessage {
-                        session_id: session_id.clone(),
-                        heartbeat_period_ms: this.inner.heartbeat.as_millis() as u64,
-                        tasks: tasks.clone(),
-                        ..Default::default()
-                    };
-                    if tx.send(Ok(msg)).await.is_err() {
+                let msg = session_message(
+                    &this.inner.store,
+                    &req.node_id,
+                    &session_id,
+                    this.heartbeat_period(),
+                );
+                if last.as_ref() != Some(&msg) {
+                    if tx.send(Ok(msg.clone())).await.is_err() {
                         return;
                     }
-                    last = Some(tasks);
+                    last = Some(msg);
                 }
                 tokio::select! {
                     _ = this.inner.shutdown.cancelled() => return,
@@ -449,7 +524,7 @@ impl Dispatcher for DispatcherApi {
         let req = req.into_inner();
         self.check_session(&req.node_id, &req.session_id)?;
         Ok(Response::new(HeartbeatResponse {
-            period_ms: self.inner.heartbeat.as_millis() as u64,
+            period_ms: self.heartbeat_period().as_millis() as u64,
         }))
     }
 

@@ -1,11 +1,13 @@
 //! Global services: one live task on every node that is Ready and Active
 //! and satisfies the service's placement constraints. A node that stops
-//! matching (its labels or role changed) loses its task.
+//! matching (its labels or role changed) loses its task. A new spec version
+//! is rolled out node by node by the update supervisor ([`update`]), with
+//! the service's update policy.
 
 use shoal_api::pb::{NodeAvailability, NodeState, ServiceMode, Task, TaskState};
 use shoal_api::state::is_terminal;
 
-use super::{add_task, is_live, new_task, restart, set_desired, task_state, Changes};
+use super::{add_task, is_live, new_task, restart, set_desired, task_state, update, Changes};
 use crate::placement;
 use crate::state::ClusterView;
 
@@ -93,5 +95,9 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
         {
             set_desired(view, changes, &t.id, TaskState::Shutdown);
         }
+        // Start-first pairs resolve, then the rolling update moves on, node
+        // by node.
+        update::settle_slots(view, changes, &service);
+        update::reconcile(view, changes, &service.id, now);
     }
 }

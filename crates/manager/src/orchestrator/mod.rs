@@ -6,11 +6,13 @@
 //! # Layout
 //! - [`replicated`]: slots 1..=replicas, scale up and down.
 //! - [`global`]: one task per eligible node.
+//! - [`jobs`]: replicated and global jobs, run once to completion.
 //! - [`restart`]: the restart policy (condition, delay, attempts, window).
 //! - [`removed`]: tasks of services that no longer exist.
 //! - [`update`]: rolling updates and rollbacks (the update supervisor).
 
 pub mod global;
+pub mod jobs;
 pub mod removed;
 pub mod replicated;
 pub mod restart;
@@ -18,7 +20,7 @@ pub mod update;
 
 use std::collections::BTreeSet;
 
-use shoal_api::pb::{Meta, Service, Task, TaskState, TaskStatus};
+use shoal_api::pb::{Meta, Service, ServiceMode, Task, TaskState, TaskStatus};
 
 use crate::state::ClusterView;
 
@@ -40,9 +42,10 @@ impl Changes {
     }
 }
 
-/// A task that should be running: its desired state is at most RUNNING.
+/// A task that should be running: its desired state is at most RUNNING
+/// (COMPLETE for a job's task: run until it completes).
 pub fn is_live(task: &Task) -> bool {
-    task.desired_state <= TaskState::Running as i32
+    task.desired_state <= TaskState::Complete as i32
 }
 
 /// Whether the task has a health check (`--health-cmd`, not `--no-healthcheck`).
@@ -106,6 +109,7 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str, not_before_ms: i64,
         endpoint: service.endpoint.clone(),
         withdrawn: false,
         withdraw_revision: 0,
+        job_iteration: 0,
     }
 }
 
@@ -120,6 +124,31 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
     removed::reconcile(view, changes);
     replicated::reconcile(view, changes, now);
     global::reconcile(view, changes, now);
+    jobs::reconcile(view, changes, now);
+}
+
+/// `service ls` counts: (running, desired, completed). Replicated: running
+/// tasks of the service and its replicas; global: its tasks on eligible
+/// nodes; jobs: see [`jobs::counts`].
+pub fn service_counts(view: &ClusterView, service: &Service) -> (u64, u64, u64) {
+    let spec = service.spec.clone().unwrap_or_default();
+    let running = || {
+        view.tasks_of(&service.id)
+            .filter(|t| is_live(t) && task_state(t) == TaskState::Running)
+            .count() as u64
+    };
+    match spec.mode() {
+        ServiceMode::Replicated => (running(), spec.replicas, 0),
+        ServiceMode::Global => {
+            let eligible = global::eligible_nodes(view);
+            let desired = view
+                .tasks_of(&service.id)
+                .filter(|t| is_live(t) && eligible.contains(&t.node_id))
+                .count() as u64;
+            (running(), desired, 0)
+        }
+        ServiceMode::ReplicatedJob | ServiceMode::GlobalJob => jobs::counts(view, service),
+    }
 }
 
 #[cfg(test)]

@@ -7,9 +7,9 @@ use super::*;
 use crate::state::ClusterView;
 use crate::{allocator, reaper, scheduler};
 
-const NOW: i64 = 1_000_000;
+pub(crate) const NOW: i64 = 1_000_000;
 
-fn node(id: &str) -> Node {
+pub(crate) fn node(id: &str) -> Node {
     Node {
         id: id.into(),
         spec: Some(NodeSpec::default()),
@@ -21,7 +21,7 @@ fn node(id: &str) -> Node {
     }
 }
 
-fn service(id: &str, mode: ServiceMode, replicas: u64) -> Service {
+pub(crate) fn service(id: &str, mode: ServiceMode, replicas: u64) -> Service {
     Service {
         id: id.into(),
         spec: Some(ServiceSpec {
@@ -40,7 +40,7 @@ fn service(id: &str, mode: ServiceMode, replicas: u64) -> Service {
     }
 }
 
-fn view(nodes: &[&str], services: Vec<Service>) -> ClusterView {
+pub(crate) fn view(nodes: &[&str], services: Vec<Service>) -> ClusterView {
     ClusterView {
         cluster: Cluster {
             ingress_subnet: "10.255.0.0/16".into(),
@@ -55,7 +55,7 @@ fn view(nodes: &[&str], services: Vec<Service>) -> ClusterView {
 
 /// One full pass as the reconcile loop runs it; "commits" by giving every
 /// dirty task a version.
-fn pass(v: &mut ClusterView, now: i64) -> Changes {
+pub(crate) fn pass(v: &mut ClusterView, now: i64) -> Changes {
     let mut c = Changes::default();
     reconcile(v, &mut c, now);
     allocator::allocate_tasks(v, &mut c, now);
@@ -69,7 +69,7 @@ fn pass(v: &mut ClusterView, now: i64) -> Changes {
     c
 }
 
-fn set_state(v: &mut ClusterView, id: &str, state: TaskState) {
+pub(crate) fn set_state(v: &mut ClusterView, id: &str, state: TaskState) {
     let t = v.tasks.get_mut(id).unwrap();
     let s = t.status.get_or_insert_with(Default::default);
     s.state = state as i32;

@@ -1,9 +1,13 @@
-//! The update supervisor: rolls a replicated service's slots onto its
-//! current spec version, `parallelism` slots at a time, waiting `delay`
-//! between batches, in `stop-first` or `start-first` order, counting failures
-//! of new tasks and pausing, continuing or rolling back when they exceed
-//! `max_failure_ratio`. Sans-IO: it reads the view, changes tasks and the
-//! service's `UpdateStatus` in place, and records what changed.
+//! The update supervisor: rolls a service's slots onto its current spec
+//! version, `parallelism` slots at a time, waiting `delay` between batches,
+//! in `stop-first` or `start-first` order, counting failures of new tasks and
+//! pausing, continuing or rolling back when they exceed `max_failure_ratio`.
+//! Sans-IO: it reads the view, changes tasks and the service's
+//! `UpdateStatus` in place, and records what changed.
+//!
+//! A slot is a replicated service's slot number or, as in swarmkit, a
+//! global service's node: the same supervisor rolls both, a global service
+//! node by node (its new task on the same node as the old one).
 //!
 //! Its state is derived from the tasks themselves (which slots run the
 //! current version, which are starting), so a new leader picks an update up
@@ -54,6 +58,21 @@ fn paused(service: &Service) -> bool {
     )
 }
 
+/// A replicated service's slot, or the node of a global service's task.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SlotKey {
+    Slot(u64),
+    Node(String),
+}
+
+fn slot_key(t: &Task) -> SlotKey {
+    if t.slot == 0 {
+        SlotKey::Node(t.node_id.clone())
+    } else {
+        SlotKey::Slot(t.slot)
+    }
+}
+
 fn created(t: &Task) -> i64 {
     t.meta.as_ref().map(|m| m.created_at_ms).unwrap_or(0)
 }
@@ -75,9 +94,9 @@ fn set_status(view: &mut ClusterView, changes: &mut Changes, id: &str, status: U
 /// Finishes start-first swaps: once a slot's newest task runs, older live
 /// tasks in that slot stop. Never more than one live task per slot after that.
 pub fn settle_slots(view: &mut ClusterView, changes: &mut Changes, service: &Service) {
-    let mut slots: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
+    let mut slots: BTreeMap<SlotKey, Vec<&Task>> = BTreeMap::new();
     for t in view.tasks_of(&service.id).filter(|t| is_live(t)) {
-        slots.entry(t.slot).or_default().push(t);
+        slots.entry(slot_key(t)).or_default().push(t);
     }
     let mut retire = Vec::new();
     for tasks in slots.values_mut().filter(|t| t.len() > 1) {
@@ -93,15 +112,17 @@ pub fn settle_slots(view: &mut ClusterView, changes: &mut Changes, service: &Ser
     }
 }
 
-/// One supervisor step for a replicated service.
+/// One supervisor step for a replicated or global service.
 pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str, now: i64) {
     let Some(service) = view.services.get(service_id).cloned() else {
         return;
     };
     let spec = service.spec.clone().unwrap_or_default();
-    if spec.mode() != ServiceMode::Replicated {
-        return;
-    }
+    let global = match spec.mode() {
+        ServiceMode::Replicated => false,
+        ServiceMode::Global => true,
+        ServiceMode::ReplicatedJob | ServiceMode::GlobalJob => return,
+    };
     let version = service.spec_version;
     let back = rolling_back(&service);
     let cfg = if back {
@@ -111,23 +132,35 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
     }
     .unwrap_or_else(default_config);
 
-    // Newest live task per slot within the replica count.
-    let mut newest: BTreeMap<u64, Task> = BTreeMap::new();
+    // Newest live task per slot within the replica count (global: per node
+    // the orchestrator keeps a task on).
+    let in_scope = |t: &Task| {
+        if global {
+            t.slot == 0 && !t.node_id.is_empty()
+        } else {
+            t.slot >= 1 && t.slot <= spec.replicas
+        }
+    };
+    let mut newest: BTreeMap<SlotKey, Task> = BTreeMap::new();
     for t in view
         .tasks_of(service_id)
-        .filter(|t| is_live(t) && t.slot >= 1 && t.slot <= spec.replicas)
+        .filter(|t| is_live(t) && in_scope(t))
     {
-        let keep = newest
-            .get(&t.slot)
-            .is_none_or(|cur| created(t) > created(cur));
+        let key = slot_key(t);
+        let keep = newest.get(&key).is_none_or(|cur| created(t) > created(cur));
         if keep {
-            newest.insert(t.slot, t.clone());
+            newest.insert(key, t.clone());
         }
     }
-    let outdated: Vec<u64> = newest
-        .values()
-        .filter(|t| t.spec_version < version && !is_terminal(task_state(t)))
-        .map(|t| t.slot)
+    let slots = if global {
+        newest.len() as u64
+    } else {
+        spec.replicas
+    };
+    let outdated: Vec<SlotKey> = newest
+        .iter()
+        .filter(|(_, t)| t.spec_version < version && !is_terminal(task_state(t)))
+        .map(|(k, _)| k.clone())
         .collect();
     // Slots on the new version that are not running yet (or, start-first,
     // still have their old task): the current batch.
@@ -194,7 +227,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
         .filter(|t| state_since(t) >= started)
         .collect();
     if let Some(first) = failed.first() {
-        let ratio = failed.len() as f32 / spec.replicas.max(1) as f32;
+        let ratio = failed.len() as f32 / slots.max(1) as f32;
         if ratio > cfg.max_failure_ratio {
             let task = first.id.clone();
             match cfg.failure_action() {
@@ -262,12 +295,16 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
         cfg.parallelism as usize
     };
     let service = view.services.get(service_id).cloned().expect("present");
-    for slot in outdated.into_iter().take(parallelism) {
-        let old = newest[&slot].id.clone();
+    for key in outdated.into_iter().take(parallelism) {
+        let old = newest[&key].id.clone();
         if cfg.order() == UpdateOrder::StopFirst {
             set_desired(view, changes, &old, TaskState::Shutdown);
         }
-        add_task(view, changes, new_task(&service, slot, "", now, now));
+        let task = match &key {
+            SlotKey::Slot(slot) => new_task(&service, *slot, "", now, now),
+            SlotKey::Node(node) => new_task(&service, 0, node, now, now),
+        };
+        add_task(view, changes, task);
     }
 }
 

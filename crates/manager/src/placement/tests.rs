@@ -98,6 +98,26 @@ fn negative_resources_are_refused() {
 }
 
 #[test]
+fn memory_limits_below_dockers_minimum_are_refused() {
+    let mut s = spec(&[], &[]);
+    let with_limit = |s: &mut ServiceSpec, bytes| {
+        s.resources = Some(Resources {
+            limit_memory_bytes: bytes,
+            ..Default::default()
+        })
+    };
+    with_limit(&mut s, 1024);
+    assert_eq!(
+        validate(&s).unwrap_err(),
+        "resources: limit_memory_bytes 1024: Minimum memory limit allowed is 6MB"
+    );
+    with_limit(&mut s, MIN_LIMIT_MEMORY_BYTES);
+    assert!(validate(&s).is_ok());
+    with_limit(&mut s, 0);
+    assert!(validate(&s).is_ok(), "0 is no limit");
+}
+
+#[test]
 fn matching_is_an_and_of_case_insensitive_comparisons() {
     assert!(matches(&[]));
     assert!(matches(&["node.role==manager"]));

@@ -152,3 +152,26 @@ fn bad_values_name_the_flag() {
         "invalid argument \"rollback\" for \"--rollback-failure-action\" flag: must be pause or continue"
     );
 }
+
+#[test]
+fn jobs_take_no_policy_flags() {
+    let parse = |argv: &[&str]| {
+        Cmd::try_parse_from(std::iter::once("x").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    };
+    let mut job = pb::ServiceSpec {
+        mode: pb::ServiceMode::ReplicatedJob as i32,
+        ..Default::default()
+    };
+    parse(&[]).apply(&mut job).unwrap();
+    assert_eq!((job.update_config, job.rollback_config), (None, None));
+    job.mode = pb::ServiceMode::GlobalJob as i32;
+    let err = parse(&["--rollback-delay", "1s"])
+        .apply(&mut job)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "update and rollback configuration is not supported for jobs: remove --rollback-delay"
+    );
+}

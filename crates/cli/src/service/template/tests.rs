@@ -83,7 +83,7 @@ fn bad_placement_values_name_the_flag() {
     let a = Create::try_parse_from(["x", "--replicas-max-per-node", "1"]).unwrap();
     assert_eq!(
         a.template.apply(&mut global).unwrap_err().to_string(),
-        "--replicas-max-per-node can only be used with replicated mode"
+        "--replicas-max-per-node can only be used with replicated or replicated-job mode"
     );
 }
 
@@ -109,6 +109,17 @@ fn resources_use_nano_cpus_and_dockers_ram_units() {
         .starts_with(r#"invalid argument "half" for "--reserve-cpu" flag"#));
     assert!(err(&["--limit-memory", "12XB"])
         .starts_with(r#"invalid argument "12XB" for "--limit-memory" flag"#));
+    assert_eq!(
+        err(&["--limit-memory", "1k"]),
+        r#"invalid argument "1k" for "--limit-memory" flag: Minimum memory limit allowed is 6MB"#
+    );
+    assert!(create(&["--limit-memory", "6M"]).is_ok());
+    assert!(create(&["--limit-memory", "0"]).is_ok(), "0 is no limit");
+    assert!(
+        err(&["--limit-cpu", "-1"]).starts_with(r#"invalid argument "-1" for "--limit-cpu" flag"#)
+    );
+    assert!(err(&["--limit-cpu", "abc"])
+        .starts_with(r#"invalid argument "abc" for "--limit-cpu" flag"#));
 }
 
 #[test]

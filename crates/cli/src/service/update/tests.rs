@@ -151,7 +151,40 @@ fn replicas() {
         apply_to(&global, &["--replicas", "2"])
             .unwrap_err()
             .to_string(),
-        "--replicas can only be used with replicated mode"
+        "--replicas can only be used with replicated or replicated-job mode"
+    );
+}
+
+#[test]
+fn jobs() {
+    let mut job = service();
+    {
+        let spec = job.spec.as_mut().unwrap();
+        spec.mode = pb::ServiceMode::ReplicatedJob as i32;
+        spec.update_config = None;
+        spec.rollback_config = None;
+    }
+    let spec = apply_to(&job, &["--max-concurrent", "3", "--force"]).unwrap();
+    assert_eq!(spec.max_concurrent, 3);
+    assert_eq!((spec.update_config, spec.rollback_config), (None, None));
+    assert_eq!(
+        apply_to(&job, &["--update-delay", "1s"])
+            .unwrap_err()
+            .to_string(),
+        "update and rollback configuration is not supported for jobs: remove --update-delay"
+    );
+    assert_eq!(
+        apply_to(&service(), &["--max-concurrent", "3"])
+            .unwrap_err()
+            .to_string(),
+        "--max-concurrent can only be used with replicated-job mode"
+    );
+    job.spec.as_mut().unwrap().mode = pb::ServiceMode::GlobalJob as i32;
+    assert_eq!(
+        apply_to(&job, &["--replicas", "2"])
+            .unwrap_err()
+            .to_string(),
+        "--replicas can only be used with replicated or replicated-job mode"
     );
 }
 

@@ -23,6 +23,15 @@ fn config(parallelism: u64, order: UpdateOrder, action: FailureAction) -> Update
 }
 
 fn view(replicas: u64, cfg: UpdateConfig) -> ClusterView {
+    view_of(ServiceMode::Replicated, replicas, &["n1", "n2"], cfg)
+}
+
+/// A global service over `nodes`.
+fn global_view(nodes: &[&str], cfg: UpdateConfig) -> ClusterView {
+    view_of(ServiceMode::Global, 0, nodes, cfg)
+}
+
+fn view_of(mode: ServiceMode, replicas: u64, nodes: &[&str], cfg: UpdateConfig) -> ClusterView {
     let node = |id: &str| Node {
         id: id.into(),
         spec: Some(NodeSpec::default()),
@@ -37,7 +46,7 @@ fn view(replicas: u64, cfg: UpdateConfig) -> ClusterView {
         spec: Some(ServiceSpec {
             name: "web".into(),
             image: "shoal/echo:1".into(),
-            mode: ServiceMode::Replicated as i32,
+            mode: mode as i32,
             replicas,
             restart: Some(RestartPolicy {
                 delay_ms: 0,
@@ -60,10 +69,7 @@ fn view(replicas: u64, cfg: UpdateConfig) -> ClusterView {
             ..Default::default()
         },
         services: [("web".to_string(), service)].into(),
-        nodes: ["n1", "n2"]
-            .iter()
-            .map(|n| (n.to_string(), node(n)))
-            .collect(),
+        nodes: nodes.iter().map(|n| (n.to_string(), node(n))).collect(),
         tasks: Default::default(),
     }
 }
@@ -315,6 +321,132 @@ fn failure_action_rollback_restores_the_previous_spec() {
     assert!(images.iter().all(|i| i == "shoal/echo:1"), "{images:?}");
 }
 
+/// Live tasks by node: (old version, new version).
+fn per_node(v: &ClusterView) -> std::collections::BTreeMap<String, (usize, usize)> {
+    let mut out = std::collections::BTreeMap::<String, (usize, usize)>::new();
+    for t in v.tasks.values().filter(|t| is_live(t)) {
+        let e = out.entry(t.node_id.clone()).or_default();
+        if t.spec_version == 1 {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn global_stop_first_updates_one_node_at_a_time() {
+    let mut v = global_view(
+        &["n1", "n2", "n3"],
+        config(1, UpdateOrder::StopFirst, FailureAction::Pause),
+    );
+    let mut now = 1_000;
+    converge(&mut v, &mut now, |v| running_of(v, 1) == 3);
+    new_spec(&mut v, "shoal/echo:2");
+    pass(&mut v, now);
+    assert_eq!(status(&v), UpdateState::Updating);
+    let nodes = per_node(&v);
+    let moved: Vec<&String> = nodes
+        .iter()
+        .filter(|(_, c)| c.1 == 1)
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(moved.len(), 1, "one node at a time: {nodes:?}");
+    assert_eq!(
+        nodes[moved[0]],
+        (0, 1),
+        "its old task stopped, the new one on the same node"
+    );
+    assert_eq!(
+        nodes.values().filter(|c| **c == (1, 0)).count(),
+        2,
+        "the other nodes keep serving: {nodes:?}"
+    );
+    assert!(pass(&mut v, now).dirty.is_empty(), "waits for the new task");
+    converge(&mut v, &mut now, |v| {
+        running_of(v, 2) == 3 && status(v) == UpdateState::Completed
+    });
+    assert!(per_node(&v).values().all(|c| *c == (0, 1)));
+}
+
+#[test]
+fn global_start_first_starts_the_new_task_beside_the_old_one() {
+    let mut v = global_view(
+        &["n1", "n2"],
+        config(1, UpdateOrder::StartFirst, FailureAction::Pause),
+    );
+    let mut now = 1_000;
+    converge(&mut v, &mut now, |v| running_of(v, 1) == 2);
+    new_spec(&mut v, "shoal/echo:2");
+    pass(&mut v, now);
+    let nodes = per_node(&v);
+    assert_eq!(
+        nodes.values().filter(|c| **c == (1, 1)).count(),
+        1,
+        "old and new side by side on one node: {nodes:?}"
+    );
+    let new = v
+        .tasks
+        .values()
+        .find(|t| t.spec_version == 2)
+        .unwrap()
+        .clone();
+    set_state(&mut v, &new.id, TaskState::Running, now);
+    pass(&mut v, now);
+    assert_eq!(
+        per_node(&v)[&new.node_id],
+        (0, 1),
+        "the old one stops once the new runs"
+    );
+    converge(&mut v, &mut now, |v| {
+        running_of(v, 2) == 2 && status(v) == UpdateState::Completed
+    });
+}
+
+#[test]
+fn global_failure_pauses_or_rolls_back() {
+    for action in [FailureAction::Pause, FailureAction::Rollback] {
+        let mut v = global_view(
+            &["n1", "n2", "n3"],
+            config(1, UpdateOrder::StopFirst, action),
+        );
+        let mut now = 1_000;
+        converge(&mut v, &mut now, |v| running_of(v, 1) == 3);
+        new_spec(&mut v, "shoal/echo:broken");
+        pass(&mut v, now);
+        let new = v
+            .tasks
+            .values()
+            .find(|t| t.spec_version == 2)
+            .unwrap()
+            .id
+            .clone();
+        set_state(&mut v, &new, TaskState::Failed, now + 10);
+        now += 100;
+        pass(&mut v, now);
+        if action == FailureAction::Pause {
+            assert_eq!(status(&v), UpdateState::Paused);
+            for _ in 0..10 {
+                pass(&mut v, now);
+                agents_act(&mut v, now);
+                now += 100;
+            }
+            assert_eq!(
+                running_of(&v, 1),
+                2,
+                "a paused update touches no more nodes"
+            );
+        } else {
+            assert_eq!(status(&v), UpdateState::RollbackStarted);
+            converge(&mut v, &mut now, |v| {
+                running_of(v, 3) == 3 && status(v) == UpdateState::RollbackCompleted
+            });
+            assert!(per_node(&v).values().all(|c| *c == (0, 1)));
+        }
+    }
+}
+
 /// A tiny deterministic generator (the seed derives every choice).
 struct Rng(u64);
 impl Rng {
@@ -338,13 +470,21 @@ impl Rng {
 /// - start-first: never more than replicas + parallelism live tasks;
 /// - never more than one live new-version task per slot;
 /// - eventually every slot runs the new version.
-fn simulate(seed: u64, order: UpdateOrder) {
+///
+/// For a global service a slot is a node: the same invariants hold per node.
+fn simulate(seed: u64, order: UpdateOrder, global: bool) {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let replicas = 2 + rng.next() % 6;
     let parallelism = 1 + rng.next() % 3;
     let mut cfg = config(parallelism, order, FailureAction::Continue);
     cfg.max_failure_ratio = 1.0;
-    let mut v = view(replicas, cfg);
+    let names: Vec<String> = (1..=replicas).map(|n| format!("n{n}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut v = if global {
+        global_view(&names, cfg)
+    } else {
+        view(replicas, cfg)
+    };
     let mut now = 1_000;
     converge(&mut v, &mut now, |v| running_of(v, 1) == replicas as usize);
     new_spec(&mut v, "shoal/echo:2");
@@ -411,9 +551,17 @@ fn simulate(seed: u64, order: UpdateOrder) {
             }
         }
         for slot in 1..=replicas {
+            let node = format!("n{slot}");
             let new_live = live
                 .iter()
-                .filter(|t| t.slot == slot && t.spec_version == 2)
+                .filter(|t| t.spec_version == 2)
+                .filter(|t| {
+                    if global {
+                        t.node_id == node
+                    } else {
+                        t.slot == slot
+                    }
+                })
                 .count();
             assert!(
                 new_live <= 1,
@@ -434,7 +582,9 @@ fn seeded_rolling_update_simulation() {
         Err(_) => (1..=40).collect(),
     };
     for seed in seeds {
-        simulate(seed, UpdateOrder::StopFirst);
-        simulate(seed, UpdateOrder::StartFirst);
+        for global in [false, true] {
+            simulate(seed, UpdateOrder::StopFirst, global);
+            simulate(seed, UpdateOrder::StartFirst, global);
+        }
     }
 }

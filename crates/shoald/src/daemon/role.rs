@@ -1,0 +1,255 @@
+//! Role changes at run time. `node promote` and `node demote` only change
+//! the role in the node's spec; the node learns it from its dispatcher
+//! session ([`NodeDirective`]) and acts, without stopping its tasks:
+//!
+//! - promote: take a manager certificate (`RenewNodeCertificate`, which also
+//!   gives the node its Raft id), start the store, the manager components and
+//!   the node listener, then ask the leader to add it to the Raft group;
+//! - demote: once the leader's role manager has removed it from the Raft group
+//!   (the renewal is refused until then), take a worker certificate, stop the
+//!   manager components and the store, forget the replica, and relay the
+//!   local agent's calls to the remaining managers.
+//!
+//! Workers also follow the session's manager list, so managers added after a
+//! worker joined become fail-over targets (and demoted ones stop being).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use shoal_agent::NodeDirective;
+use shoal_api::pb::node_ca_client::NodeCaClient;
+use shoal_api::pb::RenewNodeCertificateRequest;
+use shoal_api::pb::{IssueNodeCertificateResponse, JoinRaftRequest, NodeRole};
+use shoal_manager::{ca, NodeCertificates};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use super::Daemon;
+use crate::node::{self, Membership};
+use crate::tls::ManagersChannel;
+
+/// How long a promoted node keeps asking to join the Raft group.
+const JOIN_RAFT_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Follows the cluster's directives until `shutdown`, retrying a transition
+/// that could not finish yet (a demoted manager waits for the leader to take
+/// it out of Raft).
+pub(super) async fn follow_directives(
+    daemon: Arc<Daemon>,
+    mut directives: watch::Receiver<Option<NodeDirective>>,
+    shutdown: CancellationToken,
+) {
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = directives.changed() => if r.is_err() { return },
+            _ = retry.tick() => {}
+        }
+        let Some(directive) = directives.borrow_and_update().clone() else {
+            continue;
+        };
+        if let Err(err) = daemon.follow(&directive).await {
+            tracing::warn!("role change not done yet: {err:#}");
+        }
+    }
+}
+
+impl Daemon {
+    async fn follow(self: &Arc<Self>, d: &NodeDirective) -> anyhow::Result<()> {
+        self.follow_managers(&d.managers)?;
+        match (self.membership(), d.role) {
+            (Membership::Worker, NodeRole::Manager) => self.promote().await,
+            (Membership::Manager, NodeRole::Worker) => self.demote(d).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// The node dials the managers the cluster names now: a worker's agent
+    /// and feed, and those of a promoted node, which keep their channel.
+    fn follow_managers(&self, managers: &[String]) -> anyhow::Result<()> {
+        if managers.is_empty() {
+            return Ok(());
+        }
+        if let Some(upstream) = self.upstream.lock().expect("upstream lock").as_ref() {
+            upstream.set_managers(managers)?;
+        }
+        if self.identity().manager_addrs != managers {
+            self.update_identity(|id| id.manager_addrs = managers.to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// A fresh key and a certificate for the role the node's spec names.
+    async fn renew_certificate(
+        &self,
+        channel: Channel,
+    ) -> Result<(NodeCertificates, IssueNodeCertificateResponse), Status> {
+        let key = ca::new_node_key().map_err(|e| Status::internal(e.to_string()))?;
+        let resp = NodeCaClient::new(channel)
+            .renew_node_certificate(RenewNodeCertificateRequest {
+                csr_pem: key.csr_pem.clone(),
+                advertise_addr: self.manager_addr(),
+            })
+            .await?
+            .into_inner();
+        let certs = NodeCertificates {
+            ca_pem: resp.ca_certificate_pem.clone(),
+            cert_pem: resp.certificate_pem.clone(),
+            key_pem: key.key_pem,
+        };
+        Ok((certs, resp))
+    }
+
+    /// Worker → manager.
+    async fn promote(self: &Arc<Self>) -> anyhow::Result<()> {
+        let _guard = self.membership_lock.lock().await;
+        if self.membership() != Membership::Worker {
+            return Ok(());
+        }
+        let upstream = self
+            .upstream
+            .lock()
+            .expect("upstream lock")
+            .clone()
+            .context("no channel to the managers")?;
+        let (certs, resp) = self
+            .renew_certificate(upstream.channel())
+            .await
+            .map_err(|s| anyhow::anyhow!("renew the node certificate: {}", s.message()))?;
+        if resp.role() != NodeRole::Manager || resp.raft_id == 0 {
+            return Ok(()); // demoted again meanwhile
+        }
+        node::save_certificates(&self.cfg.data_root, &certs)?;
+        if self.manager().is_none() {
+            let dir = self.store_dir();
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("remove stale store {}", dir.display()))?;
+            }
+            let store = self.open_store(resp.raft_id, &certs).await?;
+            let parent = self
+                .roles
+                .lock()
+                .await
+                .as_ref()
+                .map(|r| r.token.clone())
+                .context("the node roles are not running")?;
+            self.start_manager_components(store, &certs, &parent)
+                .await?;
+        }
+        self.join_raft(&resp.manager_addrs, &certs, resp.raft_id)
+            .await
+            .map_err(|s| anyhow::anyhow!("join the Raft group: {}", s.message()))?;
+        let mut managers = resp.manager_addrs.clone();
+        if !managers.contains(&self.manager_addr()) {
+            managers.push(self.manager_addr());
+        }
+        self.update_identity(|id| {
+            id.membership = Membership::Manager;
+            id.raft_id = resp.raft_id;
+            id.manager_addrs = managers;
+        })?;
+        tracing::info!(
+            raft_id = resp.raft_id,
+            "promoted: this node is a manager now"
+        );
+        Ok(())
+    }
+
+    /// Manager → worker, once the leader has taken this node out of Raft.
+    async fn demote(self: &Arc<Self>, d: &NodeDirective) -> anyhow::Result<()> {
+        let _guard = self.membership_lock.lock().await;
+        if self.membership() != Membership::Manager {
+            return Ok(());
+        }
+        let own = self.manager_addr();
+        let others: Vec<String> = d.managers.iter().filter(|a| **a != own).cloned().collect();
+        let current = self
+            .certs
+            .lock()
+            .expect("certs lock")
+            .clone()
+            .context("no node certificate")?;
+        let via = ManagersChannel::new(&others, &current)?;
+        let (certs, resp) = match self.renew_certificate(via.channel()).await {
+            Ok(r) => r,
+            // Still in the Raft group: the leader removes it first.
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => return Ok(()),
+            Err(s) => anyhow::bail!("renew the node certificate: {}", s.message()),
+        };
+        if resp.role() != NodeRole::Worker {
+            return Ok(()); // promoted again meanwhile
+        }
+        node::save_certificates(&self.cfg.data_root, &certs)?;
+        if let Some(token) = self
+            .manager_token
+            .lock()
+            .expect("manager token lock")
+            .take()
+        {
+            token.cancel();
+        }
+        *self.manager.lock().expect("manager lock") = None;
+        *self.leader_channel.lock().expect("leader channel lock") = None;
+        let store = self.store.lock().expect("store lock").take();
+        if let Some(store) = store {
+            if tokio::time::timeout(Duration::from_secs(5), store.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the store of the demoted manager did not stop in time");
+            }
+        }
+        let dir = self.store_dir();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
+        }
+        let upstream = Arc::new(ManagersChannel::new(&resp.manager_addrs, &certs)?);
+        *self.upstream.lock().expect("upstream lock") = Some(upstream);
+        *self.certs.lock().expect("certs lock") = Some(certs);
+        self.update_identity(|id| {
+            id.membership = Membership::Worker;
+            id.raft_id = 0;
+            id.manager_addrs = resp.manager_addrs.clone();
+        })?;
+        tracing::info!("demoted: this node is a worker now");
+        Ok(())
+    }
+
+    /// Asks the Raft leader to add this manager to the group, through any of
+    /// `via` (only the leader accepts; the others are tried in turn).
+    pub(super) async fn join_raft(
+        &self,
+        via: &[String],
+        certs: &NodeCertificates,
+        raft_id: u64,
+    ) -> Result<(), Status> {
+        let deadline = tokio::time::Instant::now() + JOIN_RAFT_DEADLINE;
+        let own = self.manager_addr();
+        loop {
+            let mut last = Status::unavailable("no manager to join through");
+            for addr in via.iter().filter(|a| **a != own) {
+                let channel = crate::tls::manager_channel(addr, certs)
+                    .map_err(|e| Status::internal(format!("{e:#}")))?;
+                let req = JoinRaftRequest {
+                    raft_id,
+                    addr: own.clone(),
+                };
+                match NodeCaClient::new(channel).join_raft(req).await {
+                    Ok(_) => return Ok(()),
+                    Err(s) if s.code() == tonic::Code::PermissionDenied => return Err(s),
+                    Err(s) => last = s,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+}
