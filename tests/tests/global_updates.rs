@@ -2,12 +2,8 @@
 //! every node: nothing dropped, both versions served during the update, only
 //! the new one after.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-
-use shoal_testkit::{assert_eventually, require_root, MultiCluster};
-use shoal_tests::{curl_load, only_tag};
+use shoal_testkit::{require_root, MultiCluster};
+use shoal_tests::update_under_load;
 
 fn global_update_without_drops(order: &str) {
     let c = MultiCluster::build(
@@ -39,44 +35,7 @@ fn global_update_without_drops(order: &str) {
     for n in &c.nodes {
         n.wait_routed(8080, 3);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let loaders: Vec<_> = c
-        .nodes
-        .iter()
-        .map(|n| curl_load(n.ns.name.clone(), 8080, stop.clone()))
-        .collect();
-    let out = m.shoal_ok(&["service", "update", "--image", "shoal/echo:2", "edge"]);
-    assert!(out.contains("verify: Service edge converged"), "{out}");
-    for n in &c.nodes {
-        assert_eventually(
-            &format!("only version 2 from {}", n.name),
-            Duration::from_secs(20),
-            || only_tag(n, 8080, "2"),
-        );
-    }
-    stop.store(true, Ordering::SeqCst);
-    for (n, l) in c.nodes.iter().zip(loaders) {
-        let (tags, failures) = l.join().unwrap();
-        assert!(
-            failures.is_empty(),
-            "{order}: {} failed requests from {}: {:?}",
-            failures.len(),
-            n.name,
-            &failures[..failures.len().min(5)]
-        );
-        assert!(
-            tags.contains("1") && tags.contains("2"),
-            "{order}: both versions served during the update from {}: {tags:?}",
-            n.name
-        );
-    }
-    let inspect: serde_json::Value =
-        serde_json::from_str(&m.shoal_ok(&["service", "inspect", "edge"])).unwrap();
-    assert_eq!(
-        inspect[0]["UpdateStatus"]["State"], "completed",
-        "{}",
-        inspect[0]["UpdateStatus"]
-    );
+    update_under_load(m, &c.nodes, "edge", 8080, order);
     // One new task per node, each on the node of the task it replaced.
     let ps = m.shoal_ok(&["service", "ps", "-f", "desired-state=running", "edge"]);
     let mut nodes: Vec<&str> = ps

@@ -9,38 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use shoal_testkit::{assert_eventually, require_root, text, Cluster, Node};
-
-/// The ID and pid of the task of `service` that is running.
-fn running_task(node: &Node, service: &str) -> (String, u32) {
-    assert_eventually(
-        &format!("{service} has a running task"),
-        Duration::from_secs(30),
-        || {
-            let ids = node.shoal_ok(&[
-                "service",
-                "ps",
-                "-q",
-                "--no-trunc",
-                "-f",
-                "desired-state=running",
-                service,
-            ]);
-            for id in ids.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                let task: serde_json::Value =
-                    serde_json::from_str(&node.shoal_ok(&["inspect", id]))
-                        .map_err(|e| e.to_string())?;
-                let pid = task[0]["Status"]["ContainerStatus"]["PID"]
-                    .as_u64()
-                    .unwrap_or(0);
-                if task[0]["Status"]["State"] == "running" && pid > 0 {
-                    return Ok((id.to_string(), pid as u32));
-                }
-            }
-            Err(format!("no running task among {ids:?}"))
-        },
-    )
-}
+use shoal_testkit::{assert_eventually, require_root, text, Cluster};
+use shoal_tests::running_task;
 
 /// Where a hierarchy is mounted: `controller` for v1, `None` for cgroup2.
 fn mount_point(controller: Option<&str>) -> Option<PathBuf> {
@@ -184,7 +154,7 @@ fn a_task_over_its_memory_limit_is_oom_killed() {
     assert!(row.contains("hog.1"), "{row}");
 
     // The task within its limit runs, in a group with the limit.
-    let (task, pid) = running_task(node, "fits");
+    let (task, pid) = running_task(node, "fits", 0);
     let groups = task_groups(pid, &task);
     let limit = groups
         .iter()
@@ -240,7 +210,7 @@ fn a_cpu_limit_holds_a_busy_loop_to_its_share() {
         "-c",
         "while :; do :; done",
     ]);
-    let (task, pid) = running_task(node, "spin");
+    let (task, pid) = running_task(node, "spin", 0);
     let groups = task_groups(pid, &task);
     // v1: the CFS quota is a fifth of the period; v2: cpu.max says so.
     let cpu_setting = groups.iter().find_map(|d| {
@@ -302,7 +272,7 @@ fn groups_left_by_a_killed_daemon_are_removed_when_it_restarts() {
         "sleep",
         "600",
     ]);
-    let (task, pid) = running_task(&c.node, "capped");
+    let (task, pid) = running_task(&c.node, "capped", 0);
     let groups = task_groups(pid, &task);
     c.node.kill();
     // The task died with shoald (PDEATHSIG); its groups stay behind...
@@ -322,7 +292,7 @@ fn groups_left_by_a_killed_daemon_are_removed_when_it_restarts() {
         || gone(&groups),
     );
     // The replacement task's group goes with an orderly shutdown.
-    let (task, pid) = running_task(&c.node, "capped");
+    let (task, pid) = running_task(&c.node, "capped", 0);
     let groups = task_groups(pid, &task);
     c.node.stop();
     gone(&groups).expect("groups removed on shutdown");

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use shoal_testkit::{assert_eventually, require_root, text, Cluster, MultiCluster, Node};
+use shoal_tests::running_task;
 
 /// Rows of `service ps SVC` (header left out).
 fn ps_rows(node: &Node, service: &str) -> Vec<String> {
@@ -16,43 +17,11 @@ fn ps_rows(node: &Node, service: &str) -> Vec<String> {
         .collect()
 }
 
-/// The pid of the running task of `service`, once there is one (and it is
-/// not `not_pid`).
-fn running_pid(node: &Node, service: &str, not_pid: i64) -> i64 {
-    assert_eventually(
-        &format!("{service} runs a new task"),
-        Duration::from_secs(30),
-        || {
-            let ids = node.shoal_ok(&[
-                "service",
-                "ps",
-                "-q",
-                "--no-trunc",
-                "-f",
-                "desired-state=running",
-                service,
-            ]);
-            for id in ids.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                let task: serde_json::Value =
-                    serde_json::from_str(&node.shoal_ok(&["inspect", id]))
-                        .map_err(|e| e.to_string())?;
-                let pid = task[0]["Status"]["ContainerStatus"]["PID"]
-                    .as_i64()
-                    .unwrap_or(0);
-                if task[0]["Status"]["State"] == "running" && pid > 0 && pid != not_pid {
-                    return Ok(pid);
-                }
-            }
-            Err(format!("no new running task among {ids:?}"))
-        },
-    )
-}
-
 /// Kills the running task of `service` and waits for its replacement.
 fn kill_task(node: &Node, service: &str, pid: i64) -> i64 {
     // SAFETY: kill(2) with a pid read from the daemon; no memory involved.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    running_pid(node, service, pid)
+    running_task(node, service, pid as u32).1 as i64
 }
 
 #[test]
@@ -77,7 +46,7 @@ fn task_history_limit_applies_to_existing_and_new_history() {
         "600",
     ]);
     // With the default limit (5), four kills leave five rows.
-    let mut pid = running_pid(node, "sleeper", 0);
+    let mut pid = running_task(node, "sleeper", 0).1 as i64;
     for _ in 0..4 {
         pid = kill_task(node, "sleeper", pid);
     }

@@ -1,11 +1,9 @@
 //! Rolling updates and rollbacks end to end, under load from every node.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_testkit::{assert_eventually, require_root, text, MultiCluster};
-use shoal_tests::{curl_load as load, only_tag};
+use shoal_tests::{only_tag, update_under_load};
 
 fn rolling_update_without_drops(order: &str) {
     let c = MultiCluster::build(
@@ -37,44 +35,7 @@ fn rolling_update_without_drops(order: &str) {
     for n in &c.nodes {
         n.wait_routed(8080, 4);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let loaders: Vec<_> = c
-        .nodes
-        .iter()
-        .map(|n| load(n.ns.name.clone(), 8080, stop.clone()))
-        .collect();
-    let out = m.shoal_ok(&["service", "update", "--image", "shoal/echo:2", "web"]);
-    assert!(out.contains("verify: Service web converged"), "{out}");
-    for n in &c.nodes {
-        assert_eventually(
-            &format!("only version 2 from {}", n.name),
-            Duration::from_secs(20),
-            || only_tag(n, 8080, "2"),
-        );
-    }
-    stop.store(true, Ordering::SeqCst);
-    for (n, l) in c.nodes.iter().zip(loaders) {
-        let (tags, failures) = l.join().unwrap();
-        assert!(
-            failures.is_empty(),
-            "{order}: {} failed requests from {}: {:?}",
-            failures.len(),
-            n.name,
-            &failures[..failures.len().min(5)]
-        );
-        assert!(
-            tags.contains("1") && tags.contains("2"),
-            "{order}: both versions served during the update from {}: {tags:?}",
-            n.name
-        );
-    }
-    let inspect: serde_json::Value =
-        serde_json::from_str(&m.shoal_ok(&["service", "inspect", "web"])).unwrap();
-    assert_eq!(
-        inspect[0]["UpdateStatus"]["State"], "completed",
-        "{}",
-        inspect[0]["UpdateStatus"]
-    );
+    update_under_load(m, &c.nodes, "web", 8080, order);
     let ps = m.shoal_ok(&["service", "ps", "-f", "desired-state=running", "web"]);
     assert_eq!(
         ps.lines()
