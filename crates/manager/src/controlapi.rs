@@ -455,21 +455,11 @@ impl Control for ControlApi {
         for _ in 0..5 {
             let mut cluster: Cluster = state::get(&self.store, state::CLUSTER_KEY)
                 .ok_or_else(|| Status::failed_precondition("the cluster object is missing"))?;
-            let version = cluster.meta.as_ref().map(|m| m.version).unwrap_or(0);
             let before = cluster.clone();
             crate::swarm::apply_update(&mut cluster, &req);
             if cluster != before {
-                state::touch_meta(&mut cluster.meta);
-                let txn = Txn {
-                    compares: vec![Compare::Version {
-                        key: state::CLUSTER_KEY.into(),
-                        version,
-                    }],
-                    ops: vec![Op::Put {
-                        key: state::CLUSTER_KEY.into(),
-                        value: codec::encode(&cluster),
-                    }],
-                };
+                let mut txn = Txn::default();
+                state::guarded_put(&mut txn, state::CLUSTER_KEY.into(), &mut cluster);
                 match self.store.write(txn).await {
                     Err(StoreError::ConditionFailed { .. }) => continue,
                     r => {

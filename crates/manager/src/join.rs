@@ -122,19 +122,9 @@ impl NodeCa for NodeCaApi {
             if cluster.manager_addrs.contains(&req.addr) {
                 break;
             }
-            let version = cluster.meta.as_ref().map(|m| m.version).unwrap_or(0);
             cluster.manager_addrs.push(req.addr.clone());
-            state::touch_meta(&mut cluster.meta);
-            let txn = Txn {
-                compares: vec![Compare::Version {
-                    key: state::CLUSTER_KEY.into(),
-                    version,
-                }],
-                ops: vec![Op::Put {
-                    key: state::CLUSTER_KEY.into(),
-                    value: codec::encode(&cluster),
-                }],
-            };
+            let mut txn = Txn::default();
+            state::guarded_put(&mut txn, state::CLUSTER_KEY.into(), &mut cluster);
             match self.store.write(txn).await {
                 Err(StoreError::ConditionFailed { .. }) => continue,
                 Err(e) => return Err(Status::unavailable(format!("store: {e}"))),
@@ -162,7 +152,6 @@ impl NodeCa for NodeCaApi {
             NodeRole::Manager => CertRole::Manager,
             NodeRole::Worker => CertRole::Worker,
         };
-        let version = node.meta.as_ref().map(|m| m.version).unwrap_or(0);
         match (role, node.manager_status.as_ref()) {
             // Promoted: give it a Raft id and the address it will serve Raft on;
             // it then asks the leader to join the group (`JoinRaft`).
@@ -178,18 +167,8 @@ impl NodeCa for NodeCaApi {
                     addr: req.advertise_addr.clone(),
                     raft_id: next_raft_id(&view),
                 });
-                state::touch_meta(&mut node.meta);
-                let key = state::node_key(&peer);
-                let txn = Txn {
-                    compares: vec![Compare::Version {
-                        key: key.clone(),
-                        version,
-                    }],
-                    ops: vec![Op::Put {
-                        key,
-                        value: codec::encode(&node),
-                    }],
-                };
+                let mut txn = Txn::default();
+                state::guarded_put(&mut txn, state::node_key(&peer), &mut node);
                 self.store.write(txn).await.map_err(|e| match e {
                     StoreError::ConditionFailed { .. } => {
                         Status::aborted(format!("node {peer} changed concurrently; retry"))

@@ -13,9 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use shoal_api::codec;
 use shoal_api::pb::{Cluster, Node, NodeRole};
-use shoal_store::{Compare, Op, Store, StoreError, Txn};
+use shoal_store::{Store, StoreError, Txn};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -111,27 +110,11 @@ async fn clear_manager_status(store: &Store, node_id: &str) -> Result<(), StoreE
         return Ok(());
     };
     let mut txn = Txn::default();
-    txn.compares.push(Compare::Version {
-        key: key.clone(),
-        version: node.meta.as_ref().map(|m| m.version).unwrap_or(0),
-    });
-    state::touch_meta(&mut node.meta);
-    txn.ops.push(Op::Put {
-        key,
-        value: codec::encode(&node),
-    });
+    state::guarded_put(&mut txn, key, &mut node);
     if let Some(mut cluster) = state::get::<Cluster>(store, state::CLUSTER_KEY) {
         if cluster.manager_addrs.contains(&ms.addr) {
-            txn.compares.push(Compare::Version {
-                key: state::CLUSTER_KEY.into(),
-                version: cluster.meta.as_ref().map(|m| m.version).unwrap_or(0),
-            });
             cluster.manager_addrs.retain(|a| *a != ms.addr);
-            state::touch_meta(&mut cluster.meta);
-            txn.ops.push(Op::Put {
-                key: state::CLUSTER_KEY.into(),
-                value: codec::encode(&cluster),
-            });
+            state::guarded_put(&mut txn, state::CLUSTER_KEY.into(), &mut cluster);
         }
     }
     store.write(txn).await?;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use shoal_api::codec;
 use shoal_api::pb::{Cluster, Node, Service, Task};
-use shoal_store::{KeyValue, Store};
+use shoal_store::{Compare, KeyValue, Op, Store, Txn};
 
 pub const CLUSTER_KEY: &str = "cluster";
 pub const SERVICES: &str = "services/";
@@ -43,6 +43,8 @@ pub fn ingress_port_key(port: u32) -> String {
 pub trait Versioned: Sized + Default {
     fn decode_kv(kv: &KeyValue) -> Option<Self>;
     fn version(&self) -> u64;
+    fn meta_mut(&mut self) -> &mut Option<shoal_api::pb::Meta>;
+    fn encode(&self) -> Vec<u8>;
 }
 
 macro_rules! versioned {
@@ -63,6 +65,12 @@ macro_rules! versioned {
             }
             fn version(&self) -> u64 {
                 self.meta.as_ref().map(|m| m.version).unwrap_or(0)
+            }
+            fn meta_mut(&mut self) -> &mut Option<shoal_api::pb::Meta> {
+                &mut self.meta
+            }
+            fn encode(&self) -> Vec<u8> {
+                codec::encode(self)
             }
         }
     };
@@ -117,6 +125,21 @@ impl ClusterView {
 
 /// Attaches a fresh Meta (timestamps) for a write; the version stays as read
 /// so the caller can use it as the compare value.
+/// Adds to `txn` a put of `obj` under `key`, guarded by the version `obj`
+/// was read at (0: the key must not exist), with its meta stamped as updated.
+pub fn guarded_put<T: Versioned>(txn: &mut Txn, key: String, obj: &mut T) {
+    let version = obj.version();
+    touch_meta(obj.meta_mut());
+    txn.compares.push(Compare::Version {
+        key: key.clone(),
+        version,
+    });
+    txn.ops.push(Op::Put {
+        key,
+        value: obj.encode(),
+    });
+}
+
 pub fn touch_meta(meta: &mut Option<shoal_api::pb::Meta>) {
     let now = shoal_api::now_ms();
     let m = meta.get_or_insert_with(Default::default);
