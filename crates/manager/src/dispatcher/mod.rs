@@ -53,6 +53,7 @@ struct Inner {
     sessions: Mutex<HashMap<String, Session>>,
     /// node id → feed revision its mesh has applied (reported by the node).
     feed_applied: Mutex<HashMap<String, u64>>,
+    assignments: Mutex<AssignmentIndex>,
     feed: Feed,
     logs: LogBroker,
     shutdown: CancellationToken,
@@ -83,6 +84,7 @@ impl DispatcherApi {
                 heartbeat: Mutex::new(period),
                 sessions: Mutex::new(HashMap::new()),
                 feed_applied: Mutex::new(HashMap::new()),
+                assignments: Mutex::new(AssignmentIndex::default()),
                 feed,
                 logs: LogBroker::default(),
                 shutdown,
@@ -416,24 +418,46 @@ impl DispatcherApi {
     }
 }
 
-fn assigned_tasks(store: &Store, node_id: &str) -> Vec<Task> {
-    let mut tasks: Vec<Task> = state::list::<Task>(store, state::TASKS)
-        .into_iter()
-        .filter(|t| t.node_id == node_id)
-        .filter(|t| {
-            t.status
-                .as_ref()
-                .is_some_and(|s| s.state >= TaskState::Assigned as i32)
-        })
-        .collect();
-    tasks.sort_by(|a, b| a.id.cmp(&b.id));
-    tasks
+/// Every node's assigned tasks (sorted by id), built once per store revision
+/// and shared by all sessions: each session used to decode every task of the
+/// store on every change, which was most of a busy manager's CPU.
+#[derive(Default)]
+struct AssignmentIndex {
+    /// The revision `by_node` was built at (None: never built).
+    revision: Option<u64>,
+    by_node: HashMap<String, Vec<Task>>,
+}
+
+impl AssignmentIndex {
+    fn tasks_of(&mut self, store: &Store, node_id: &str) -> Vec<Task> {
+        // Read the revision first: the list is then at least that recent.
+        let revision = store.revision();
+        if self.revision != Some(revision) {
+            let mut by_node: HashMap<String, Vec<Task>> = HashMap::new();
+            for t in state::list::<Task>(store, state::TASKS) {
+                let assigned = t
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.state >= TaskState::Assigned as i32);
+                if assigned && !t.node_id.is_empty() {
+                    by_node.entry(t.node_id.clone()).or_default().push(t);
+                }
+            }
+            for tasks in by_node.values_mut() {
+                tasks.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+            self.by_node = by_node;
+            self.revision = Some(revision);
+        }
+        self.by_node.get(node_id).cloned().unwrap_or_default()
+    }
 }
 
 /// What a node's session carries now: its assignments, its role, and the
 /// managers it may fail over to.
 fn session_message(
     store: &Store,
+    tasks: Vec<Task>,
     node_id: &str,
     session_id: &str,
     heartbeat: Duration,
@@ -443,7 +467,7 @@ fn session_message(
     SessionMessage {
         session_id: session_id.to_string(),
         heartbeat_period_ms: heartbeat.as_millis() as u64,
-        tasks: assigned_tasks(store, node_id),
+        tasks,
         managers: cluster.manager_addrs,
         ingress_address: node
             .as_ref()
@@ -495,8 +519,15 @@ impl Dispatcher for DispatcherApi {
             let mut changes = this.inner.changes.clone();
             let mut last: Option<SessionMessage> = None;
             loop {
+                let tasks = this
+                    .inner
+                    .assignments
+                    .lock()
+                    .expect("assignments lock")
+                    .tasks_of(&this.inner.store, &req.node_id);
                 let msg = session_message(
                     &this.inner.store,
+                    tasks,
                     &req.node_id,
                     &session_id,
                     this.heartbeat_period(),
