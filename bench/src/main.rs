@@ -1,10 +1,14 @@
-//! Shoal's data-plane benchmark harness: the routing mesh beside HAProxy and nginx.
+//! Shoal's benchmark harness: the routing mesh beside HAProxy and nginx, and
+//! the control plane's figures.
 //!
 //! `shoal-bench mesh` installs what is missing (wrk, HAProxy, nginx with the stream
 //! module), starts three nginx backends and every proxy on loopback, runs the
 //! workloads interleaved across targets and prints one markdown table with
 //! medians and Shoal's ratios. `shoal-bench mesh-proxy` is the Shoal target: the
 //! `shoal-mesh` data path fed a one-service routing table, run as a child process.
+//! `shoal-bench control` measures the control plane on real `shoald`
+//! processes in network namespaces (convergence, feed propagation, one
+//! manager against hundreds of simulated agents).
 //! Nothing here runs under `cargo test`; only the parsers are unit-tested.
 //!
 //! # Layout
@@ -18,9 +22,11 @@
 //! - `idle`: the W4 idle-connection client and the fd limit.
 //! - `report`: aggregation over runs and the markdown table.
 //! - `run`: the interleaved measurement loop.
+//! - `control`: the `control` subcommand (its own layout is in its module doc).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod control;
 mod idle;
 mod install;
 mod mesh_proxy;
@@ -47,6 +53,8 @@ struct Cli {
 enum Command {
     /// Measure the routing mesh beside HAProxy and nginx and print a markdown table.
     Mesh(run::MeshOpts),
+    /// Measure the control plane (convergence, feed propagation, simulated agents).
+    Control(control::ControlOpts),
     /// Run the Shoal target: a Mesh routing one service over the given backends.
     MeshProxy {
         /// Published address (its IP is the mesh's listen IP).
@@ -62,6 +70,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Mesh(opts) => run::mesh(opts),
+        Command::Control(opts) => control::control(opts),
         Command::MeshProxy { listen, backends } => mesh_proxy::run(listen, backends),
     }
 }

@@ -24,8 +24,13 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
 
 /// VmRSS in KiB from the contents of `/proc/<pid>/status`.
 pub fn parse_vmrss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let mut parts = line["VmRSS:".len()..].split_whitespace();
+    parse_status_kib(status, "VmRSS:")
+}
+
+/// A `field` such as `VmHWM:` in KiB from the contents of `/proc/<pid>/status`.
+pub fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let mut parts = line[field.len()..].split_whitespace();
     let value: u64 = parts.next()?.parse().ok()?;
     match parts.next() {
         Some("kB") | None => Some(value),
@@ -92,6 +97,12 @@ pub fn rss_kib(root: u32) -> u64 {
         .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
         .filter_map(|s| parse_vmrss_kib(&s))
         .sum()
+}
+
+/// A `/proc/<pid>/status` field (e.g. `VmHWM:`) of one process, in KiB.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_kib(&status, field)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, else the usual 100).

@@ -216,7 +216,8 @@ fn settled_rss(pid: u32) -> u64 {
     }
 }
 
-fn command_line(program: &str, args: &[&str]) -> String {
+/// The trimmed stdout of a command, `?` when it cannot run.
+pub fn command_line(program: &str, args: &[&str]) -> String {
     std::process::Command::new(program)
         .args(args)
         .output()

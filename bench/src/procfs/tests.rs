@@ -43,3 +43,10 @@ fn tree_of_this_process_includes_itself() {
     assert!(cpu_ticks(me) < u64::MAX);
     assert!(rss_kib(me) > 0);
 }
+
+#[test]
+fn any_status_field_is_read_in_kib() {
+    let status = "VmHWM:\t  20480 kB\nVmRSS:\t    5120 kB\n";
+    assert_eq!(parse_status_kib(status, "VmHWM:"), Some(20480));
+    assert_eq!(parse_status_kib(status, "VmSwap:"), None);
+}
