@@ -1,12 +1,15 @@
 //! Endpoint selection: round-robin over non-draining endpoints, with passive
 //! ejection of endpoints whose connects fail.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpSocket, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -104,14 +107,28 @@ impl Ejected {
 }
 
 /// Connects to `addr` with TCP_NODELAY and keepalive set before the connect.
-async fn connect_to(addr: SocketAddr, config: &MeshConfig) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+///
+/// A non-blocking connect whose outcome is read from the readiness epoll
+/// reports: writable means connected, and only a failure (error or hang-up
+/// reported) costs the `getsockopt(SO_ERROR)` that tokio's own connect always
+/// makes.
+async fn connect_to(addr: SocketAddr, config: &MeshConfig) -> io::Result<TcpStream> {
+    let ty = Type::STREAM.nonblocking().cloexec();
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(Protocol::TCP))?;
     crate::listener::tune(&socket, config.keepalive);
-    socket.connect(addr).await
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    let ready = stream.ready(Interest::WRITABLE).await?;
+    if ready.is_write_closed() || ready.is_error() {
+        return Err(stream
+            .take_error()?
+            .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()));
+    }
+    Ok(stream)
 }
 
 /// Connects to an endpoint of `service` for the published port `port`,
@@ -154,7 +171,7 @@ pub(crate) async fn connect(
                 return Some((entry.clone(), stream));
             }
             Ok(Err(e)) => e,
-            Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+            Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
         };
         m.connect_errors.inc();
         let backoff = entry.health.record_failure(clock.now(), config);

@@ -7,7 +7,8 @@
 //! switches to splice(2) through a pipe (also pooled, and also held only while
 //! bytes move), so its bytes no longer cross user space; it switches back to
 //! copying after a burst smaller than one buffer, or if splice is refused
-//! (`EINVAL`, e.g. an unsupported socket type).
+//! (`EINVAL`, e.g. an unsupported socket type). A short read on a socket whose
+//! peer's FIN had already arrived ends the direction without the read of 0.
 
 use std::cell::RefCell;
 use std::io;
@@ -99,11 +100,11 @@ async fn pump(
     let context = |e: io::Error| io::Error::new(e.kind(), format!("{direction}: {e}"));
     let mut splicing = false;
     loop {
-        src.readable().await.map_err(context)?;
+        let ready = src.ready(Interest::READABLE).await.map_err(context)?;
         let burst = if splicing {
             splice_burst(src, dst, bytes, held).await
         } else {
-            copy_burst(src, dst, bytes, held).await
+            copy_burst(src, dst, bytes, held, ready.is_read_closed()).await
         }
         .map_err(context)?;
         match burst {
@@ -127,11 +128,16 @@ async fn pump(
 
 /// Reads from `src` and writes to `dst` through a pooled buffer until `src`
 /// would block, ends, or fills the buffer.
+///
+/// `read_closed`: the peer's FIN had arrived before the first read. A short
+/// read then took everything before the FIN, so the stream is known to have
+/// ended without the read that would only return 0.
 async fn copy_burst(
     src: &TcpStream,
     dst: &TcpStream,
     bytes: &IntCounter,
     held: &Held,
+    read_closed: bool,
 ) -> io::Result<Burst> {
     let mut buf = Buf::take(held);
     loop {
@@ -147,7 +153,7 @@ async fn copy_burst(
             return Ok(Burst::Bulk);
         }
         if drained {
-            return Ok(Burst::Idle);
+            return Ok(if read_closed { Burst::Eof } else { Burst::Idle });
         }
     }
 }
@@ -185,7 +191,7 @@ async fn splice_burst(
 ) -> io::Result<Burst> {
     let Ok(pipe) = Pipe::take() else {
         // Out of fds, say: copy this burst instead.
-        return copy_burst(src, dst, bytes, held).await;
+        return copy_burst(src, dst, bytes, held, false).await;
     };
     let mut pipe = HeldPipe::new(pipe, held);
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());

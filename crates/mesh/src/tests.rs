@@ -354,6 +354,30 @@ async fn half_close_is_propagated() {
 }
 
 #[tokio::test]
+async fn small_payload_arriving_with_its_fin_is_forwarded_then_half_closed() {
+    // Data and FIN read in one go (the FIN seen before the read) end the
+    // direction without a further read; the other direction keeps flowing.
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    let backend = echo_after_eof_backend().await;
+    mesh.apply_snapshot(vec![route("s", port, vec![endpoint("t1", backend, false)])]);
+    for i in 0..20u8 {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        let msg = [b'p', b'i', b'n', b'g', i];
+        s.write_all(&msg).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut echoed = Vec::new();
+        tokio::time::timeout(DEADLINE, s.read_to_end(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, msg);
+    }
+}
+
+#[tokio::test]
 async fn bytes_are_counted_per_direction() {
     let (mesh, registry) = mesh();
     let port = free_port();
