@@ -28,9 +28,14 @@ pub struct ControlApi {
 
 fn store_status(err: StoreError) -> Status {
     match err {
-        StoreError::NotLeader { leader: None } | StoreError::NotCommitted(_) => Status::unavailable(
+        StoreError::NotLeader { leader: None } => Status::unavailable(
             "the swarm does not have a leader: the managers have lost quorum; writes are refused until a majority of managers is back (the mesh keeps serving)",
         ),
+        // A leader that cannot commit has lost its quorum, or is too loaded
+        // to commit in time (the control-plane bench saw the latter).
+        StoreError::NotCommitted(within) => Status::unavailable(format!(
+            "the write was not committed within {within:?}: the managers have lost quorum or are overloaded; retry, and check `shoal node ls` for managers that are Down (the mesh keeps serving)"
+        )),
         StoreError::NotLeader { leader: Some(leader) } => Status::unavailable(format!(
             "this manager is not the Raft leader (leader: {leader}); retry"
         )),
