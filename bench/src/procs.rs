@@ -144,6 +144,31 @@ fn unregister(pid: u32) {
 /// On SIGINT or SIGTERM, stops every registered child (and its descendants)
 /// by PID, then exits with status 130.
 pub fn stop_children_on_signal() -> anyhow::Result<()> {
+    on_termination(|| {
+        let pids = RUNNING
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        eprintln!("interrupted: stopping {} child processes", pids.len());
+        let trees: Vec<_> = pids.iter().flat_map(|&p| procfs::tree(p)).collect();
+        for &p in &pids {
+            let _ = kill(Pid::from_raw(p as i32), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline && trees.iter().any(|&p| procfs::alive(p)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for p in trees {
+            if procfs::alive(p) {
+                let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+            }
+        }
+    })
+}
+
+/// Runs `stop` on a thread of its own once SIGINT or SIGTERM arrives, then
+/// exits with status 130.
+pub fn on_termination(stop: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -161,24 +186,7 @@ pub fn stop_children_on_signal() -> anyhow::Result<()> {
                     _ = term.recv() => {}
                 }
             });
-            let pids = RUNNING
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone();
-            eprintln!("interrupted: stopping {} child processes", pids.len());
-            let trees: Vec<_> = pids.iter().flat_map(|&p| procfs::tree(p)).collect();
-            for &p in &pids {
-                let _ = kill(Pid::from_raw(p as i32), Signal::SIGTERM);
-            }
-            let deadline = Instant::now() + STOP_GRACE;
-            while Instant::now() < deadline && trees.iter().any(|&p| procfs::alive(p)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            for p in trees {
-                if procfs::alive(p) {
-                    let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
-                }
-            }
+            stop();
             std::process::exit(130);
         })
         .context("spawn the signal thread")?;

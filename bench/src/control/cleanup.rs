@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
-use anyhow::Context as _;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use shoal_testkit::MultiCluster;
@@ -53,43 +52,24 @@ pub fn clear() {
 /// On SIGINT or SIGTERM: SIGKILL the daemons (their tasks die with them),
 /// delete the namespaces and directories, exit 130.
 pub fn on_signal() -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("build the signal runtime")?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            rt.block_on(async {
-                use tokio::signal::unix::{signal, SignalKind};
-                let Ok(mut term) = signal(SignalKind::terminate()) else {
-                    return;
-                };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            });
-            let r = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(PoisonError::into_inner));
-            eprintln!(
-                "interrupted: stopping {} shoald, deleting {} namespaces",
-                r.pids.len(),
-                r.netns.len()
-            );
-            for pid in &r.pids {
-                let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            for ns in r.netns.iter().rev() {
-                let _ = std::process::Command::new("ip")
-                    .args(["netns", "del", ns])
-                    .output();
-            }
-            for dir in &r.dirs {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            std::process::exit(130);
-        })
-        .context("spawn the signal thread")?;
-    Ok(())
+    crate::procs::on_termination(|| {
+        let r = std::mem::take(&mut *REGISTRY.lock().unwrap_or_else(PoisonError::into_inner));
+        eprintln!(
+            "interrupted: stopping {} shoald, deleting {} namespaces",
+            r.pids.len(),
+            r.netns.len()
+        );
+        for pid in &r.pids {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        for ns in r.netns.iter().rev() {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .output();
+        }
+        for dir in &r.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    })
 }
