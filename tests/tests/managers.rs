@@ -131,6 +131,15 @@ fn three_managers_survive_the_leader_and_refuse_writes_without_quorum() {
         failed.iter().take(3).collect::<Vec<_>>()
     );
     assert!(acked.len() > 5, "writes kept working: {failed:?}");
+    // A create whose reply was lost to the election is retried as the same
+    // Raft proposal: it is never applied twice, so never refused as a
+    // duplicate of itself.
+    assert!(
+        !failed
+            .iter()
+            .any(|f| f.contains("already exists") || f.contains("concurrent request")),
+        "a retried create collided with itself: {failed:?}"
+    );
     for via in [1, 2] {
         let ls = c.node(via).shoal_ok(&["service", "ls"]);
         for name in &acked {

@@ -40,9 +40,9 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState, SnapshotPolicy};
 
 pub use crate::error::StoreError;
-pub use crate::network::{write_remote, NetworkFactory, RaftAuthorizer, RaftServer, RaftService};
+pub use crate::network::{NetworkFactory, RaftAuthorizer, RaftServer, RaftService};
 pub use crate::types::{
-    Compare, EventKind, KeyValue, Op, StoreRaft, Txn, TxnOutcome, TypeConfig, WatchEvent,
+    Compare, EventKind, KeyValue, Op, Proposal, StoreRaft, Txn, TxnOutcome, TypeConfig, WatchEvent,
 };
 pub use crate::watch::Watch;
 
@@ -239,6 +239,11 @@ impl Store {
         m.state == ServerState::Leader && m.current_leader == Some(self.inner.node_id)
     }
 
+    /// The Raft term this replica is in.
+    pub fn current_term(&self) -> u64 {
+        self.inner.raft.metrics().borrow().current_term
+    }
+
     /// The current leader's id and advertised address, if known.
     pub fn leader(&self) -> Option<(u64, String)> {
         let m = self.inner.raft.metrics();
@@ -266,14 +271,22 @@ impl Store {
 
     /// Proposes a transaction through Raft; returns the revision it committed at (once
     /// applied locally, so a following `get` sees it). If a compare fails, nothing is
-    /// written and `ConditionFailed{key}` is returned. On a follower: `NotLeader`.
+    /// written and `ConditionFailed{key}` is returned. A follower forwards it to the
+    /// leader. Within [`WRITE_TIMEOUT`], attempts that failed for want of a leader are
+    /// retried as one [`Proposal`], so a write applies at most once even when an
+    /// attempt's outcome was lost after its commit.
     pub async fn write(&self, txn: Txn) -> Result<u64, StoreError> {
+        self.propose(Proposal::new(txn)).await
+    }
+
+    /// [`Store::write`] of a proposal whose id is already chosen (a forwarded one).
+    pub(crate) async fn propose(&self, proposal: Proposal) -> Result<u64, StoreError> {
         // During an election there is briefly no leader, or the last known
         // one is gone: keep trying until the deadline, so a write that can
         // commit within WRITE_TIMEOUT does.
         let attempts = async {
             loop {
-                match self.write_once(&txn).await {
+                match self.write_once(&proposal).await {
                     Err(e) if e.is_transient() => {
                         tracing::debug!(error = %e, "write waits for a leader");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -296,15 +309,16 @@ impl Store {
     }
 
     /// One proposal: locally if this node leads, else forwarded to the leader.
-    async fn write_once(&self, txn: &Txn) -> Result<u64, StoreError> {
-        match self.inner.raft.client_write(txn.clone()).await {
+    async fn write_once(&self, proposal: &Proposal) -> Result<u64, StoreError> {
+        match self.inner.raft.client_write(proposal.clone()).await {
             Ok(resp) => resp.data.into_result(),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 match f.leader_node.map(|n| n.addr).filter(|a| !a.is_empty()) {
                     // A follower forwards to the leader, so any manager takes writes.
                     Some(addr) => {
-                        let rev = network::write_remote(&addr, txn, self.inner.client_tls.as_ref())
-                            .await?;
+                        let rev =
+                            network::write_remote(&addr, proposal, self.inner.client_tls.as_ref())
+                                .await?;
                         // Read-your-writes: answer once this replica has it too.
                         self.wait_applied(rev, Duration::from_secs(2)).await;
                         Ok(rev)
@@ -415,6 +429,24 @@ impl Store {
         let metrics = self.metrics();
         let ids = metrics.membership_config.membership().voter_ids().collect();
         ids
+    }
+
+    /// Raft ids that are voters in every configuration of the membership this
+    /// replica knows to be committed. A manager being added counts only once
+    /// its change has committed: until then a joint configuration still needs
+    /// a majority of the old voters, so losing one of those could stall the
+    /// group although the new member looks like a voter.
+    pub async fn committed_voter_ids(&self) -> BTreeSet<u64> {
+        self.inner
+            .raft
+            .with_raft_state(|st| {
+                let membership = st.membership_state.committed().membership();
+                let mut configs = membership.get_joint_config().iter();
+                let first = configs.next().cloned().unwrap_or_default();
+                configs.fold(first, |all, c| all.intersection(c).copied().collect())
+            })
+            .await
+            .unwrap_or_default()
     }
 
     /// This node's Raft id.

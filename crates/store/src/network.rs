@@ -19,7 +19,7 @@ use shoal_api::pb::RaftPayload;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::StoreError;
-use crate::types::{StoreRaft, Txn, TypeConfig};
+use crate::types::{Proposal, StoreRaft, TypeConfig};
 
 type NodeId = u64;
 
@@ -170,15 +170,15 @@ enum ForwardedWrite {
     Failed(String),
 }
 
-/// Proposes `txn` on the store node at `addr` (normally the leader) through its
+/// Proposes `proposal` on the store node at `addr` (normally the leader) through its
 /// `RaftTransport.ClientWrite`; same results as [`Store::write`](crate::Store::write).
-pub async fn write_remote(
+pub(crate) async fn write_remote(
     addr: &str,
-    txn: &Txn,
+    proposal: &Proposal,
     tls: Option<&ClientTlsConfig>,
 ) -> Result<u64, StoreError> {
-    let data =
-        postcard::to_allocvec(txn).map_err(|e| StoreError::storage("encode forwarded txn", e))?;
+    let data = postcard::to_allocvec(proposal)
+        .map_err(|e| StoreError::storage("encode forwarded proposal", e))?;
     let channel = channel(addr, tls).map_err(|e| StoreError::raft("forward write: connect", e))?;
     let reply = transport_client(channel)
         .client_write(RaftPayload { data })
@@ -279,8 +279,8 @@ impl RaftTransport for RaftService {
         request: tonic::Request<RaftPayload>,
     ) -> Result<tonic::Response<RaftPayload>, tonic::Status> {
         self.check(&request)?;
-        let txn: Txn = decode_req(request)?;
-        let reply = match self.store.write(txn).await {
+        let proposal: Proposal = decode_req(request)?;
+        let reply = match self.store.propose(proposal).await {
             Ok(rev) => ForwardedWrite::Committed(rev),
             Err(StoreError::ConditionFailed { key }) => ForwardedWrite::ConditionFailed(key),
             Err(StoreError::NotLeader { leader }) => ForwardedWrite::NotLeader(leader),

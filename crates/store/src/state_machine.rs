@@ -1,6 +1,7 @@
-//! The applied state: an in-memory map for reads, made durable in redb on every apply.
+//! The applied state: an in-memory map for reads, made durable in redb on every apply,
+//! and the ids of recently applied proposals (so a retried proposal applies once).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::Cursor;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -13,7 +14,9 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::db::{self, Db, DbError};
-use crate::types::{Compare, EventKind, KeyValue, Op, Txn, TxnOutcome, TypeConfig, WatchEvent};
+use crate::types::{
+    Compare, EventKind, KeyValue, Op, Proposal, Txn, TxnOutcome, TypeConfig, WatchEvent,
+};
 use crate::watch::WatchHub;
 
 type NodeId = u64;
@@ -23,6 +26,13 @@ type Membership = StoredMembership<NodeId, BasicNode>;
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 /// `last_applied`, `last_membership`, `snapshot` (postcard).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Proposal id -> the revision it was applied at (see [`AppliedProposals`]).
+const PROPOSALS: TableDefinition<u64, u64> = TableDefinition::new("proposals");
+
+/// How many revisions a proposal id is remembered for. A retry happens within
+/// one [`WRITE_TIMEOUT`](crate::WRITE_TIMEOUT) of the first attempt, far fewer
+/// revisions than this even under load.
+pub(crate) const DEDUP_WINDOW: u64 = 50_000;
 
 const LAST_APPLIED: &str = "last_applied";
 const LAST_MEMBERSHIP: &str = "last_membership";
@@ -31,6 +41,7 @@ const SNAPSHOT: &str = "snapshot";
 /// In-memory state shared by the state machine (writer) and the store's readers.
 pub(crate) struct KvState {
     pub(crate) map: BTreeMap<String, KeyValue>,
+    pub(crate) proposals: AppliedProposals,
     pub(crate) last_applied: Option<LogId<NodeId>>,
     pub(crate) last_membership: Membership,
     pub(crate) hub: WatchHub,
@@ -40,6 +51,73 @@ impl KvState {
     /// The store revision: the index of the last applied log entry (0 before any).
     pub(crate) fn revision(&self) -> u64 {
         self.last_applied.map(|l| l.index).unwrap_or(0)
+    }
+}
+
+/// The ids of the proposals applied in the last [`DEDUP_WINDOW`] revisions, with
+/// the revision each was applied at. Part of the replicated state (persisted
+/// and in snapshots): whether a repeat is skipped must be the same decision on
+/// every replica, or their revisions would diverge.
+#[derive(Default)]
+pub(crate) struct AppliedProposals {
+    by_id: HashMap<u64, u64>,
+    /// (revision, id), oldest first, for pruning.
+    order: VecDeque<(u64, u64)>,
+}
+
+impl AppliedProposals {
+    fn from_pairs(mut pairs: Vec<(u64, u64)>) -> Self {
+        pairs.sort_by_key(|&(_, rev)| rev);
+        Self {
+            by_id: pairs.iter().copied().collect(),
+            order: pairs.into_iter().map(|(id, rev)| (rev, id)).collect(),
+        }
+    }
+
+    /// The revision `id` was applied at, if that is within the window of `revision`.
+    /// (The window is checked here, so when pruning happens never matters.)
+    pub(crate) fn applied_at(&self, id: u64, revision: u64) -> Option<u64> {
+        self.by_id
+            .get(&id)
+            .copied()
+            .filter(|&first| first + DEDUP_WINDOW >= revision)
+    }
+
+    /// The ids that fall out of the window once `revision` is applied. It depends
+    /// only on revisions, so every replica drops the same ones.
+    fn expiring(&self, revision: u64) -> Vec<u64> {
+        self.order
+            .iter()
+            .take_while(|&&(rev, _)| rev + DEDUP_WINDOW < revision)
+            .filter(|&&(rev, id)| self.by_id.get(&id) == Some(&rev))
+            .map(|&(_, id)| id)
+            .collect()
+    }
+
+    /// Records newly applied ids and drops those out of the window of `revision`.
+    pub(crate) fn advance(&mut self, applied: &[(u64, u64)], revision: u64) {
+        for &(id, rev) in applied {
+            self.by_id.insert(id, rev);
+            self.order.push_back((rev, id));
+        }
+        while let Some(&(rev, id)) = self.order.front() {
+            if rev + DEDUP_WINDOW >= revision {
+                break;
+            }
+            self.order.pop_front();
+            if self.by_id.get(&id) == Some(&rev) {
+                self.by_id.remove(&id);
+            }
+        }
+    }
+
+    fn pairs(&self) -> Vec<(u64, u64)> {
+        self.order.iter().map(|&(rev, id)| (id, rev)).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
     }
 }
 
@@ -59,6 +137,14 @@ impl Shared {
     pub(crate) fn write(&self) -> RwLockWriteGuard<'_, KvState> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The replicated state a snapshot carries (postcard).
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    kvs: Vec<KeyValue>,
+    /// (proposal id, revision applied at), see [`AppliedProposals`].
+    proposals: Vec<(u64, u64)>,
 }
 
 /// The snapshot as stored on disk (the current one is kept for `get_current_snapshot`).
@@ -82,6 +168,7 @@ impl StateMachine {
         let txn = db.begin_write()?;
         txn.open_table(KV)?;
         txn.open_table(META)?;
+        txn.open_table(PROPOSALS)?;
         txn.commit()?;
 
         let txn = db.begin_read()?;
@@ -101,9 +188,15 @@ impl StateMachine {
             Some(v) => db::decode(v.value())?,
             None => Membership::default(),
         };
+        let mut pairs = Vec::new();
+        for item in txn.open_table(PROPOSALS)?.iter()? {
+            let (id, rev) = item?;
+            pairs.push((id.value(), rev.value()));
+        }
         let revision = last_applied.map(|l| l.index).unwrap_or(0);
         let state = KvState {
             map,
+            proposals: AppliedProposals::from_pairs(pairs),
             last_applied,
             last_membership,
             hub: WatchHub::new(watch_history, revision),
@@ -124,10 +217,21 @@ impl StateMachine {
     fn persist(
         &self,
         changes: &BTreeMap<String, Option<KeyValue>>,
+        proposals: (&[(u64, u64)], &[u64]),
         last_applied: &Option<LogId<NodeId>>,
         membership: Option<&Membership>,
     ) -> Result<(), DbError> {
         let txn = self.db.begin_write()?;
+        {
+            let (applied, dropped) = proposals;
+            let mut table = txn.open_table(PROPOSALS)?;
+            for &(id, rev) in applied {
+                table.insert(id, rev)?;
+            }
+            for &id in dropped {
+                table.remove(id)?;
+            }
+        }
         {
             let mut kv = txn.open_table(KV)?;
             for (key, value) in changes {
@@ -151,13 +255,22 @@ impl StateMachine {
     }
 
     /// Replaces the whole state with a snapshot, durably.
-    fn persist_snapshot(&self, kvs: &[KeyValue], stored: &StoredSnapshot) -> Result<(), DbError> {
+    fn persist_snapshot(
+        &self,
+        data: &SnapshotData,
+        stored: &StoredSnapshot,
+    ) -> Result<(), DbError> {
         let txn = self.db.begin_write()?;
         {
             let mut kv = txn.open_table(KV)?;
             kv.retain(|_, _| false)?;
-            for value in kvs {
+            for value in &data.kvs {
                 kv.insert(value.key.as_str(), db::encode(value)?.as_slice())?;
+            }
+            let mut proposals = txn.open_table(PROPOSALS)?;
+            proposals.retain(|_, _| false)?;
+            for &(id, rev) in &data.proposals {
+                proposals.insert(id, rev)?;
             }
             let mut meta = txn.open_table(META)?;
             meta.insert(
@@ -191,7 +304,10 @@ fn read_stored_snapshot(db: &Db) -> Result<Option<StoredSnapshot>, DbError> {
 /// The pending view of one apply batch: changes over the committed map.
 struct Batch<'a> {
     map: &'a BTreeMap<String, KeyValue>,
+    proposals: &'a AppliedProposals,
     changes: BTreeMap<String, Option<KeyValue>>,
+    /// (proposal id, revision) applied in this batch.
+    applied: Vec<(u64, u64)>,
     events: Vec<WatchEvent>,
 }
 
@@ -201,6 +317,27 @@ impl Batch<'_> {
             Some(pending) => pending.as_ref(),
             None => self.map.get(key),
         }
+    }
+
+    /// Applies one proposal at `revision`, unless its id was applied before: then
+    /// nothing changes and the outcome is the first application's revision.
+    fn propose(&mut self, revision: u64, proposal: Proposal) -> TxnOutcome {
+        let id = proposal.id;
+        if id != 0 {
+            let earlier = self
+                .applied
+                .iter()
+                .find(|&&(i, _)| i == id)
+                .map(|&(_, r)| r);
+            if let Some(first) = earlier.or_else(|| self.proposals.applied_at(id, revision)) {
+                return TxnOutcome(Ok(first));
+            }
+        }
+        let outcome = self.apply(revision, proposal.txn);
+        if id != 0 && outcome.0.is_ok() {
+            self.applied.push((id, revision));
+        }
+        outcome
     }
 
     /// Applies one transaction at `revision`; on a failed compare nothing changes.
@@ -266,11 +403,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut results = Vec::new();
         let mut last_applied = None;
         let mut membership = None;
-        let (changes, events) = {
+        let (changes, applied, expiring, events) = {
             let state = self.shared.read();
             let mut batch = Batch {
                 map: &state.map,
+                proposals: &state.proposals,
                 changes: BTreeMap::new(),
+                applied: Vec::new(),
                 events: Vec::new(),
             };
             for entry in entries {
@@ -278,22 +417,31 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 last_applied = Some(entry.log_id);
                 match entry.payload {
                     EntryPayload::Blank => results.push(TxnOutcome(Ok(revision))),
-                    EntryPayload::Normal(txn) => results.push(batch.apply(revision, txn)),
+                    EntryPayload::Normal(p) => results.push(batch.propose(revision, p)),
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(entry.log_id), m));
                         results.push(TxnOutcome(Ok(revision)));
                     }
                 }
             }
-            (batch.changes, batch.events)
+            let expiring = last_applied
+                .map(|l| state.proposals.expiring(l.index))
+                .unwrap_or_default();
+            (batch.changes, batch.applied, expiring, batch.events)
         };
-        if last_applied.is_none() {
+        let Some(last) = last_applied else {
             return Ok(results);
-        }
-        self.persist(&changes, &last_applied, membership.as_ref())
-            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        };
+        self.persist(
+            &changes,
+            (&applied, &expiring),
+            &last_applied,
+            membership.as_ref(),
+        )
+        .map_err(|e| StorageIOError::write_state_machine(&e))?;
 
         let mut state = self.shared.write();
+        state.proposals.advance(&applied, last.index);
         for (key, value) in changes {
             match value {
                 Some(value) => {
@@ -333,17 +481,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<NodeId>> {
         let data = snapshot.into_inner();
-        let kvs: Vec<KeyValue> = db::decode(&data)
+        let decoded: SnapshotData = db::decode(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
         };
-        self.persist_snapshot(&kvs, &stored)
+        self.persist_snapshot(&decoded, &stored)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
 
         let mut state = self.shared.write();
-        state.map = kvs.into_iter().map(|kv| (kv.key.clone(), kv)).collect();
+        state.map = decoded
+            .kvs
+            .into_iter()
+            .map(|kv| (kv.key.clone(), kv))
+            .collect();
+        state.proposals = AppliedProposals::from_pairs(decoded.proposals);
         state.last_applied = meta.last_log_id;
         state.last_membership = meta.last_membership.clone();
         let revision = state.revision();
@@ -364,7 +517,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
-/// Serialises the whole map (postcard `Vec<KeyValue>`) and keeps it as the current snapshot.
+/// Serialises the whole map and the recent proposal ids (postcard [`SnapshotData`]) and
+/// keeps it as the current snapshot.
 pub(crate) struct SnapshotBuilder {
     db: Arc<Db>,
     shared: Arc<Shared>,
@@ -372,12 +526,15 @@ pub(crate) struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let (kvs, last_applied, last_membership) = {
+        let (snapshot, last_applied, last_membership) = {
             let state = self.shared.read();
-            let kvs: Vec<KeyValue> = state.map.values().cloned().collect();
-            (kvs, state.last_applied, state.last_membership.clone())
+            let snapshot = SnapshotData {
+                kvs: state.map.values().cloned().collect(),
+                proposals: state.proposals.pairs(),
+            };
+            (snapshot, state.last_applied, state.last_membership.clone())
         };
-        let data = db::encode(&kvs).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let data = db::encode(&snapshot).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, shoal_api::now_ms()),
             None => format!("none-{}", shoal_api::now_ms()),

@@ -129,6 +129,65 @@ async fn writes_reads_and_compares() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_proposal_applies_once_also_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = single(dir.path(), 1000).await;
+    let once = Proposal {
+        id: 42,
+        txn: Txn::new().when_absent("job").put("job", "1"),
+    };
+    let first = store.propose(once.clone()).await.unwrap();
+    // A retry of the same proposal is not applied again: no compare fails and
+    // the key keeps its revision.
+    assert_eq!(store.propose(once.clone()).await.unwrap(), first);
+    assert_eq!(store.get("job").unwrap().mod_revision, first);
+    // The same transaction under another id is a new write.
+    let err = store
+        .write(Txn::new().when_absent("job").put("job", "2"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+    // A proposal whose compare failed was not applied, so it may apply later.
+    let later = Proposal {
+        id: 43,
+        txn: Txn::new().when_version("job", first).put("job", "3"),
+    };
+    store.write(Txn::new().put("job", "2")).await.unwrap();
+    assert!(store.propose(later.clone()).await.is_err());
+    let job = store.get("job").unwrap().mod_revision;
+    let retried = Proposal {
+        txn: Txn::new().when_version("job", job).put("job", "3"),
+        ..later
+    };
+    let applied = store.propose(retried.clone()).await.unwrap();
+    store.shutdown().await.unwrap();
+    drop(store);
+
+    // The ids are part of the durable state.
+    let store = Store::open(config(dir.path(), 1, 1000)).await.unwrap();
+    store.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
+    eventually("leadership", LEADER_TIMEOUT, || store.is_leader()).await;
+    assert_eq!(store.propose(once).await.unwrap(), first);
+    assert_eq!(store.propose(retried).await.unwrap(), applied);
+    assert_eq!(store.get("job").unwrap().value, b"3");
+    store.shutdown().await.unwrap();
+}
+
+#[test]
+fn proposal_ids_leave_the_window_in_revision_order() {
+    use crate::state_machine::DEDUP_WINDOW;
+    let mut p = state_machine::AppliedProposals::default();
+    p.advance(&[(1, 10), (2, 20)], 20);
+    assert_eq!(p.applied_at(1, 20), Some(10));
+    // Out of the window, an id counts as unknown even before it is pruned.
+    assert_eq!(p.applied_at(1, 11 + DEDUP_WINDOW), None);
+    assert_eq!(p.applied_at(2, 11 + DEDUP_WINDOW), Some(20));
+    p.advance(&[(3, 11 + DEDUP_WINDOW)], 11 + DEDUP_WINDOW);
+    assert_eq!(p.len(), 2);
+    assert_eq!(p.applied_at(2, 20 + DEDUP_WINDOW), Some(20));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_restart() {
     let dir = tempfile::tempdir().unwrap();
     let store = single(dir.path(), 1000).await;
@@ -361,7 +420,14 @@ async fn three_node_group_replicates() {
     let leader = &nodes[0].store;
     leader.initialize().await.unwrap();
     leader.wait_for_leader(LEADER_TIMEOUT).await.unwrap();
-    let before = leader.write(Txn::new().put("early", "1")).await.unwrap();
+    const EARLY: u64 = 0x5ea1;
+    let before = leader
+        .propose(Proposal {
+            id: EARLY,
+            txn: Txn::new().put("early", "1"),
+        })
+        .await
+        .unwrap();
     for i in 0..25 {
         leader
             .write(Txn::new().put(format!("bulk/{i:02}"), "v"))
@@ -380,6 +446,10 @@ async fn three_node_group_replicates() {
         .await
         .unwrap();
     assert!(leader.is_leader());
+    assert_eq!(
+        leader.committed_voter_ids().await,
+        BTreeSet::from([1, 2, 3])
+    );
 
     let rev = leader
         .write(Txn::new().put("svc/web", "spec"))
@@ -406,18 +476,32 @@ async fn three_node_group_replicates() {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
-    let fwd = write_remote(&nodes[0].addr, &Txn::new().put("fwd", "1"), None)
+    let once = Proposal::new(Txn::new().when_absent("fwd").put("fwd", "1"));
+    let fwd = network::write_remote(&nodes[0].addr, &once, None)
         .await
         .unwrap();
     assert!(fwd > rev);
-    let err = write_remote(
+    // The same proposal again (its first reply lost, say): the first revision.
+    assert_eq!(
+        network::write_remote(&nodes[0].addr, &once, None)
+            .await
+            .unwrap(),
+        fwd
+    );
+    assert_eq!(follower.propose(once.clone()).await.unwrap(), fwd);
+    let err = network::write_remote(
         &nodes[0].addr,
-        &Txn::new().when_absent("fwd").put("fwd", "2"),
+        &Proposal::new(Txn::new().when_absent("fwd").put("fwd", "2")),
         None,
     )
     .await
     .unwrap_err();
     assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+    // Learners that started from a snapshot know the proposals it covered.
+    for node in &nodes {
+        let state = node.store.inner.shared.read();
+        assert_eq!(state.proposals.applied_at(EARLY, rev), Some(before));
+    }
     eventually(
         "forwarded write replicated",
         Duration::from_secs(10),
@@ -459,6 +543,7 @@ async fn members_leave_the_group_the_leader_too() {
     // A follower leaves: it is neither voter nor learner afterwards.
     first.remove_member(3).await.unwrap();
     assert_eq!(first.member_ids(), BTreeSet::from([1, 2]));
+    assert_eq!(first.committed_voter_ids().await, BTreeSet::from([1, 2]));
     // Removing a non-member changes nothing.
     first.remove_member(3).await.unwrap();
 
@@ -494,7 +579,7 @@ fn log_store_append_truncate_purge() {
     let id = |index| LogId::new(CommittedLeaderId::new(1, 1), index);
     let entry = |index| openraft::Entry::<TypeConfig> {
         log_id: id(index),
-        payload: EntryPayload::Normal(Txn::new().put(format!("k{index}"), "v")),
+        payload: EntryPayload::Normal(Proposal::new(Txn::new().put(format!("k{index}"), "v"))),
     };
     log.append_entries((1..=10).map(entry)).unwrap();
     let st = log.log_state().unwrap();

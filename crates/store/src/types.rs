@@ -5,10 +5,10 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 openraft::declare_raft_types!(
-    /// openraft type configuration for the Shoal store: log entries carry a [`Txn`],
-    /// applying one yields a [`TxnOutcome`].
+    /// openraft type configuration for the Shoal store: log entries carry a
+    /// [`Proposal`] (a [`Txn`] and its id), applying one yields a [`TxnOutcome`].
     pub TypeConfig:
-        D = Txn,
+        D = Proposal,
         R = TxnOutcome,
         NodeId = u64,
         Node = openraft::BasicNode,
@@ -73,6 +73,37 @@ impl std::fmt::Display for Txn {
             self.compares.len(),
             self.ops.len()
         )
+    }
+}
+
+/// What a Raft log entry carries: a [`Txn`] and the id that makes proposing it
+/// idempotent. When a write's outcome is lost (the leader stepped down after
+/// appending it, or the connection that forwarded it broke after the commit),
+/// [`Store::write`](crate::Store::write) proposes it again with the same id; the
+/// state machine applies an id at most once and answers a repeat with the
+/// revision of the first commit, so a retry never turns a committed write into
+/// a spurious "changed meanwhile".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Random and non-zero, the same for every attempt of one write; 0 turns
+    /// deduplication off (entries written by tests).
+    pub id: u64,
+    pub txn: Txn,
+}
+
+impl Proposal {
+    /// A proposal of `txn` with a fresh random id.
+    pub fn new(txn: Txn) -> Self {
+        Self {
+            id: rand::random::<u64>().max(1),
+            txn,
+        }
+    }
+}
+
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proposal{{id: {:016x}, {}}}", self.id, self.txn)
     }
 }
 
