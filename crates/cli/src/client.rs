@@ -124,6 +124,23 @@ impl<T> DaemonExt<T> for Result<tonic::Response<T>, tonic::Status> {
     }
 }
 
+/// Runs a read-modify-write of a service or node, again (at most 5 times in all)
+/// while the daemon answers "update out of sequence": the managers also write
+/// status into those objects, and such a write may land between `attempt`'s
+/// read and its write. Each attempt reads the object afresh and re-applies the
+/// user's change to it.
+pub async fn retry_out_of_sequence<T>(
+    mut attempt: impl AsyncFnMut() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut left = 4;
+    loop {
+        match attempt().await {
+            Err(e) if left > 0 && e.to_string().contains("update out of sequence") => left -= 1,
+            other => return other,
+        }
+    }
+}
+
 /// Whether the status means the transport failed rather than the daemon refusing.
 fn is_transport_failure(status: &tonic::Status) -> bool {
     status.code() == tonic::Code::Unavailable && std::error::Error::source(status).is_some()

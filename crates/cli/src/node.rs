@@ -187,20 +187,13 @@ pub async fn run(host: &Host, cmd: NodeCommand) -> anyhow::Result<()> {
         NodeCommand::Update(args) => {
             let update = NodeUpdate::parse(&args)?;
             let mut c = client::connect(host).await?;
-            // The managers write node records too (status); if one lands
-            // between our read and our write, read again and re-apply.
-            let mut attempts = 0;
-            loop {
+            client::retry_out_of_sequence(async || {
                 let node = get_node(&mut c, &args.node).await?;
                 let mut spec = node.spec.clone().unwrap_or_default();
                 update.apply(&mut spec)?;
-                match update_node(&mut c, &node, spec).await {
-                    Err(e) if attempts < 5 && e.to_string().contains("update out of sequence") => {
-                        attempts += 1
-                    }
-                    other => break other?,
-                }
-            }
+                update_node(&mut c, &node, spec).await
+            })
+            .await?;
             writeln!(std::io::stdout(), "{}", args.node)?;
             Ok(())
         }

@@ -22,6 +22,9 @@ struct Fake {
     /// `GetService` calls left before an update or rollback in progress
     /// completes (one service updates at a time in these tests).
     polls_left: Arc<Mutex<u32>>,
+    /// Reads of a service or node left that a manager's status write follows
+    /// at once (its version moves on before the CLI writes).
+    racing_reads: Arc<Mutex<u32>>,
 }
 
 impl Fake {
@@ -35,7 +38,16 @@ impl Fake {
             ])),
             rotations: Arc::default(),
             polls_left: Arc::default(),
+            racing_reads: Arc::default(),
         }
+    }
+
+    /// Whether this read is followed by a racing status write.
+    fn races(&self) -> bool {
+        let mut left = self.racing_reads.lock().unwrap();
+        let race = *left > 0;
+        *left = left.saturating_sub(1);
+        race
     }
 
     fn find_node(&self, key: &str) -> Result<pb::Node, Status> {
@@ -183,6 +195,11 @@ impl pb::control_server::Control for Fake {
         r: Request<pb::GetServiceRequest>,
     ) -> Result<Response<pb::ServiceResponse>, Status> {
         let found = self.find(&r.into_inner().service)?;
+        if self.races() {
+            let mut services = self.services.lock().unwrap();
+            let svc = services.iter_mut().find(|s| s.id == found.id).unwrap();
+            svc.meta.as_mut().unwrap().version += 1;
+        }
         let mut polls_left = self.polls_left.lock().unwrap();
         if *polls_left > 0 {
             *polls_left -= 1;
@@ -371,6 +388,11 @@ impl pb::control_server::Control for Fake {
         r: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::NodeResponse>, Status> {
         let node = self.find_node(&r.into_inner().node)?;
+        if self.races() {
+            let mut nodes = self.nodes.lock().unwrap();
+            let n = nodes.iter_mut().find(|n| n.id == node.id).unwrap();
+            n.meta.as_mut().unwrap().version += 1;
+        }
         Ok(Response::new(pb::NodeResponse { node: Some(node) }))
     }
 
@@ -538,13 +560,18 @@ async fn shoal(host: &str, args: &[&str]) -> Out {
 /// Serves a fresh fake on a Unix socket in a temporary directory; returns the
 /// directory (keep it alive) and the `-H` value.
 fn start() -> (tempfile::TempDir, String) {
+    start_with(Fake::new())
+}
+
+/// [`start`] with a fake the test keeps a handle on.
+fn start_with(fake: Fake) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("shoal.sock");
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(ControlServer::new(Fake::new()))
+            .add_service(ControlServer::new(fake))
             .serve_with_incoming(incoming),
     );
     let host = format!("unix://{}", sock.display());
@@ -1174,5 +1201,44 @@ async fn update_and_rollback() {
     assert_eq!(
         err,
         "Error response from daemon: service api has no previous spec\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_that_race_a_status_write_are_read_and_sent_again() {
+    let fake = Fake::new();
+    let (_dir, host) = start_with(fake.clone());
+    ok(shoal(
+        &host,
+        &["service", "create", "-d", "--name", "web", "shoal/echo"],
+    )
+    .await);
+
+    // Each of these reads a service or node whose version a manager then
+    // moves on (twice in a row): the CLI reads again and re-applies its change.
+    *fake.racing_reads.lock().unwrap() = 2;
+    let out = ok(shoal(&host, &["service", "scale", "-d", "web=4"]).await);
+    assert_eq!(out.trim(), "web scaled to 4");
+    assert_eq!(fake.find("web").unwrap().spec.unwrap().replicas, 4);
+    // A service that never stops changing (and no update in progress that
+    // would complete): the CLI gives up with Docker's words.
+    *fake.polls_left.lock().unwrap() = 0;
+    *fake.racing_reads.lock().unwrap() = 100;
+    let err = fails(shoal(&host, &["service", "scale", "-d", "web=5"]).await);
+    assert!(err.contains("update out of sequence"), "{err}");
+    assert_eq!(fake.find("web").unwrap().spec.unwrap().replicas, 4);
+
+    *fake.racing_reads.lock().unwrap() = 2;
+    ok(shoal(
+        &host,
+        &["service", "update", "-d", "--env-add", "A=1", "web"],
+    )
+    .await);
+    assert_eq!(fake.find("web").unwrap().spec.unwrap().env, ["A=1"]);
+    *fake.racing_reads.lock().unwrap() = 2;
+    ok(shoal(&host, &["node", "update", "--label-add", "zone=a", "host2"]).await);
+    assert_eq!(
+        fake.find_node("host2").unwrap().spec.unwrap().labels["zone"],
+        "a"
     );
 }

@@ -64,7 +64,7 @@ pub async fn scale(host: &Host, detach: bool, specs: &[String]) -> anyhow::Resul
     let mut errors = Vec::new();
     let mut scaled = Vec::new();
     for (name, replicas) in wanted {
-        let result: anyhow::Result<String> = async {
+        let result = crate::client::retry_out_of_sequence(async || {
             let svc = c
                 .get_service(pb::GetServiceRequest {
                     service: name.clone(),
@@ -90,7 +90,7 @@ pub async fn scale(host: &Host, detach: bool, specs: &[String]) -> anyhow::Resul
             .await
             .daemon()?;
             Ok(svc.id)
-        }
+        })
         .await;
         match result {
             Ok(id) => {

@@ -7,7 +7,7 @@ use std::io::Write;
 use anyhow::{bail, Context};
 use shoal_api::pb;
 
-use crate::client::{DaemonExt, Host};
+use crate::client::{retry_out_of_sequence, DaemonExt, Host};
 use crate::{inspect, opts, progress};
 
 use super::policy::PolicyArgs;
@@ -427,38 +427,26 @@ pub async fn run(host: &Host, a: &UpdateArgs) -> anyhow::Result<()> {
     } else {
         progress::Kind::Update
     };
-    // The managers also write a service (its update status); if that lands
-    // between our read and our write, read again and re-apply the same edits.
-    let mut attempts = 0;
-    let service = loop {
+    let service = retry_out_of_sequence(async || {
         let service = get(&mut c, &a.service).await?;
         let spec = edits.apply(&service, &a.policy)?;
-        match send(&mut c, &service, spec, a.rollback).await {
-            Err(e) if attempts < 5 && e.to_string().contains("update out of sequence") => {
-                attempts += 1
-            }
-            Err(e) => return Err(e),
-            Ok(()) => break service,
-        }
-    };
+        send(&mut c, &service, spec, a.rollback).await?;
+        Ok(service)
+    })
+    .await?;
     follow(&mut c, &service, &a.service, kind, a.detach, a.quiet).await
 }
 
 /// `service rollback`: asks for the previous spec back and follows the rollback.
 pub async fn rollback(host: &Host, a: &RollbackArgs) -> anyhow::Result<()> {
     let mut c = super::connect(host).await?;
-    let mut attempts = 0;
-    let service = loop {
+    let service = retry_out_of_sequence(async || {
         let service = get(&mut c, &a.service).await?;
         let spec = service.spec.clone().unwrap_or_default();
-        match send(&mut c, &service, spec, true).await {
-            Err(e) if attempts < 5 && e.to_string().contains("update out of sequence") => {
-                attempts += 1
-            }
-            Err(e) => return Err(e),
-            Ok(()) => break service,
-        }
-    };
+        send(&mut c, &service, spec, true).await?;
+        Ok(service)
+    })
+    .await?;
     follow(
         &mut c,
         &service,
