@@ -16,10 +16,12 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Reconnect delay: 200ms doubling up to 5s, reset after a success.
+/// Reconnect delay: 200ms doubling up to 5s (or a lower cap), reset after a
+/// success.
 #[derive(Debug)]
 pub(crate) struct Backoff {
     next: Duration,
+    max: Duration,
 }
 
 // === impl Backoff ===
@@ -28,6 +30,7 @@ impl Backoff {
     pub(crate) fn new() -> Self {
         Self {
             next: BACKOFF_START,
+            max: BACKOFF_MAX,
         }
     }
 
@@ -35,9 +38,15 @@ impl Backoff {
         self.next = BACKOFF_START;
     }
 
+    /// Never waits longer than `max` (at least the first delay).
+    pub(crate) fn cap(&mut self, max: Duration) {
+        self.max = max.clamp(BACKOFF_START, BACKOFF_MAX);
+        self.next = self.next.min(self.max);
+    }
+
     pub(crate) fn next_delay(&mut self) -> Duration {
         let d = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
+        self.next = (self.next * 2).min(self.max);
         d
     }
 
@@ -95,6 +104,10 @@ pub(crate) async fn run_session(
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new();
+    // The period the managers asked for: a new leader calls a node Down if
+    // it has not opened a session within a few periods, so reconnecting must
+    // never wait longer than one.
+    let mut period = DEFAULT_HEARTBEAT;
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -104,12 +117,13 @@ pub(crate) async fn run_session(
             assignments: &assignments,
             directives: &directives,
         };
-        match one_session(&client, &config, &channels, &shutdown).await {
+        match one_session(&client, &config, &channels, &mut period, &shutdown).await {
             Ok(()) => backoff.reset(),
             Err(status) => {
                 tracing::debug!(error = %status, "dispatcher session ended");
             }
         }
+        backoff.cap(period);
         session_id.send_replace(None);
         if !backoff.wait(&shutdown).await {
             return;
@@ -124,10 +138,13 @@ struct SessionOutputs<'a> {
     directives: &'a watch::Sender<Option<NodeDirective>>,
 }
 
+/// One session until it breaks; `period` follows the heartbeat period the
+/// managers ask for (and is kept for the next session).
 async fn one_session(
     client: &DispatcherClient<Channel>,
     config: &AgentConfig,
     out: &SessionOutputs<'_>,
+    period: &mut Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), tonic::Status> {
     let mut client = client.clone();
@@ -136,9 +153,8 @@ async fn one_session(
         r = client.session(session_request(config)) => r?,
     };
     let mut stream = open.into_inner();
-    let mut period = DEFAULT_HEARTBEAT;
     let mut current: Option<String> = None;
-    let mut heartbeat = tokio::time::interval(period);
+    let mut heartbeat = tokio::time::interval(*period);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.reset();
     loop {
@@ -152,9 +168,9 @@ async fn one_session(
                     0 => DEFAULT_HEARTBEAT,
                     ms => Duration::from_millis(ms),
                 };
-                if p != period {
-                    period = p;
-                    heartbeat = tokio::time::interval(period);
+                if p != *period {
+                    *period = p;
+                    heartbeat = tokio::time::interval(p);
                     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     heartbeat.reset();
                 }
@@ -178,7 +194,7 @@ async fn one_session(
                 let Some(id) = current.clone() else { continue };
                 let req = HeartbeatRequest { session_id: id, node_id: config.node_id.clone() };
                 // A manager that stopped answering ends the session.
-                let limit = (period * 2).max(Duration::from_secs(2));
+                let limit = (*period * 2).max(Duration::from_secs(2));
                 let resp = tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     r = tokio::time::timeout(limit, client.heartbeat(req)) => match r {
@@ -187,9 +203,9 @@ async fn one_session(
                     },
                 };
                 let p = resp.into_inner().period_ms;
-                if p > 0 && Duration::from_millis(p) != period {
-                    period = Duration::from_millis(p);
-                    heartbeat = tokio::time::interval(period);
+                if p > 0 && Duration::from_millis(p) != *period {
+                    *period = Duration::from_millis(p);
+                    heartbeat = tokio::time::interval(*period);
                     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     heartbeat.reset();
                 }
@@ -208,6 +224,17 @@ mod tests {
         let delays: Vec<_> = (0..7).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000]);
         b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn backoff_never_exceeds_its_cap() {
+        let mut b = Backoff::new();
+        b.cap(Duration::from_millis(500));
+        let delays: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(delays, [200, 400, 500, 500]);
+        // A cap below the first delay keeps the first delay.
+        b.cap(Duration::from_millis(50));
         assert_eq!(b.next_delay(), Duration::from_millis(200));
     }
 }

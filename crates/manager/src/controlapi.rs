@@ -259,8 +259,8 @@ impl ControlApi {
     }
 
     /// Fills the live manager status: Leader from Raft, reachability from
-    /// the node's state.
-    fn with_leader(&self, mut node: Node) -> Node {
+    /// the node's state; `voters` are [`Store::committed_voter_ids`].
+    fn with_leader(&self, mut node: Node, voters: &BTreeSet<u64>) -> Node {
         let leader = self.store.leader().map(|(id, _)| id);
         let down = node
             .status
@@ -270,8 +270,8 @@ impl ControlApi {
             ms.leader = Some(ms.raft_id) == leader;
             ms.reachability = if down {
                 "unavailable"
-            } else if !self.store.voter_ids().contains(&ms.raft_id) {
-                // Promoted, still joining the Raft group.
+            } else if !voters.contains(&ms.raft_id) {
+                // Promoted, still joining the Raft group (not committed yet).
                 "unknown"
             } else {
                 "reachable"
@@ -769,8 +769,9 @@ impl Control for ControlApi {
     ) -> Result<Response<NodeResponse>, Status> {
         let view = self.view();
         let node = self.find_node(&view, &req.into_inner().node)?;
+        let voters = self.store.committed_voter_ids().await;
         Ok(Response::new(NodeResponse {
-            node: Some(self.with_leader(node)),
+            node: Some(self.with_leader(node, &voters)),
         }))
     }
 
@@ -779,10 +780,11 @@ impl Control for ControlApi {
         _: Request<ListNodesRequest>,
     ) -> Result<Response<ListNodesResponse>, Status> {
         let view = self.view();
+        let voters = self.store.committed_voter_ids().await;
         let nodes = view
             .nodes
             .into_values()
-            .map(|n| self.with_leader(n))
+            .map(|n| self.with_leader(n, &voters))
             .collect();
         Ok(Response::new(ListNodesResponse { nodes }))
     }
@@ -808,9 +810,10 @@ impl Control for ControlApi {
         if new.role != old.role {
             check_role_change(&view, &node, &req.node, new.role())?;
         }
+        let voters = self.store.committed_voter_ids().await;
         if new == old {
             return Ok(Response::new(NodeResponse {
-                node: Some(self.with_leader(node)),
+                node: Some(self.with_leader(node, &voters)),
             }));
         }
         node.spec = Some(new);
@@ -829,7 +832,7 @@ impl Control for ControlApi {
         let rev = self.store.write(txn).await.map_err(store_status)?;
         node.meta.get_or_insert_with(Default::default).version = rev;
         Ok(Response::new(NodeResponse {
-            node: Some(self.with_leader(node)),
+            node: Some(self.with_leader(node, &voters)),
         }))
     }
 

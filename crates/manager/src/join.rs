@@ -59,14 +59,55 @@ pub fn host_of(addr: &str) -> &str {
     }
 }
 
-/// One more than the highest Raft id any manager has (the first manager is 1).
-fn next_raft_id(view: &ClusterView) -> u64 {
-    view.nodes
-        .values()
-        .filter_map(|n| n.manager_status.as_ref().map(|m| m.raft_id))
-        .max()
-        .unwrap_or(1)
-        + 1
+/// Joins and promotions pick a Raft id (and a join an ingress address) from a
+/// view of every node, so two at once could pick the same. Each such write
+/// compares and bumps [`state::NODE_ALLOCATIONS`], read before the view: the
+/// second of two racing writes fails its compare and picks again from a fresh
+/// view. The key's value is the highest Raft id ever given, so the id of a
+/// demoted manager is never given to another node.
+struct Allocations {
+    version: u64,
+    highest_raft_id: u64,
+}
+
+/// How often a join or promotion picks again after losing a race (each lost
+/// race is another node's win, so N at once need at most N attempts).
+const ALLOCATION_ATTEMPTS: usize = 32;
+
+impl Allocations {
+    fn read(store: &Store) -> Self {
+        let kv = store.get(state::NODE_ALLOCATIONS);
+        Self {
+            version: kv.as_ref().map_or(0, |kv| kv.mod_revision),
+            highest_raft_id: kv
+                .and_then(|kv| String::from_utf8(kv.value).ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        }
+    }
+
+    /// One more than the highest Raft id ever given (the first manager is 1).
+    fn next_raft_id(&self, view: &ClusterView) -> u64 {
+        view.nodes
+            .values()
+            .filter_map(|n| n.manager_status.as_ref().map(|m| m.raft_id))
+            .chain([self.highest_raft_id, 1])
+            .max()
+            .unwrap_or(1)
+            + 1
+    }
+
+    /// Makes `txn` commit only if no other allocation committed since the read.
+    fn guard(&self, txn: &mut Txn, raft_id: u64) {
+        txn.compares.push(Compare::Version {
+            key: state::NODE_ALLOCATIONS.into(),
+            version: self.version,
+        });
+        txn.ops.push(Op::Put {
+            key: state::NODE_ALLOCATIONS.into(),
+            value: self.highest_raft_id.max(raft_id).to_string().into_bytes(),
+        });
+    }
 }
 
 #[tonic::async_trait]
@@ -141,49 +182,65 @@ impl NodeCa for NodeCaApi {
     ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
         let (peer, _) = ca::peer_identity(&req)?;
         let req = req.into_inner();
-        let view = ClusterView::load(&self.store);
-        let cluster = view.cluster.clone();
+        let mut attempts = 0;
+        let (cluster, node) = loop {
+            attempts += 1;
+            let allocations = Allocations::read(&self.store);
+            let view = ClusterView::load(&self.store);
+            let mut node = view.nodes.get(&peer).cloned().ok_or_else(|| {
+                Status::not_found(format!("node {peer} is not a member of this swarm"))
+            })?;
+            let role = node.spec.as_ref().map(|s| s.role()).unwrap_or_default();
+            match (role, node.manager_status.as_ref()) {
+                // Promoted: give it a Raft id and the address it will serve Raft on;
+                // it then asks the leader to join the group (`JoinRaft`).
+                (NodeRole::Manager, None) => {
+                    if req.advertise_addr.is_empty() {
+                        return Err(Status::invalid_argument(
+                            "advertise_addr: a promoted node must say where it serves Raft",
+                        ));
+                    }
+                    let raft_id = allocations.next_raft_id(&view);
+                    node.manager_status = Some(ManagerStatus {
+                        leader: false,
+                        reachability: "unknown".into(),
+                        addr: req.advertise_addr.clone(),
+                        raft_id,
+                    });
+                    let mut txn = Txn::default();
+                    state::guarded_put(&mut txn, state::node_key(&peer), &mut node);
+                    allocations.guard(&mut txn, raft_id);
+                    match self.store.write(txn).await {
+                        Ok(_) => {}
+                        Err(StoreError::ConditionFailed { .. })
+                            if attempts < ALLOCATION_ATTEMPTS =>
+                        {
+                            continue
+                        }
+                        Err(StoreError::ConditionFailed { .. }) => {
+                            return Err(Status::aborted(format!(
+                                "node {peer} changed concurrently; retry"
+                            )))
+                        }
+                        Err(other) => return Err(Status::unavailable(format!("store: {other}"))),
+                    }
+                }
+                // Demoted, but the leader has not taken it out of Raft yet.
+                (NodeRole::Worker, Some(_)) => {
+                    return Err(Status::failed_precondition(format!(
+                    "node {peer} is still a member of the Raft group; retry once the leader removed it"
+                )))
+                }
+                _ => {}
+            }
+            break (view.cluster, node);
+        };
         let ca = cluster_ca(&cluster)?;
-        let mut node = view.nodes.get(&peer).cloned().ok_or_else(|| {
-            Status::not_found(format!("node {peer} is not a member of this swarm"))
-        })?;
         let role = node.spec.as_ref().map(|s| s.role()).unwrap_or_default();
         let cert_role = match role {
             NodeRole::Manager => CertRole::Manager,
             NodeRole::Worker => CertRole::Worker,
         };
-        match (role, node.manager_status.as_ref()) {
-            // Promoted: give it a Raft id and the address it will serve Raft on;
-            // it then asks the leader to join the group (`JoinRaft`).
-            (NodeRole::Manager, None) => {
-                if req.advertise_addr.is_empty() {
-                    return Err(Status::invalid_argument(
-                        "advertise_addr: a promoted node must say where it serves Raft",
-                    ));
-                }
-                node.manager_status = Some(ManagerStatus {
-                    leader: false,
-                    reachability: "unknown".into(),
-                    addr: req.advertise_addr.clone(),
-                    raft_id: next_raft_id(&view),
-                });
-                let mut txn = Txn::default();
-                state::guarded_put(&mut txn, state::node_key(&peer), &mut node);
-                self.store.write(txn).await.map_err(|e| match e {
-                    StoreError::ConditionFailed { .. } => {
-                        Status::aborted(format!("node {peer} changed concurrently; retry"))
-                    }
-                    other => Status::unavailable(format!("store: {other}")),
-                })?;
-            }
-            // Demoted, but the leader has not taken it out of Raft yet.
-            (NodeRole::Worker, Some(_)) => {
-                return Err(Status::failed_precondition(format!(
-                "node {peer} is still a member of the Raft group; retry once the leader removed it"
-            )))
-            }
-            _ => {}
-        }
         let underlay = node
             .status
             .as_ref()
@@ -219,29 +276,90 @@ impl NodeCa for NodeCaApi {
         req: Request<IssueNodeCertificateRequest>,
     ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
         let req = req.into_inner();
-        let view = ClusterView::load(&self.store);
-        let cluster = view.cluster.clone();
-        let ca = cluster_ca(&cluster)?;
-        let role = token_role(&cluster, &ca, &req.token)?;
         let node_id = if req.node_id.is_empty() {
             shoal_api::id::new_id()
         } else {
             req.node_id.clone()
         };
-        if view.nodes.contains_key(&node_id) {
-            return Err(Status::already_exists(format!(
-                "node {node_id} is already a member of this swarm; remove it with `shoal node rm` first"
-            )));
-        }
         if req.advertise_addr.is_empty() {
             return Err(Status::invalid_argument(
                 "advertise_addr: the joining node must say where it can be reached",
             ));
         }
-        let ingress_address = allocator::allocate_node_address(&view).ok_or_else(|| {
-            Status::resource_exhausted("no free address left on the ingress network")
-        })?;
         let underlay = host_of(&req.advertise_addr).to_string();
+        let mut attempts = 0;
+        let (cluster, ca, role, node) = loop {
+            attempts += 1;
+            let allocations = Allocations::read(&self.store);
+            let view = ClusterView::load(&self.store);
+            let cluster = view.cluster.clone();
+            let ca = cluster_ca(&cluster)?;
+            let role = token_role(&cluster, &ca, &req.token)?;
+            if view.nodes.contains_key(&node_id) {
+                return Err(Status::already_exists(format!(
+                    "node {node_id} is already a member of this swarm; remove it with `shoal node rm` first"
+                )));
+            }
+            let ingress_address = allocator::allocate_node_address(&view).ok_or_else(|| {
+                Status::resource_exhausted("no free address left on the ingress network")
+            })?;
+            let raft_id = match role {
+                CertRole::Manager => allocations.next_raft_id(&view),
+                CertRole::Worker => 0,
+            };
+            let now = shoal_api::now_ms();
+            let node = Node {
+                id: node_id.clone(),
+                meta: Some(Meta {
+                    version: 0,
+                    created_at_ms: now,
+                    updated_at_ms: now,
+                }),
+                spec: Some(NodeSpec {
+                    role: NodeRole::from(role) as i32,
+                    availability: NodeAvailability::Active as i32,
+                    labels: Default::default(),
+                }),
+                description: Some(NodeDescription {
+                    hostname: req.hostname.clone(),
+                    ..Default::default()
+                }),
+                status: Some(NodeStatus {
+                    state: NodeState::Unknown as i32,
+                    message: "joined; waiting for its first session".into(),
+                    addr: underlay.clone(),
+                    ingress_address,
+                }),
+                manager_status: (role == CertRole::Manager).then(|| ManagerStatus {
+                    leader: false,
+                    reachability: "unknown".into(),
+                    addr: req.advertise_addr.clone(),
+                    raft_id,
+                }),
+            };
+            let key = state::node_key(&node_id);
+            let mut txn = Txn {
+                compares: vec![Compare::Version {
+                    key: key.clone(),
+                    version: 0,
+                }],
+                ops: vec![Op::Put {
+                    key,
+                    value: codec::encode(&node),
+                }],
+            };
+            allocations.guard(&mut txn, raft_id);
+            match self.store.write(txn).await {
+                Ok(_) => break (cluster, ca, role, node),
+                Err(StoreError::ConditionFailed { .. }) if attempts < ALLOCATION_ATTEMPTS => {}
+                Err(StoreError::ConditionFailed { .. }) => {
+                    return Err(Status::unavailable(
+                        "too many nodes joined at once; retry the join",
+                    ))
+                }
+                Err(other) => return Err(Status::unavailable(format!("store: {other}"))),
+            }
+        };
         let certificate_pem = ca
             .sign_node(
                 &req.csr_pem,
@@ -250,69 +368,22 @@ impl NodeCa for NodeCaApi {
                 std::slice::from_ref(&underlay),
             )
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
-        let raft_id = match role {
-            CertRole::Manager => next_raft_id(&view),
-            CertRole::Worker => 0,
-        };
-        let now = shoal_api::now_ms();
-        let node = Node {
-            id: node_id.clone(),
-            meta: Some(Meta {
-                version: 0,
-                created_at_ms: now,
-                updated_at_ms: now,
-            }),
-            spec: Some(NodeSpec {
-                role: NodeRole::from(role) as i32,
-                availability: NodeAvailability::Active as i32,
-                labels: Default::default(),
-            }),
-            description: Some(NodeDescription {
-                hostname: req.hostname.clone(),
-                ..Default::default()
-            }),
-            status: Some(NodeStatus {
-                state: NodeState::Unknown as i32,
-                message: "joined; waiting for its first session".into(),
-                addr: underlay,
-                ingress_address: ingress_address.clone(),
-            }),
-            manager_status: (role == CertRole::Manager).then(|| ManagerStatus {
-                leader: false,
-                reachability: "unknown".into(),
-                addr: req.advertise_addr.clone(),
-                raft_id,
-            }),
-        };
-        let key = state::node_key(&node_id);
-        let txn = Txn {
-            compares: vec![Compare::Version {
-                key: key.clone(),
-                version: 0,
-            }],
-            ops: vec![Op::Put {
-                key,
-                value: codec::encode(&node),
-            }],
-        };
-        self.store.write(txn).await.map_err(|e| match e {
-            StoreError::ConditionFailed { .. } => {
-                Status::already_exists(format!("node {node_id} joined concurrently"))
-            }
-            other => Status::unavailable(format!("store: {other}")),
-        })?;
         tracing::info!(node = %node_id, hostname = %req.hostname, ?role, "node joined");
+        let status = node.status.unwrap_or_default();
         Ok(Response::new(IssueNodeCertificateResponse {
             node_id,
             certificate_pem,
             ca_certificate_pem: ca.cert_pem().to_string(),
             role: NodeRole::from(role) as i32,
             manager_addrs: cluster.manager_addrs.clone(),
-            raft_id,
-            ingress_address,
+            raft_id: node.manager_status.map_or(0, |m| m.raft_id),
+            ingress_address: status.ingress_address,
             ingress_subnet: cluster.ingress_subnet.clone(),
             ingress_vni: cluster.ingress_vni,
             data_path_port: cluster.data_path_port,
         }))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,6 +8,8 @@
 //! - `nodes/<id>` → `Node`
 //! - `index/service-names/<name>` → service id (uniqueness of names)
 //! - `index/ingress-ports/<port>` → service id (uniqueness of published ports)
+//! - `index/node-allocations` → the highest Raft id given; every join and
+//!   promotion compares and bumps it (unique Raft ids and node addresses)
 
 use std::collections::BTreeMap;
 
@@ -21,6 +23,7 @@ pub const TASKS: &str = "tasks/";
 pub const NODES: &str = "nodes/";
 pub const SERVICE_NAMES: &str = "index/service-names/";
 pub const INGRESS_PORTS: &str = "index/ingress-ports/";
+pub const NODE_ALLOCATIONS: &str = "index/node-allocations";
 
 pub fn service_key(id: &str) -> String {
     format!("{SERVICES}{id}")

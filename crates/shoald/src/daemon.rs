@@ -125,19 +125,33 @@ impl Daemon {
     }
 
     /// Where this node's dispatcher calls go when it cannot answer them
-    /// itself: the Raft leader when this manager is a follower, the managers
-    /// when this node is a worker (a demoted manager's local agent); None
-    /// when this node leads.
+    /// itself: the Raft leader when this manager is a follower, the other
+    /// managers when this node is a worker (a demoted manager's local agent)
+    /// or a manager outside the Raft group (one whose demotion is under way,
+    /// or whose promotion has not joined it yet: no leader talks to it, so
+    /// without this its agent would miss heartbeats and be called Down);
+    /// None when this node leads.
     pub fn leader_dispatcher(&self) -> Result<Option<DispatcherClient<Channel>>, Status> {
         let Some(manager) = self.manager() else {
             return Ok(self.worker_upstream());
         };
-        if manager.store().is_leader() {
+        let store = manager.store();
+        if store.is_leader() {
             return Ok(None);
+        }
+        if !store.member_ids().contains(&store.node_id()) {
+            return self.outside_raft_upstream().map(Some);
         }
         let (_, addr) = manager.store().leader().ok_or_else(|| {
             Status::unavailable("the swarm has no leader: the managers have lost quorum")
         })?;
+        if addr.is_empty() {
+            // A leader no longer in the membership: it removed itself
+            // (`node demote`) and steps down; the others elect a new one.
+            return Err(Status::unavailable(
+                "the leader is leaving the Raft group; a new one is being elected",
+            ));
+        }
         let mut cached = self.leader_channel.lock().expect("leader channel lock");
         if let Some((a, ch)) = cached.as_ref() {
             if *a == addr {
@@ -154,6 +168,36 @@ impl Daemon {
             crate::tls::manager_channel(&addr, &certs).map_err(|e| internal(format!("{e:#}")))?;
         *cached = Some((addr, ch.clone()));
         Ok(Some(DispatcherClient::new(ch)))
+    }
+
+    /// The channel over the other managers for a manager outside the Raft
+    /// group ([`Daemon::leader_dispatcher`]); a demotion replaces it with
+    /// the worker's channel once the node holds a worker certificate.
+    fn outside_raft_upstream(&self) -> Result<DispatcherClient<Channel>, Status> {
+        let mut upstream = self.upstream.lock().expect("upstream lock");
+        if let Some(u) = upstream.as_ref() {
+            return Ok(DispatcherClient::new(u.channel()));
+        }
+        let own = self.manager_addr();
+        let others: Vec<String> = self
+            .identity()
+            .manager_addrs
+            .into_iter()
+            .filter(|a| *a != own)
+            .collect();
+        let certs = self
+            .certs
+            .lock()
+            .expect("certs lock")
+            .clone()
+            .ok_or_else(|| internal("no node certificate"))?;
+        let channel = Arc::new(ManagersChannel::new(&others, &certs).map_err(|e| {
+            Status::unavailable(format!(
+                "this manager is outside the Raft group and knows no other manager: {e:#}"
+            ))
+        })?);
+        *upstream = Some(channel.clone());
+        Ok(DispatcherClient::new(channel.channel()))
     }
 
     /// A worker's dispatcher client over its managers.

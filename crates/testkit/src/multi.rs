@@ -180,6 +180,21 @@ impl Drop for MultiCluster {
     /// Nodes first (their processes, then their namespaces, which also
     /// removes their cables), the switch namespace last.
     fn drop(&mut self) {
+        // A failed test shows what every daemon said (the tail, DEBUG left out).
+        if std::thread::panicking() {
+            // SHOAL_TEST_KEEP_LOGS=DIR keeps every daemon's whole log there.
+            let keep = std::env::var_os("SHOAL_TEST_KEEP_LOGS").map(std::path::PathBuf::from);
+            for (i, node) in self.nodes.iter().enumerate() {
+                let log = node.log();
+                if let Some(dir) = &keep {
+                    let _ = std::fs::create_dir_all(dir);
+                    let _ = std::fs::write(dir.join(format!("node-{}.log", i + 1)), &log);
+                }
+                let lines: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+                let tail = &lines[lines.len().saturating_sub(150)..];
+                eprintln!("==== node-{} log ====\n{}", i + 1, tail.join("\n"));
+            }
+        }
         self.nodes.clear();
     }
 }

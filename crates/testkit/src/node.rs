@@ -154,7 +154,11 @@ impl Node {
             ])
             .args(["--shutdown-grace", "2s"])
             .args(&self.args)
-            .env("SHOAL_LOG", "info,openraft=warn")
+            // SHOAL_TEST_LOG overrides the daemons' filter (e.g. "debug").
+            .env(
+                "SHOAL_LOG",
+                std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -35,6 +35,9 @@ pub use logbroker::LogBroker;
 struct Session {
     id: String,
     last_heartbeat: Instant,
+    /// The Raft term this manager led in when the session opened; a
+    /// session is only valid in that term.
+    term: u64,
 }
 
 /// Implements `shoal.v1.Dispatcher`. Cheap to clone.
@@ -147,6 +150,17 @@ impl DispatcherApi {
             if !self.inner.store.is_leader() {
                 leader_since = None;
                 continue;
+            }
+            if leader_since.is_none() {
+                // Sessions opened in an earlier term (a restarted manager
+                // that briefly believed it led) are not sessions with this
+                // leader: their nodes get the new-leader grace like any other.
+                let term = self.inner.store.current_term();
+                self.inner
+                    .sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .retain(|_, s| s.term == term);
             }
             let since = *leader_since.get_or_insert_with(Instant::now);
             let limit = self.heartbeat_limit();
@@ -364,9 +378,10 @@ impl DispatcherApi {
                 "this manager does not lead the swarm any more; open a new session",
             ));
         }
+        let term = self.inner.store.current_term();
         let mut sessions = self.inner.sessions.lock().expect("sessions lock");
         match sessions.get_mut(node_id) {
-            Some(s) if s.id == session_id => {
+            Some(s) if s.id == session_id && s.term == term => {
                 s.last_heartbeat = Instant::now();
                 Ok(())
             }
@@ -502,6 +517,11 @@ impl Dispatcher for DispatcherApi {
         if req.node_id.is_empty() {
             return Err(Status::invalid_argument("node_id: required"));
         }
+        if !self.inner.store.is_leader() {
+            return Err(Status::unavailable(
+                "this manager does not lead the swarm; open the session with the leader",
+            ));
+        }
         self.register_node(&req).await.map_err(unavailable)?;
         let session_id = shoal_api::id::new_id();
         self.inner.sessions.lock().expect("sessions lock").insert(
@@ -509,6 +529,7 @@ impl Dispatcher for DispatcherApi {
             Session {
                 id: session_id.clone(),
                 last_heartbeat: Instant::now(),
+                term: self.inner.store.current_term(),
             },
         );
         tracing::info!(node = %req.node_id, "agent session opened");

@@ -232,6 +232,14 @@ impl Daemon {
         let deadline = tokio::time::Instant::now() + JOIN_RAFT_DEADLINE;
         let own = self.manager_addr();
         loop {
+            // A reply lost to a leader change, or this node leading by now:
+            // its own replica tells whether it became a voter for good.
+            let store = self.store.lock().expect("store lock").clone();
+            if let Some(store) = store {
+                if store.committed_voter_ids().await.contains(&raft_id) {
+                    return Ok(());
+                }
+            }
             let mut last = Status::unavailable("no manager to join through");
             for addr in via.iter().filter(|a| **a != own) {
                 let channel = crate::tls::manager_channel(addr, certs)
