@@ -289,7 +289,7 @@ pub fn run(size: Size, opts: &ScaleOpts) -> anyhow::Result<Outcome> {
         &status_calls,
         &format!(
             "each agent's batched status report (accepted calls); {statuses} updates accepted, \
-             {:.0}/s, each one Raft write",
+             {:.0}/s (the manager writes what arrives together in one Raft write)",
             statuses as f64 / window.max(1e-3)
         ),
     );

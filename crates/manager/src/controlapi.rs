@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use shoal_api::codec;
@@ -13,6 +14,7 @@ use shoal_api::state::{is_terminal, parse_task_state};
 use shoal_store::{Compare, Op, Store, StoreError, Txn};
 use tonic::{Request, Response, Status};
 
+use crate::cache::ViewCache;
 use crate::dispatcher::DispatcherApi;
 use crate::orchestrator::{self, task_state};
 use crate::state::{self, ClusterView};
@@ -22,6 +24,7 @@ use crate::{allocator, ca, join, spec, ManagerConfig};
 #[derive(Clone)]
 pub struct ControlApi {
     store: Store,
+    cache: ViewCache,
     config: ManagerConfig,
     dispatcher: DispatcherApi,
 }
@@ -79,16 +82,23 @@ where
 }
 
 impl ControlApi {
-    pub fn new(store: Store, config: ManagerConfig, dispatcher: DispatcherApi) -> Self {
+    pub fn new(
+        store: Store,
+        cache: ViewCache,
+        config: ManagerConfig,
+        dispatcher: DispatcherApi,
+    ) -> Self {
         Self {
             store,
+            cache,
             config,
             dispatcher,
         }
     }
 
-    fn view(&self) -> ClusterView {
-        ClusterView::load(&self.store)
+    /// The cluster as of now (everything this manager applied so far).
+    fn view(&self) -> Arc<ClusterView> {
+        self.cache.current()
     }
 
     fn find_service(&self, view: &ClusterView, q: &str) -> Result<Service, Status> {
@@ -437,7 +447,7 @@ impl Control for ControlApi {
             is_manager: true,
             cluster_id: cluster.map(|c| c.id).unwrap_or_default(),
             engine_version: env!("CARGO_PKG_VERSION").into(),
-            managers: self.view().cluster.manager_addrs,
+            managers: self.view().cluster.manager_addrs.clone(),
         }))
     }
 
@@ -783,7 +793,8 @@ impl Control for ControlApi {
         let voters = self.store.committed_voter_ids().await;
         let nodes = view
             .nodes
-            .into_values()
+            .values()
+            .cloned()
             .map(|n| self.with_leader(n, &voters))
             .collect();
         Ok(Response::new(ListNodesResponse { nodes }))

@@ -9,6 +9,8 @@
 //!
 //! # Layout
 //! - [`state`]: key layout and [`state::ClusterView`].
+//! - [`cache`]: [`cache::ViewCache`], the view every component shares, kept
+//!   current from the store's change history.
 //! - [`spec`]: service spec validation.
 //! - [`swarm`]: `swarm update` of the cluster-wide settings.
 //! - [`ca`]: the cluster CA, node certificates, join tokens, TLS configs.
@@ -23,6 +25,7 @@
 
 pub mod allocator;
 pub mod ca;
+pub mod cache;
 pub mod controlapi;
 pub mod dispatcher;
 pub mod join;
@@ -244,6 +247,8 @@ pub struct Manager {
 
 struct Inner {
     store: Store,
+    /// The decoded state the components share.
+    cache: cache::ViewCache,
     config: ManagerConfig,
     dispatcher: DispatcherApi,
     /// Supervised background components; the first to end decides [`Manager::wait`].
@@ -259,8 +264,10 @@ impl Manager {
             .map(|c| Duration::from_millis(c.dispatcher_heartbeat_ms))
             .filter(|d| !d.is_zero())
             .unwrap_or(DEFAULT_HEARTBEAT);
+        let cache = cache::ViewCache::new(store.clone());
         let dispatcher = DispatcherApi::new(
             store.clone(),
+            cache.clone(),
             changes_rx.clone(),
             heartbeat,
             shutdown.clone(),
@@ -276,8 +283,18 @@ impl Manager {
             });
         }
         {
-            let (store, rx, shutdown) = (store.clone(), changes_rx.clone(), shutdown.clone());
-            tasks.spawn(async move { ("reconciler", reconciler::run(store, rx, shutdown).await) });
+            let (store, cache, rx, shutdown) = (
+                store.clone(),
+                cache.clone(),
+                changes_rx.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move {
+                (
+                    "reconciler",
+                    reconciler::run(store, cache, rx, shutdown).await,
+                )
+            });
         }
         {
             let d = dispatcher.clone();
@@ -286,6 +303,14 @@ impl Manager {
         {
             let d = dispatcher.clone();
             tasks.spawn(async move { ("feed", d.run_feed().await) });
+        }
+        {
+            let d = dispatcher.clone();
+            tasks.spawn(async move { ("status writer", d.run_status_writer().await) });
+        }
+        {
+            let d = dispatcher.clone();
+            tasks.spawn(async move { ("assignments", d.run_assignments().await) });
         }
         {
             let d = dispatcher.clone();
@@ -299,6 +324,7 @@ impl Manager {
         Manager {
             inner: Arc::new(Inner {
                 store,
+                cache,
                 config,
                 dispatcher,
                 tasks: tokio::sync::Mutex::new(tasks),
@@ -315,6 +341,7 @@ impl Manager {
     pub fn control(&self) -> ControlApi {
         ControlApi::new(
             self.inner.store.clone(),
+            self.inner.cache.clone(),
             self.inner.config.clone(),
             self.inner.dispatcher.clone(),
         )

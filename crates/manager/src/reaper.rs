@@ -62,7 +62,7 @@ pub fn reap(view: &mut ClusterView, changes: &mut Changes) {
         }
     }
     for id in doomed {
-        if let Some(t) = view.tasks.remove(&id) {
+        if let Some(t) = view.remove_task(&id) {
             changes.dirty.remove(&id);
             let version = t.meta.map(|m| m.version).unwrap_or(0);
             if version != 0 {

@@ -1,8 +1,12 @@
-//! The thin async loop around the sans-IO cores: on every store change (and
-//! once a second, for timers), read a [`ClusterView`], run orchestrator →
-//! allocator → scheduler → reaper, and write what changed as one transaction
-//! guarded by version compares. A conflicting write (an agent's status update
-//! raced us) is simply retried from a fresh view.
+//! The thin async loop around the sans-IO cores: on store changes (and once
+//! a second, for timers), take the current
+//! [`ClusterView`](crate::state::ClusterView) from the
+//! [`ViewCache`], run orchestrator → allocator → scheduler → reaper on a copy,
+//! and write what changed as one transaction guarded by version compares. A
+//! conflicting write (an agent's status update raced us) is simply retried
+//! from a fresh view. Passes start at most every [`MIN_PASS_INTERVAL`]: under
+//! a stream of status reports one pass covers many changes (as swarmkit's
+//! scheduler debounces its commits).
 
 use std::time::Duration;
 
@@ -11,17 +15,23 @@ use shoal_store::{Compare, Op, Store, StoreError, Txn};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::ViewCache;
 use crate::orchestrator::{self, Changes};
-use crate::state::{self, ClusterView};
+use crate::state;
 use crate::{allocator, reaper, scheduler, ManagerError};
+
+/// The least time between the starts of two passes.
+pub const MIN_PASS_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Runs until `shutdown`; only acts while this node leads the Raft group.
 pub async fn run(
     store: Store,
+    cache: ViewCache,
     mut changes: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) -> Result<(), ManagerError> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_pass = tokio::time::Instant::now() - MIN_PASS_INTERVAL;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -31,8 +41,13 @@ pub async fn run(
         if !store.is_leader() {
             continue;
         }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep_until(last_pass + MIN_PASS_INTERVAL) => {}
+        }
+        last_pass = tokio::time::Instant::now();
         for _ in 0..5 {
-            match reconcile_once(&store).await {
+            match reconcile_once(&store, &cache).await {
                 Ok(_) => break,
                 Err(StoreError::ConditionFailed { .. }) => continue,
                 Err(StoreError::NotLeader { .. }) => break,
@@ -46,8 +61,8 @@ pub async fn run(
 }
 
 /// One pass. Returns whether anything was written.
-pub async fn reconcile_once(store: &Store) -> Result<bool, StoreError> {
-    let mut view = ClusterView::load(store);
+pub async fn reconcile_once(store: &Store, cache: &ViewCache) -> Result<bool, StoreError> {
+    let mut view = (*cache.current()).clone();
     if view.cluster.id.is_empty() {
         return Ok(false);
     }

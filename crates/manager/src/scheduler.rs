@@ -9,9 +9,9 @@
 //! running the fewest tasks of the service, then the fewest tasks overall
 //! (Swarm's spread). A task no node accepts stays PENDING with the reasons.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
-use shoal_api::pb::{Node, Task, TaskState};
+use shoal_api::pb::{Node, Placement, ServiceSpec, Task, TaskState};
 use shoal_api::state::is_terminal;
 
 use crate::orchestrator::global::eligible_nodes;
@@ -20,21 +20,25 @@ use crate::placement;
 use crate::state::ClusterView;
 
 /// What the tasks already placed use, updated as this pass assigns more.
+/// (Looked up once per candidate node per pending task: keyed so that a
+/// lookup by `&str` allocates nothing.)
 #[derive(Default)]
 struct Load {
-    /// (node, service) -> live tasks.
-    per_service: BTreeMap<(String, String), usize>,
+    /// node -> service -> live tasks.
+    per_service: HashMap<String, HashMap<String, usize>>,
     /// node -> live tasks.
-    per_node: BTreeMap<String, usize>,
+    per_node: HashMap<String, usize>,
     /// node -> reserved (nano cpus, memory bytes).
-    reserved: BTreeMap<String, (i64, i64)>,
+    reserved: HashMap<String, (i64, i64)>,
 }
 
 impl Load {
     fn add(&mut self, node: &str, task: &Task) {
         *self
             .per_service
-            .entry((node.to_string(), task.service_id.clone()))
+            .entry(node.to_string())
+            .or_default()
+            .entry(task.service_id.clone())
             .or_default() += 1;
         *self.per_node.entry(node.to_string()).or_default() += 1;
         let (cpu, mem) = task
@@ -49,7 +53,8 @@ impl Load {
 
     fn of_service(&self, node: &str, service: &str) -> usize {
         self.per_service
-            .get(&(node.to_string(), service.to_string()))
+            .get(node)
+            .and_then(|s| s.get(service))
             .copied()
             .unwrap_or(0)
     }
@@ -165,10 +170,12 @@ fn pick(
     load: &Load,
     task: &Task,
 ) -> (Option<String>, Reasons) {
-    let spec = task.spec.clone().unwrap_or_default();
-    let placement = spec.placement.clone().unwrap_or_default();
+    let no_spec = ServiceSpec::default();
+    let spec = task.spec.as_ref().unwrap_or(&no_spec);
+    let no_placement = Placement::default();
+    let placement = spec.placement.as_ref().unwrap_or(&no_placement);
     let constraints = placement::parse_constraints(&placement.constraints);
-    let want = placement::reservation(&spec);
+    let want = placement::reservation(spec);
     let mut reasons = Reasons::default();
     let candidates: Vec<&Node> = if task.node_id.is_empty() {
         view.nodes.values().collect()
@@ -211,7 +218,7 @@ fn pick(
     if !task.node_id.is_empty() {
         return (fit.first().map(|n| n.id.clone()), reasons);
     }
-    let spread = placement::spread_labels(&spec);
+    let spread = placement::spread_labels(spec);
     // Tasks of the service in `n`'s group at spread level `depth`: the nodes
     // sharing `n`'s values (or lack of them) for the first `depth + 1` labels.
     let group_count = |n: &Node, depth: usize| -> usize {
@@ -224,12 +231,13 @@ fn pick(
     let choice = fit
         .iter()
         .min_by_key(|n| {
+            let n: &Node = n;
             let groups: Vec<usize> = (0..spread.len()).map(|d| group_count(n, d)).collect();
             (
                 groups,
                 load.of_service(&n.id, &task.service_id),
                 load.per_node.get(&n.id).copied().unwrap_or(0),
-                n.id.clone(),
+                n.id.as_str(),
             )
         })
         .map(|n| n.id.clone());

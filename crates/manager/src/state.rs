@@ -11,7 +11,8 @@
 //! - `index/node-allocations` → the highest Raft id given; every join and
 //!   promotion compares and bumps it (unique Raft ids and node addresses)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 
 use shoal_api::codec;
 use shoal_api::pb::{Cluster, Node, Service, Task};
@@ -96,33 +97,82 @@ pub fn list<T: Versioned>(store: &Store, prefix: &str) -> Vec<T> {
 pub struct ClusterView {
     pub cluster: Cluster,
     pub services: BTreeMap<String, Service>,
+    /// Every task by id. Once [`ClusterView::tasks_of`] has been called, add
+    /// and remove tasks with [`ClusterView::insert_task`] and
+    /// [`ClusterView::remove_task`], which keep its index.
     pub tasks: BTreeMap<String, Task>,
     pub nodes: BTreeMap<String, Node>,
+    /// service id → ids of its tasks, built by the first `tasks_of` (the
+    /// orchestrators ask per service: a scan of every task each time was
+    /// O(services × tasks) per pass).
+    pub(crate) by_service: OnceLock<BTreeMap<String, BTreeSet<String>>>,
 }
 
 impl ClusterView {
+    /// Decodes the whole store at one revision. The manager's components read
+    /// [`crate::cache::ViewCache`] instead, which decodes only what changed.
     pub fn load(store: &Store) -> Self {
-        Self {
-            cluster: get(store, CLUSTER_KEY).unwrap_or_default(),
-            services: list::<Service>(store, SERVICES)
-                .into_iter()
-                .map(|s| (s.id.clone(), s))
-                .collect(),
-            tasks: list::<Task>(store, TASKS)
-                .into_iter()
-                .map(|t| (t.id.clone(), t))
-                .collect(),
-            nodes: list::<Node>(store, NODES)
-                .into_iter()
-                .map(|n| (n.id.clone(), n))
-                .collect(),
-        }
+        Self::from_kvs(&store.list_at("").1)
     }
 
+    /// The view of these stored keys (keys outside the view are skipped).
+    pub fn from_kvs(kvs: &[KeyValue]) -> Self {
+        let mut view = Self::default();
+        for kv in kvs {
+            crate::cache::upsert(&mut view, kv);
+        }
+        view
+    }
+
+    /// The tasks of one service, in id order.
     pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-        self.tasks
-            .values()
-            .filter(move |t| t.service_id == service_id)
+        let index = self.by_service.get_or_init(|| {
+            let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for t in self.tasks.values() {
+                index
+                    .entry(t.service_id.clone())
+                    .or_default()
+                    .insert(t.id.clone());
+            }
+            index
+        });
+        index
+            .get(service_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
+    /// Adds (or replaces) a task.
+    pub fn insert_task(&mut self, task: Task) {
+        if self
+            .tasks
+            .get(&task.id)
+            .is_some_and(|old| old.service_id != task.service_id)
+        {
+            self.remove_task(&task.id.clone());
+        }
+        if let Some(index) = self.by_service.get_mut() {
+            index
+                .entry(task.service_id.clone())
+                .or_default()
+                .insert(task.id.clone());
+        }
+        self.tasks.insert(task.id.clone(), task);
+    }
+
+    /// Removes a task.
+    pub fn remove_task(&mut self, id: &str) -> Option<Task> {
+        let task = self.tasks.remove(id)?;
+        if let Some(index) = self.by_service.get_mut() {
+            if let Some(ids) = index.get_mut(&task.service_id) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    index.remove(&task.service_id);
+                }
+            }
+        }
+        Some(task)
     }
 }
 

@@ -345,6 +345,24 @@ impl Store {
         self.inner.shared.read().revision()
     }
 
+    /// Atomically: the current revision and all keys under `prefix`.
+    pub fn list_at(&self, prefix: &str) -> (u64, Vec<KeyValue>) {
+        let state = self.inner.shared.read();
+        (state.revision(), list_prefix(&state.map, prefix))
+    }
+
+    /// Atomically: the current revision and every change after `from_revision`, in
+    /// revision order, without waiting (a cache catching up reads these instead of the
+    /// whole store). `Compacted` if the in-memory history no longer reaches back there.
+    pub fn changes_since(
+        &self,
+        from_revision: u64,
+    ) -> Result<(u64, Vec<Arc<WatchEvent>>), StoreError> {
+        let state = self.inner.shared.read();
+        let events = state.hub.since(from_revision)?;
+        Ok((state.revision(), events))
+    }
+
     /// Atomically: current revision, all keys under `prefix`, and a watch of every
     /// change after that revision.
     pub fn snapshot_and_watch(&self, prefix: &str) -> (u64, Vec<KeyValue>, Watch) {

@@ -313,6 +313,20 @@ async fn watch_from_compacted_revision() {
     let mut w = store.watch("", revs[2]).unwrap();
     assert_eq!(next_event(&mut w).await.revision, revs[3]);
     assert_eq!(next_event(&mut w).await.revision, revs[4]);
+    // The same history, read without waiting.
+    assert!(matches!(
+        store.changes_since(revs[2] - 1),
+        Err(StoreError::Compacted { .. })
+    ));
+    let (now, events) = store.changes_since(revs[2]).unwrap();
+    assert_eq!(now, revs[4]);
+    assert_eq!(
+        events.iter().map(|e| e.revision).collect::<Vec<_>>(),
+        [revs[3], revs[4]]
+    );
+    assert!(store.changes_since(revs[4]).unwrap().1.is_empty());
+    let (at, kvs) = store.list_at("k");
+    assert_eq!((at, kvs.len()), (revs[4], 5));
     store.shutdown().await.unwrap();
 }
 

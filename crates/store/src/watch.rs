@@ -102,6 +102,18 @@ impl WatchHub {
         })
     }
 
+    /// Every recorded event with revision > `from`, oldest first.
+    pub(crate) fn since(&self, from: u64) -> Result<Vec<Arc<WatchEvent>>, StoreError> {
+        if from < self.floor {
+            return Err(StoreError::Compacted {
+                requested: from,
+                oldest: self.floor,
+            });
+        }
+        let start = self.history.partition_point(|e| e.revision <= from);
+        Ok(self.history.range(start..).cloned().collect())
+    }
+
     /// Watch of live events only (everything published after this call).
     pub(crate) fn watch_live(&self, prefix: &str) -> Watch {
         Watch {

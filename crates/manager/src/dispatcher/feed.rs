@@ -13,12 +13,12 @@ use shoal_api::pb::{
     RoutingDelta, RoutingSnapshot, ServiceRoute,
 };
 use shoal_api::state::is_terminal;
-use shoal_store::Store;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::cache::ViewCache;
 use crate::orchestrator::task_state;
 use crate::state::ClusterView;
 use crate::ManagerError;
@@ -41,7 +41,7 @@ struct FeedState {
 /// Builds and serves the feed. Cheap to clone.
 #[derive(Clone)]
 pub struct Feed {
-    store: Store,
+    cache: ViewCache,
     changes: watch::Receiver<u64>,
     state: Arc<Mutex<FeedState>>,
     live: broadcast::Sender<Arc<FeedMessage>>,
@@ -178,11 +178,15 @@ pub fn diff(
 }
 
 impl Feed {
-    pub fn new(store: Store, changes: watch::Receiver<u64>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        cache: ViewCache,
+        changes: watch::Receiver<u64>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (live, _) = broadcast::channel(1024);
-        let revision = store.revision();
+        let revision = *changes.borrow();
         Self {
-            store,
+            cache,
             changes,
             state: Arc::new(Mutex::new(FeedState {
                 revision,
@@ -198,9 +202,11 @@ impl Feed {
     pub async fn run(&self) -> Result<(), ManagerError> {
         let mut changes = self.changes.clone();
         loop {
-            let revision = self.store.revision();
-            let view = ClusterView::load(&self.store);
-            self.advance(revision, build_routes(&view), build_overlay(&view));
+            {
+                // Not held across the wait: the cache would copy a view still held.
+                let (revision, view) = self.cache.current_with_revision();
+                self.advance(revision, build_routes(&view), build_overlay(&view));
+            }
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
                 r = changes.changed() => if r.is_err() { return Ok(()) },

@@ -6,10 +6,12 @@
 //! - this module: sessions, heartbeats, assignments, task status.
 //! - [`feed`]: the revisioned routing feed (snapshot + deltas).
 //! - [`logbroker`]: log subscriptions out to agents, log lines back.
+//! - `status`: task status reports, written in batches.
 
 pub mod feed;
 pub mod heartbeat;
 pub mod logbroker;
+mod status;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -26,6 +28,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::cache::ViewCache;
 use crate::state::{self, ClusterView};
 use crate::ManagerError;
 pub use feed::Feed;
@@ -48,6 +51,8 @@ pub struct DispatcherApi {
 
 struct Inner {
     store: Store,
+    /// The decoded cluster state (shared with the other components).
+    cache: ViewCache,
     /// Store revision signal: every component re-reads on change.
     changes: watch::Receiver<u64>,
     /// The heartbeat period, following the cluster object (`swarm update`).
@@ -57,6 +62,10 @@ struct Inner {
     /// node id → feed revision its mesh has applied (reported by the node).
     feed_applied: Mutex<HashMap<String, u64>>,
     assignments: Mutex<AssignmentIndex>,
+    /// Where `UpdateTaskStatus` calls queue their updates.
+    status: status::StatusWriter,
+    /// The writer's end, until [`DispatcherApi::run_status_writer`] takes it.
+    status_reports: Mutex<Option<mpsc::Receiver<status::StatusReport>>>,
     feed: Feed,
     logs: LogBroker,
     shutdown: CancellationToken,
@@ -68,11 +77,12 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl DispatcherApi {
     pub fn new(
         store: Store,
+        cache: ViewCache,
         changes: watch::Receiver<u64>,
         heartbeat: Duration,
         shutdown: CancellationToken,
     ) -> Self {
-        let feed = Feed::new(store.clone(), changes.clone(), shutdown.clone());
+        let feed = Feed::new(cache.clone(), changes.clone(), shutdown.clone());
         // A manager promoted (or joined) a moment ago has not replicated the
         // cluster object yet: its first sight of the setting is no change.
         let period = if state::get::<Cluster>(&store, state::CLUSTER_KEY).is_some() {
@@ -80,10 +90,14 @@ impl DispatcherApi {
         } else {
             heartbeat::HeartbeatPeriod::provisional(heartbeat, Instant::now())
         };
+        let (status, status_reports) = status::StatusWriter::new();
         Self {
             inner: Arc::new(Inner {
                 store,
+                cache,
                 changes,
+                status,
+                status_reports: Mutex::new(Some(status_reports)),
                 heartbeat: Mutex::new(period),
                 sessions: Mutex::new(HashMap::new()),
                 feed_applied: Mutex::new(HashMap::new()),
@@ -98,9 +112,8 @@ impl DispatcherApi {
 
     /// The heartbeat period nodes are told, as the cluster object now sets it.
     fn heartbeat_period(&self) -> Duration {
-        let configured = state::get::<Cluster>(&self.inner.store, state::CLUSTER_KEY)
-            .map(|c| Duration::from_millis(c.dispatcher_heartbeat_ms))
-            .unwrap_or_default();
+        let configured =
+            Duration::from_millis(self.inner.cache.current().cluster.dispatcher_heartbeat_ms);
         let mut hb = self.inner.heartbeat.lock().expect("heartbeat lock");
         hb.observe(configured, Instant::now());
         hb.current()
@@ -134,6 +147,47 @@ impl DispatcherApi {
 
     pub async fn run_feed(&self) -> Result<(), ManagerError> {
         self.inner.feed.run().await
+    }
+
+    /// Keeps the assignment index at the current revision, waking the
+    /// sessions whose message changed.
+    pub async fn run_assignments(&self) -> Result<(), ManagerError> {
+        let mut changes = self.inner.changes.clone();
+        loop {
+            {
+                let (revision, view) = self.inner.cache.current_with_revision();
+                self.inner
+                    .assignments
+                    .lock()
+                    .expect("assignments lock")
+                    .update(revision, &view);
+            }
+            tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return Ok(()),
+                r = changes.changed() => if r.is_err() { return Ok(()) },
+            }
+        }
+    }
+
+    /// Writes the task status reports of every session, in batches.
+    pub async fn run_status_writer(&self) -> Result<(), ManagerError> {
+        let reports = self
+            .inner
+            .status_reports
+            .lock()
+            .expect("status lock")
+            .take()
+            .ok_or_else(|| ManagerError::ComponentFailed {
+                component: "status writer",
+                reason: "started twice".into(),
+            })?;
+        status::run_writer(
+            self.inner.store.clone(),
+            self.inner.cache.clone(),
+            reports,
+            self.inner.shutdown.clone(),
+        )
+        .await
     }
 
     /// Marks nodes Down when they miss three heartbeats (or never connect
@@ -183,7 +237,7 @@ impl DispatcherApi {
             let grace = (limit * 2).max(NEW_LEADER_GRACE);
             if since.elapsed() > grace && self.inner.started.elapsed() > grace {
                 let connected = self.connected_nodes();
-                let view = ClusterView::load(&self.inner.store);
+                let view = self.inner.cache.current();
                 down.extend(
                     view.nodes
                         .values()
@@ -196,16 +250,12 @@ impl DispatcherApi {
                         .map(|n| n.id.clone()),
                 );
             }
-            for node in down {
+            for node in &down {
                 tracing::warn!(%node, "node missed its heartbeats: marking it down");
-                self.inner.logs.node_down(&node);
-                let _ = self
-                    .update_node(&node, |n| {
-                        let s = n.status.get_or_insert_with(Default::default);
-                        s.state = NodeState::Down as i32;
-                        s.message = "heartbeat failure".into();
-                    })
-                    .await;
+                self.inner.logs.node_down(node);
+            }
+            if let Err(err) = self.mark_down(&down).await {
+                tracing::debug!(%err, "marking nodes down will be retried");
             }
         }
     }
@@ -232,7 +282,16 @@ impl DispatcherApi {
     }
 
     async fn confirm_withdrawals(&self) -> Result<(), StoreError> {
-        let view = ClusterView::load(&self.inner.store);
+        let txn = self.withdrawals();
+        if !txn.ops.is_empty() {
+            self.inner.store.write(txn).await?;
+        }
+        Ok(())
+    }
+
+    /// The writes that mark or confirm withdrawals in the current view.
+    fn withdrawals(&self) -> Txn {
+        let view = self.inner.cache.current();
         let applied = self.inner.feed_applied.lock().expect("feed lock").clone();
         // The slowest Ready node decides; a node that never reported holds back.
         let slowest = view
@@ -276,10 +335,38 @@ impl DispatcherApi {
                 value: codec::encode(&t),
             });
         }
-        if !txn.ops.is_empty() {
-            self.inner.store.write(txn).await?;
+        txn
+    }
+
+    /// Marks `nodes` Down in one write (50 agents that vanish at once are
+    /// one Raft write, not 50), retrying on conflict from a fresh view.
+    async fn mark_down(&self, nodes: &[String]) -> Result<(), StoreError> {
+        let mut last = Ok(());
+        for _ in 0..5 {
+            let mut txn = Txn::default();
+            let view = self.inner.cache.current();
+            for id in nodes {
+                let Some(mut node) = view.nodes.get(id).cloned() else {
+                    continue;
+                };
+                let s = node.status.get_or_insert_with(Default::default);
+                if s.state() == NodeState::Down {
+                    continue;
+                }
+                s.state = NodeState::Down as i32;
+                s.message = "heartbeat failure".into();
+                state::guarded_put(&mut txn, state::node_key(id), &mut node);
+            }
+            drop(view);
+            if txn.ops.is_empty() {
+                return Ok(());
+            }
+            match self.inner.store.write(txn).await {
+                Err(e @ StoreError::ConditionFailed { .. }) => last = Err(e),
+                other => return other.map(|_| ()),
+            }
         }
-        Ok(())
+        last
     }
 
     /// Read-modify-write of a node with retries on conflict.
@@ -388,102 +475,112 @@ impl DispatcherApi {
             _ => Err(Status::not_found("session expired; open a new session")),
         }
     }
-
-    /// Applies one agent status report, never moving a task backwards.
-    async fn apply_status(
-        &self,
-        node_id: &str,
-        update: &TaskStatusUpdate,
-    ) -> Result<(), StoreError> {
-        let Some(new) = update.status.clone() else {
-            return Ok(());
-        };
-        for _ in 0..5 {
-            let key = state::task_key(&update.task_id);
-            let Some(mut task) = state::get::<Task>(&self.inner.store, &key) else {
-                return Ok(());
-            };
-            if task.node_id != node_id {
-                tracing::warn!(task = %update.task_id, node = %node_id, "status from a node the task is not assigned to");
-                return Ok(());
-            }
-            let current = task.status.clone().unwrap_or_default();
-            if new.state < current.state || (new.state == current.state && new == current) {
-                return Ok(());
-            }
-            task.status = Some(new.clone());
-            let version = task.meta.as_ref().map(|m| m.version).unwrap_or(0);
-            state::touch_meta(&mut task.meta);
-            let txn = Txn {
-                compares: vec![Compare::Version {
-                    key: key.clone(),
-                    version,
-                }],
-                ops: vec![Op::Put {
-                    key,
-                    value: codec::encode(&task),
-                }],
-            };
-            match self.inner.store.write(txn).await {
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                other => return other.map(|_| ()),
-            }
-        }
-        Ok(())
-    }
 }
 
-/// Every node's assigned tasks (sorted by id), built once per store revision
-/// and shared by all sessions: each session used to decode every task of the
-/// store on every change, which was most of a busy manager's CPU.
+/// Every node's assigned tasks (ids, sorted), rebuilt once per store revision
+/// by [`DispatcherApi::run_assignments`], and a fingerprint per node of what
+/// its session message carries: only the sessions whose fingerprint changed
+/// are woken. (Each session used to decode every task of the store on every
+/// change; then to rebuild its message on every change: with 500 nodes, most
+/// of a busy manager's CPU.) It keeps ids, not the view: a view held past its
+/// revision would make the cache copy the whole view on its next change.
 #[derive(Default)]
 struct AssignmentIndex {
-    /// The revision `by_node` was built at (None: never built).
-    revision: Option<u64>,
-    by_node: HashMap<String, Vec<Task>>,
+    by_node: HashMap<String, Vec<String>>,
+    /// node → hash of its tasks' ids and versions, its node object's version
+    /// and the cluster object's version.
+    fingerprints: HashMap<String, u64>,
+    /// node → the channel its session waits on.
+    wake: HashMap<String, watch::Sender<u64>>,
 }
 
 impl AssignmentIndex {
-    fn tasks_of(&mut self, store: &Store, node_id: &str) -> Vec<Task> {
-        // Read the revision first: the list is then at least that recent.
-        let revision = store.revision();
-        if self.revision != Some(revision) {
-            let mut by_node: HashMap<String, Vec<Task>> = HashMap::new();
-            for t in state::list::<Task>(store, state::TASKS) {
-                let assigned = t
-                    .status
+    /// Brings the index to `view` and wakes the sessions whose message changed.
+    fn update(&mut self, revision: u64, view: &ClusterView) {
+        use std::hash::{Hash, Hasher};
+        let mut by_node: HashMap<String, Vec<String>> = HashMap::new();
+        // In id order: the tasks map is sorted.
+        for t in view.tasks.values() {
+            let assigned = t
+                .status
+                .as_ref()
+                .is_some_and(|s| s.state >= TaskState::Assigned as i32);
+            if assigned && !t.node_id.is_empty() {
+                by_node
+                    .entry(t.node_id.clone())
+                    .or_default()
+                    .push(t.id.clone());
+            }
+        }
+        let cluster_version = view.cluster.meta.as_ref().map_or(0, |m| m.version);
+        let nodes: std::collections::BTreeSet<&String> = by_node
+            .keys()
+            .chain(view.nodes.keys())
+            .chain(self.wake.keys())
+            .collect();
+        let mut fingerprints = HashMap::with_capacity(nodes.len());
+        for node in nodes {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            cluster_version.hash(&mut h);
+            view.nodes
+                .get(node)
+                .and_then(|n| n.meta.as_ref())
+                .map_or(0, |m| m.version)
+                .hash(&mut h);
+            for id in by_node.get(node).into_iter().flatten() {
+                id.hash(&mut h);
+                view.tasks[id]
+                    .meta
                     .as_ref()
-                    .is_some_and(|s| s.state >= TaskState::Assigned as i32);
-                if assigned && !t.node_id.is_empty() {
-                    by_node.entry(t.node_id.clone()).or_default().push(t);
+                    .map_or(0, |m| m.version)
+                    .hash(&mut h);
+            }
+            let fp = h.finish();
+            if self.fingerprints.get(node) != Some(&fp) {
+                if let Some(wake) = self.wake.get(node) {
+                    wake.send_replace(revision);
                 }
             }
-            for tasks in by_node.values_mut() {
-                tasks.sort_by(|a, b| a.id.cmp(&b.id));
-            }
-            self.by_node = by_node;
-            self.revision = Some(revision);
+            fingerprints.insert(node.clone(), fp);
         }
-        self.by_node.get(node_id).cloned().unwrap_or_default()
+        self.by_node = by_node;
+        self.fingerprints = fingerprints;
+    }
+
+    /// What wakes `node`'s session.
+    fn subscribe(&mut self, node: &str) -> watch::Receiver<u64> {
+        self.wake
+            .entry(node.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// `node`'s assigned tasks as of the last update, as `view` has them.
+    fn tasks_of(&self, view: &ClusterView, node_id: &str) -> Vec<Task> {
+        self.by_node
+            .get(node_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| view.tasks.get(id).cloned())
+            .collect()
     }
 }
 
 /// What a node's session carries now: its assignments, its role, and the
 /// managers it may fail over to.
 fn session_message(
-    store: &Store,
+    view: &ClusterView,
     tasks: Vec<Task>,
     node_id: &str,
     session_id: &str,
     heartbeat: Duration,
 ) -> SessionMessage {
-    let node = state::get::<Node>(store, &state::node_key(node_id));
-    let cluster = state::get::<Cluster>(store, state::CLUSTER_KEY).unwrap_or_default();
+    let node = view.nodes.get(node_id);
     SessionMessage {
         session_id: session_id.to_string(),
         heartbeat_period_ms: heartbeat.as_millis() as u64,
         tasks,
-        managers: cluster.manager_addrs,
+        managers: view.cluster.manager_addrs.clone(),
         ingress_address: node
             .as_ref()
             .and_then(|n| n.status.as_ref())
@@ -536,23 +633,27 @@ impl Dispatcher for DispatcherApi {
         self.inner.logs.node_up(&req.node_id);
         let (tx, rx) = mpsc::channel(4);
         let this = self.clone();
+        let mut wake = self
+            .inner
+            .assignments
+            .lock()
+            .expect("assignments lock")
+            .subscribe(&req.node_id);
         tokio::spawn(async move {
-            let mut changes = this.inner.changes.clone();
             let mut last: Option<SessionMessage> = None;
             loop {
-                let tasks = this
-                    .inner
-                    .assignments
-                    .lock()
-                    .expect("assignments lock")
-                    .tasks_of(&this.inner.store, &req.node_id);
-                let msg = session_message(
-                    &this.inner.store,
-                    tasks,
-                    &req.node_id,
-                    &session_id,
-                    this.heartbeat_period(),
-                );
+                let heartbeat = this.heartbeat_period();
+                // The view is dropped before any await (see AssignmentIndex).
+                let msg = {
+                    let view = this.inner.cache.current();
+                    let tasks = this
+                        .inner
+                        .assignments
+                        .lock()
+                        .expect("assignments lock")
+                        .tasks_of(&view, &req.node_id);
+                    session_message(&view, tasks, &req.node_id, &session_id, heartbeat)
+                };
                 if last.as_ref() != Some(&msg) {
                     if tx.send(Ok(msg.clone())).await.is_err() {
                         return;
@@ -562,7 +663,7 @@ impl Dispatcher for DispatcherApi {
                 tokio::select! {
                     _ = this.inner.shutdown.cancelled() => return,
                     _ = tx.closed() => return,
-                    r = changes.changed() => if r.is_err() { return },
+                    r = wake.changed() => if r.is_err() { return },
                 }
             }
         });
@@ -586,11 +687,11 @@ impl Dispatcher for DispatcherApi {
     ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
         let req = req.into_inner();
         self.check_session(&req.node_id, &req.session_id)?;
-        for u in &req.updates {
-            self.apply_status(&req.node_id, u)
-                .await
-                .map_err(unavailable)?;
-        }
+        self.inner
+            .status
+            .write(&req.node_id, req.updates)
+            .await
+            .map_err(Status::unavailable)?;
         Ok(Response::new(UpdateTaskStatusResponse {}))
     }
 
@@ -647,3 +748,6 @@ impl Dispatcher for DispatcherApi {
         Ok(Response::new(PublishLogsResponse {}))
     }
 }
+
+#[cfg(test)]
+mod tests;

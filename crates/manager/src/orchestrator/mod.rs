@@ -116,7 +116,7 @@ pub fn new_task(service: &Service, slot: u64, node_id: &str, not_before_ms: i64,
 /// Inserts a new task into the view and records it.
 pub fn add_task(view: &mut ClusterView, changes: &mut Changes, task: Task) {
     changes.dirty.insert(task.id.clone());
-    view.tasks.insert(task.id.clone(), task);
+    view.insert_task(task);
 }
 
 /// Runs every orchestrator over the view.

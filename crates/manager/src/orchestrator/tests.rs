@@ -49,7 +49,7 @@ pub(crate) fn view(nodes: &[&str], services: Vec<Service>) -> ClusterView {
         },
         services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
         nodes: nodes.iter().map(|n| (n.to_string(), node(n))).collect(),
-        tasks: Default::default(),
+        ..Default::default()
     }
 }
 

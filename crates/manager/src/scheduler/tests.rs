@@ -69,7 +69,7 @@ fn view(nodes: Vec<Node>, service: Service) -> ClusterView {
         },
         services: [(service.id.clone(), service)].into(),
         nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
-        tasks: Default::default(),
+        ..Default::default()
     }
 }
 

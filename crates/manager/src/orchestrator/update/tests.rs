@@ -70,7 +70,7 @@ fn view_of(mode: ServiceMode, replicas: u64, nodes: &[&str], cfg: UpdateConfig) 
         },
         services: [("web".to_string(), service)].into(),
         nodes: nodes.iter().map(|n| (n.to_string(), node(n))).collect(),
-        tasks: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,127 @@
+//! The decoded cluster state the manager's components share: one
+//! [`ClusterView`] brought up to date from the store's change history, so a
+//! change decodes only the objects it touched instead of the whole store, and
+//! every reader of one revision shares one `Arc<ClusterView>`.
+//!
+//! Before the cache, the reconciler, the feed, the withdrawal confirmer, the
+//! heartbeat checker and the assignment index each decoded every object in the
+//! store on every change: most of a busy manager's CPU (`bench/README.md`).
+
+use std::sync::{Arc, Mutex};
+
+use shoal_api::pb::{Cluster, Node, Service, Task};
+use shoal_store::{EventKind, KeyValue, Store, WatchEvent};
+
+use crate::state::{self, ClusterView, Versioned};
+
+/// A [`ClusterView`] that follows the store. Cheap to clone.
+#[derive(Clone)]
+pub struct ViewCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    cached: Mutex<Cached>,
+}
+
+struct Cached {
+    /// The store revision `view` reflects (None: never loaded).
+    revision: Option<u64>,
+    view: Arc<ClusterView>,
+}
+
+// === impl ViewCache ===
+
+impl ViewCache {
+    pub fn new(store: Store) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                cached: Mutex::new(Cached {
+                    revision: None,
+                    view: Arc::default(),
+                }),
+            }),
+        }
+    }
+
+    /// The view as of the store's current revision (or later): whatever was
+    /// applied before this call is in it. Applies the changes since the last
+    /// call; reloads everything only when the store's history no longer
+    /// reaches back (a snapshot was installed, or the cache fell far behind).
+    pub fn current(&self) -> Arc<ClusterView> {
+        self.current_with_revision().1
+    }
+
+    /// [`ViewCache::current`] and the store revision the view reflects.
+    pub fn current_with_revision(&self) -> (u64, Arc<ClusterView>) {
+        let mut cached = self.inner.cached.lock().expect("view cache lock");
+        let store = &self.inner.store;
+        let caught_up = cached.revision.and_then(|from| {
+            let (revision, events) = store.changes_since(from).ok()?;
+            if !events.is_empty() {
+                // Copies the view only if a reader still holds the old one.
+                let view = Arc::make_mut(&mut cached.view);
+                for event in &events {
+                    apply(view, event);
+                }
+            }
+            Some(revision)
+        });
+        let revision = match caught_up {
+            Some(revision) => revision,
+            None => {
+                let (revision, kvs) = store.list_at("");
+                cached.view = Arc::new(ClusterView::from_kvs(&kvs));
+                revision
+            }
+        };
+        cached.revision = Some(revision);
+        (revision, cached.view.clone())
+    }
+}
+
+/// Applies one store change to `view`.
+pub(crate) fn apply(view: &mut ClusterView, event: &WatchEvent) {
+    match event.kind {
+        EventKind::Put => upsert(view, &event.kv),
+        EventKind::Delete => {
+            let key = event.kv.key.as_str();
+            if key == state::CLUSTER_KEY {
+                view.cluster = Cluster::default();
+            } else if let Some(id) = key.strip_prefix(state::SERVICES) {
+                view.services.remove(id);
+            } else if let Some(id) = key.strip_prefix(state::TASKS) {
+                view.remove_task(id);
+            } else if let Some(id) = key.strip_prefix(state::NODES) {
+                view.nodes.remove(id);
+            }
+        }
+    }
+}
+
+/// Puts the object stored at `kv` into `view` (other keys are not part of it).
+pub(crate) fn upsert(view: &mut ClusterView, kv: &KeyValue) {
+    let key = kv.key.as_str();
+    if key == state::CLUSTER_KEY {
+        if let Some(c) = Cluster::decode_kv(kv) {
+            view.cluster = c;
+        }
+    } else if key.starts_with(state::SERVICES) {
+        if let Some(s) = Service::decode_kv(kv) {
+            view.services.insert(s.id.clone(), s);
+        }
+    } else if key.starts_with(state::TASKS) {
+        if let Some(t) = Task::decode_kv(kv) {
+            view.insert_task(t);
+        }
+    } else if key.starts_with(state::NODES) {
+        if let Some(n) = Node::decode_kv(kv) {
+            view.nodes.insert(n.id.clone(), n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
