@@ -246,6 +246,18 @@ fn scale_up_and_down_and_global_mode() {
         "{err}"
     );
 
+    let pids: Vec<i64> = n
+        .shoal_ok(&["service", "ps", "-q", "--no-trunc", "api"])
+        .lines()
+        .map(|id| {
+            n.shoal_ok(&["inspect", "-f", "{{.Status.ContainerStatus.PID}}", id])
+                .trim()
+                .parse()
+                .expect("a task PID")
+        })
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let removed = std::time::Instant::now();
     let out = n.shoal_ok(&["service", "rm", "api"]);
     assert!(out.contains("api"), "{out}");
     assert_eventually(
@@ -255,6 +267,25 @@ fn scale_up_and_down_and_global_mode() {
             Err(_) => Ok(()),
             Ok(b) => Err(format!("still served: {b}")),
         },
+    );
+    // Its tasks stop as soon as the node confirmed their withdrawal, not at
+    // the agent's 10 s limit for an unconfirmed one (the feed carries the
+    // revision to confirm although no route changes with it).
+    assert_eventually(
+        "the removed service's task processes are gone",
+        Duration::from_secs(20),
+        || match pids
+            .iter()
+            .find(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        {
+            None => Ok(()),
+            Some(p) => Err(format!("task process {p} still runs")),
+        },
+    );
+    assert!(
+        removed.elapsed() < Duration::from_secs(8),
+        "the tasks took {:?} to stop",
+        removed.elapsed()
     );
 }
 

@@ -125,6 +125,13 @@ fn apply(mesh: &Mesh, msg: FeedMessage) -> u64 {
         Some(feed_message::Body::Snapshot(s)) => {
             mesh.apply_snapshot(s.services.into_iter().map(to_route).collect())
         }
+        // An empty delta only moves the revision on (the withdrawal confirmer
+        // waits for it): the routing table stays as it is.
+        Some(feed_message::Body::Delta(d))
+            if d.upserts.is_empty() && d.removed_service_ids.is_empty() =>
+        {
+            Vec::new()
+        }
         Some(feed_message::Body::Delta(d)) => mesh.apply_delta(
             d.upserts.into_iter().map(to_route).collect(),
             &d.removed_service_ids,

@@ -36,6 +36,11 @@ struct FeedState {
     deltas: VecDeque<(u64, RoutingDelta)>,
     /// Deltas at or below this revision are gone: older subscribers need a snapshot.
     horizon: u64,
+    /// The revision of the last delta sent.
+    published: u64,
+    /// Subscribers must reach at least this revision even if no route
+    /// changes (see [`Feed::publish_at_least`]).
+    wanted: u64,
 }
 
 /// Builds and serves the feed. Cheap to clone.
@@ -230,20 +235,45 @@ impl Feed {
         if revision > st.revision {
             st.revision = revision;
         }
+        let wanted = st.wanted > st.published && st.revision >= st.wanted;
         if delta.upserts.is_empty()
             && delta.removed_service_ids.is_empty()
             && delta.overlay.is_none()
+            && !wanted
         {
             return;
         }
+        Self::publish(&mut st, &self.live, delta);
+    }
+
+    /// Makes subscribers reach `revision` (once the feed has been built that
+    /// far), with an empty delta if no route changed since. The withdrawal
+    /// confirmer waits for every node to apply the revision at which a task
+    /// left: when that write changed no route (its service was removed, say),
+    /// nothing else would carry the revision to the nodes.
+    pub fn publish_at_least(&self, revision: u64) {
+        let mut st = self.state.lock().expect("feed lock");
+        st.wanted = st.wanted.max(revision);
+        if st.published < revision && st.revision >= revision {
+            Self::publish(&mut st, &self.live, RoutingDelta::default());
+        }
+    }
+
+    /// Records `delta` at the feed's revision and sends it to live subscribers.
+    fn publish(
+        st: &mut FeedState,
+        live: &broadcast::Sender<Arc<FeedMessage>>,
+        delta: RoutingDelta,
+    ) {
         let revision = st.revision;
+        st.published = revision;
         st.deltas.push_back((revision, delta.clone()));
         while st.deltas.len() > RETAINED_DELTAS {
             if let Some((r, _)) = st.deltas.pop_front() {
                 st.horizon = r;
             }
         }
-        let _ = self.live.send(Arc::new(FeedMessage {
+        let _ = live.send(Arc::new(FeedMessage {
             revision,
             body: Some(feed_message::Body::Delta(delta)),
         }));
@@ -322,6 +352,7 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_store::Store;
 
     fn route(id: &str, endpoints: usize) -> ServiceRoute {
         ServiceRoute {
@@ -352,5 +383,54 @@ mod tests {
         assert_eq!(ids, vec!["a", "c"]);
         assert_eq!(d.removed_service_ids, vec!["b".to_string()]);
         assert!(diff(&new, &new).upserts.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revision_the_confirmer_waits_for_reaches_subscribers_without_route_changes() {
+        use tokio_stream::StreamExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(shoal_store::StoreConfig::new(dir.path(), 1))
+            .await
+            .unwrap();
+        let (_tx, changes) = watch::channel(0);
+        let feed = Feed::new(
+            ViewCache::new(store.clone()),
+            changes,
+            CancellationToken::new(),
+        );
+        let routes = BTreeMap::from([("a".to_string(), route("a", 1))]);
+        feed.advance(5, routes.clone(), OverlayPeers::default());
+        let mut sub = Box::pin(feed.subscribe(5));
+        async fn next(
+            sub: &mut (impl Stream<Item = Result<FeedMessage, Status>> + Unpin),
+        ) -> FeedMessage {
+            tokio::time::timeout(std::time::Duration::from_secs(5), sub.next())
+                .await
+                .expect("a feed message")
+                .unwrap()
+                .unwrap()
+        }
+
+        // Nothing changed in the routes: no message...
+        feed.advance(7, routes.clone(), OverlayPeers::default());
+        // ...until a revision is wanted: then an empty delta carries it.
+        feed.publish_at_least(7);
+        let msg: FeedMessage = next(&mut sub).await;
+        assert_eq!(msg.revision, 7);
+        assert_eq!(
+            msg.body,
+            Some(feed_message::Body::Delta(RoutingDelta::default()))
+        );
+        // Wanted before the feed got there: sent when it does.
+        feed.publish_at_least(9);
+        feed.advance(9, routes, OverlayPeers::default());
+        assert_eq!(next(&mut sub).await.revision, 9);
+        // Already sent: nothing more.
+        feed.publish_at_least(9);
+        feed.advance(10, BTreeMap::new(), OverlayPeers::default());
+        let msg = next(&mut sub).await;
+        assert_eq!(msg.revision, 10, "the next message is the next change");
+        store.shutdown().await.unwrap();
     }
 }

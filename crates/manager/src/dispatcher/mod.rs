@@ -306,6 +306,7 @@ impl DispatcherApi {
             .min()
             .unwrap_or(u64::MAX);
         let mut txn = Txn::default();
+        let mut waiting_for = 0;
         for task in view.tasks.values() {
             let leaving = !crate::orchestrator::is_live(task)
                 && !shoal_api::state::is_terminal(crate::orchestrator::task_state(task))
@@ -322,6 +323,7 @@ impl DispatcherApi {
             } else if slowest >= t.withdraw_revision {
                 t.withdrawn = true;
             } else {
+                waiting_for = waiting_for.max(t.withdraw_revision);
                 continue;
             }
             state::touch_meta(&mut t.meta);
@@ -334,6 +336,9 @@ impl DispatcherApi {
                 key,
                 value: codec::encode(&t),
             });
+        }
+        if waiting_for > 0 {
+            self.inner.feed.publish_at_least(waiting_for);
         }
         txn
     }
