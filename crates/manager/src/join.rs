@@ -338,16 +338,9 @@ impl NodeCa for NodeCaApi {
                 }),
             };
             let key = state::node_key(&node_id);
-            let mut txn = Txn {
-                compares: vec![Compare::Version {
-                    key: key.clone(),
-                    version: 0,
-                }],
-                ops: vec![Op::Put {
-                    key,
-                    value: codec::encode(&node),
-                }],
-            };
+            let mut txn = Txn::new()
+                .when_absent(key.clone())
+                .put(key, codec::encode(&node));
             allocations.guard(&mut txn, raft_id);
             match self.store.write(txn).await {
                 Ok(_) => break (cluster, ca, role, node),

@@ -38,6 +38,8 @@ pub mod scheduler;
 pub mod spec;
 pub mod state;
 pub mod swarm;
+#[cfg(test)]
+pub(crate) mod test_support;
 
 use std::sync::Arc;
 use std::time::Duration;

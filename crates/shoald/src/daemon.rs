@@ -158,16 +158,20 @@ impl Daemon {
                 return Ok(Some(DispatcherClient::new(ch.clone())));
             }
         }
-        let certs = self
-            .certs
-            .lock()
-            .expect("certs lock")
-            .clone()
-            .ok_or_else(|| internal("no node certificate"))?;
+        let certs = self.node_certificates()?;
         let ch =
             crate::tls::manager_channel(&addr, &certs).map_err(|e| internal(format!("{e:#}")))?;
         *cached = Some((addr, ch.clone()));
         Ok(Some(DispatcherClient::new(ch)))
+    }
+
+    /// This node's key material (a member always has it).
+    fn node_certificates(&self) -> Result<NodeCertificates, Status> {
+        self.certs
+            .lock()
+            .expect("certs lock")
+            .clone()
+            .ok_or_else(|| internal("no node certificate"))
     }
 
     /// The channel over the other managers for a manager outside the Raft
@@ -185,12 +189,7 @@ impl Daemon {
             .into_iter()
             .filter(|a| *a != own)
             .collect();
-        let certs = self
-            .certs
-            .lock()
-            .expect("certs lock")
-            .clone()
-            .ok_or_else(|| internal("no node certificate"))?;
+        let certs = self.node_certificates()?;
         let channel = Arc::new(ManagersChannel::new(&others, &certs).map_err(|e| {
             Status::unavailable(format!(
                 "this manager is outside the Raft group and knows no other manager: {e:#}"

@@ -1,25 +1,9 @@
-use std::time::Duration;
-
 use shoal_api::codec;
 use shoal_api::pb::{Meta, Service, ServiceSpec, Task};
-use shoal_store::{StoreConfig, Txn};
+use shoal_store::Txn;
 
 use super::*;
-
-async fn store(dir: &std::path::Path, watch_history: usize) -> Store {
-    let mut config = StoreConfig::new(dir, 1);
-    config.watch_history = watch_history;
-    let store = Store::open(config).await.unwrap();
-    store.initialize().await.unwrap();
-    store
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
-    while !store.is_leader() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    store
-}
+use crate::test_support::leading_store;
 
 fn task(id: &str, service: &str, slot: u64) -> Task {
     Task {
@@ -57,7 +41,7 @@ fn assert_matches_store(cache: &ViewCache, store: &Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_puts_and_deletes_and_keeps_old_views_intact() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path(), 1000).await;
+    let store = leading_store(dir.path(), 1000).await;
     store
         .write(Txn::new().put(state::service_key("s1"), codec::encode(&service("s1", 2))))
         .await
@@ -107,7 +91,7 @@ async fn follows_puts_and_deletes_and_keeps_old_views_intact() {
 async fn reloads_when_the_history_no_longer_reaches_back() {
     let dir = tempfile::tempdir().unwrap();
     // Two events of history: more changes than that between two reads.
-    let store = store(dir.path(), 2).await;
+    let store = leading_store(dir.path(), 2).await;
     let cache = ViewCache::new(store.clone());
     assert!(cache.current().tasks.is_empty());
     for i in 0..5 {

@@ -427,16 +427,9 @@ impl DispatcherApi {
                 }),
                 manager_status: None,
             };
-            let txn = Txn {
-                compares: vec![Compare::Version {
-                    key: key.clone(),
-                    version: 0,
-                }],
-                ops: vec![Op::Put {
-                    key,
-                    value: codec::encode(&node),
-                }],
-            };
+            let txn = Txn::new()
+                .when_absent(key.clone())
+                .put(key, codec::encode(&node));
             match self.inner.store.write(txn).await {
                 Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
                 Err(e) => return Err(e),

@@ -1,22 +1,13 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shoal_store::StoreConfig;
-
 use super::*;
+use crate::test_support::leading_store;
 use crate::{init_cluster, new_cluster_ca, LocalNode};
 
 /// A one-manager cluster in a fresh store (raft id 1).
 async fn cluster(dir: &std::path::Path) -> (Store, Cluster) {
-    let store = Store::open(StoreConfig::new(dir, 1)).await.unwrap();
-    store.initialize().await.unwrap();
-    store
-        .wait_for_leader(Duration::from_secs(10))
-        .await
-        .unwrap();
-    while !store.is_leader() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let store = leading_store(dir, 1000).await;
     let node = LocalNode {
         id: "manager1".into(),
         hostname: "m1".into(),
