@@ -1,14 +1,17 @@
-//! Routing-table update cost in a mesh that holds 1000 services x 10 endpoints:
-//! a delta for one service whose endpoint changed, against a full snapshot.
+//! The routing mesh's table in a mesh that holds 1000 services x 10 endpoints:
+//! a feed delta for one service whose endpoint changed (swapped into its slot),
+//! one that changes the port map (a new table), a full snapshot, and the
+//! endpoint pick a new connection makes.
 //!
 //! Routes publish no ports (an empty `ports` list), so no listener is bound and
-//! only the table rebuild and publication are measured.
+//! only the table update and publication are measured; the pick is measured on
+//! one more service that publishes a port (and so has a listener).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use shoal_mesh::{Endpoint, Mesh, MeshConfig, ServiceRoute};
+use shoal_mesh::{Endpoint, Mesh, MeshConfig, PortRoute, ServiceRoute};
 
 const SERVICES: usize = 1000;
 const ENDPOINTS: usize = 10;
@@ -77,6 +80,28 @@ fn routing_update(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // A service that leaves and comes back: the port map changes each time.
+    let mut present = true;
+    group.bench_function("apply_delta_service_added_or_removed", |b| {
+        b.iter_batched(
+            || {
+                present = !present;
+                (service(SERVICES, 0), present)
+            },
+            |(route, remove)| {
+                let errors = if remove {
+                    mesh.apply_delta(vec![], &[route.service_id.to_string()])
+                } else {
+                    mesh.apply_delta(vec![route], &[])
+                };
+                debug_assert!(errors.is_empty());
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    if mesh.table().service(&format!("svc{SERVICES}")).is_some() {
+        mesh.apply_delta(vec![], &[format!("svc{SERVICES}")]);
+    }
     group.bench_function("apply_snapshot_all", |b| {
         b.iter_batched(
             all_services,
@@ -87,8 +112,23 @@ fn routing_update(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // The pick: a routing lookup and the round-robin choice of an endpoint.
+    let published = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let mut picked = service(SERVICES + 1, 0);
+    picked.ports = vec![PortRoute {
+        published,
+        target: TARGET_PORT,
+    }];
+    let errors = mesh.apply_delta(vec![picked], &[]);
+    assert!(errors.is_empty(), "{errors:?}");
+    group.bench_function("pick_endpoint", |b| {
+        b.iter(|| mesh.pick(published).expect("an endpoint"))
+    });
     group.finish();
-    assert_eq!(mesh.table().services().count(), SERVICES);
+    assert_eq!(mesh.table().services().count(), SERVICES + 1);
 }
 
 criterion_group!(benches, routing_update);

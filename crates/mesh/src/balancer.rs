@@ -41,7 +41,7 @@ impl Clock {
         }
     }
 
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 }
@@ -78,6 +78,7 @@ impl Health {
 
 /// Which candidates were ejected when a connect started; no allocation for
 /// up to 64 candidates.
+#[derive(Clone)]
 enum Ejected {
     Bits(u64),
     Many(Vec<bool>),
@@ -106,6 +107,33 @@ impl Ejected {
     }
 }
 
+/// The candidates of one new connection in the order it tries them:
+/// non-ejected endpoints first, in round-robin order from the service's
+/// counter (which this advances), then ejected ones as a last resort (also in
+/// that order). Allocates nothing for up to 64 candidates.
+pub(crate) fn order<'a>(
+    service: &ServiceEntry,
+    port: &'a PortEntry,
+    now: u64,
+) -> impl Iterator<Item = &'a (Arc<EndpointEntry>, SocketAddr)> + 'a {
+    let candidates = &port.candidates;
+    let n = candidates.len();
+    let start = match n {
+        0 => 0,
+        n => service.next.fetch_add(1, Ordering::Relaxed) % n,
+    };
+    // Ejection as it was before this connect's own failures eject anything.
+    let ejected = Ejected::snapshot(candidates, now);
+    let rotated = (0..n).map(move |i| (start + i) % n);
+    let healthy = rotated.clone().filter({
+        let ejected = ejected.clone();
+        move |&i| !ejected.get(i)
+    });
+    healthy
+        .chain(rotated.filter(move |&i| ejected.get(i)))
+        .map(move |i| &candidates[i])
+}
+
 /// Connects to `addr` with TCP_NODELAY and keepalive set before the connect.
 ///
 /// A non-blocking connect whose outcome is read from the readiness epoll
@@ -132,10 +160,8 @@ async fn connect_to(addr: SocketAddr, config: &MeshConfig) -> io::Result<TcpStre
 }
 
 /// Connects to an endpoint of `service` for the published port `port`,
-/// trying each candidate at most once: non-ejected endpoints first, in
-/// round-robin order from the service's counter, then ejected ones as a last
-/// resort (also in that order). Draining endpoints and those that do not
-/// expose the target port are never candidates. Allocates nothing.
+/// trying each candidate at most once, in [`order`]. Draining endpoints and
+/// those that do not expose the target port are never candidates.
 ///
 /// Returns `None` when no endpoint could be reached.
 pub(crate) async fn connect(
@@ -144,22 +170,7 @@ pub(crate) async fn connect(
     config: &MeshConfig,
     clock: Clock,
 ) -> Option<(Arc<EndpointEntry>, TcpStream)> {
-    let candidates = &port.candidates;
-    if candidates.is_empty() {
-        return None;
-    }
-    let start = service.next.fetch_add(1, Ordering::Relaxed) % candidates.len();
-    let now = clock.now();
-    // Ejection as it was before this connect's own failures eject anything.
-    let ejected = Ejected::snapshot(candidates, now);
-    let n = candidates.len();
-    let rotated = (0..n).map(|i| (start + i) % n);
-    let healthy = rotated.clone().filter(|&i| !ejected.get(i));
-    let order = healthy
-        .chain(rotated.filter(|&i| ejected.get(i)))
-        .map(|i| &candidates[i]);
-
-    for &(ref entry, addr) in order {
+    for &(ref entry, addr) in order(service, port, clock.now()) {
         let m = &entry.metrics;
         let t0 = Instant::now();
         let err = match tokio::time::timeout(config.connect_timeout, connect_to(addr, config)).await

@@ -9,7 +9,8 @@
 //!
 //! # Layout
 //!
-//! - `table`: [`RoutingTable`] and its per-service entries, rebuilt per changed service.
+//! - `table`: [`RoutingTable`] and its per-service slots: an endpoint change swaps one
+//!   service's entry in place; only a change of the port map builds a new table.
 //! - `listener`: binding published ports (socket2) and the accept loops.
 //! - `balancer`: round-robin selection, connect with timeout, passive ejection.
 //! - `forward`: bidirectional forwarding with half-close propagation and byte
@@ -138,6 +139,8 @@ struct Inner {
 
 struct Control {
     listeners: HashMap<u16, Listener>,
+    /// A routed port failed to bind: every update retries it.
+    unbound: bool,
     /// Set by shutdown: no listener is opened afterwards.
     shut_down: bool,
 }
@@ -182,6 +185,7 @@ impl Mesh {
                 metrics,
                 control: Mutex::new(Control {
                     listeners: HashMap::new(),
+                    unbound: false,
                     shut_down: false,
                 }),
                 stop_accepting: CancellationToken::new(),
@@ -208,6 +212,20 @@ impl Mesh {
     /// The current routing table.
     pub fn table(&self) -> Arc<RoutingTable> {
         self.inner.shared.table.load_full()
+    }
+
+    /// Where the next connection to the published port goes first: the pick
+    /// a new connection makes (a routing lookup, then round-robin over the
+    /// endpoints not draining, ejected ones last; it advances the service's
+    /// counter), without connecting. None if nothing routes the port.
+    pub fn pick(&self, published: u16) -> Option<SocketAddr> {
+        let shared = &self.inner.shared;
+        let service = shared.table.load().service_for_port(published)?;
+        let port = service.port(published)?;
+        let first = balancer::order(&service, port, shared.clock.now())
+            .next()
+            .map(|&(_, addr)| addr);
+        first
     }
 
     /// The published ports that currently have a listener.
@@ -263,7 +281,10 @@ impl Inner {
         self.control.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Builds and publishes the next table, then reconciles listeners.
+    /// Applies a snapshot (every service, the others removed) or a delta:
+    /// endpoint changes of known services go into their slots in place; only
+    /// what changes the port map builds and publishes a new table, after which
+    /// listeners are reconciled.
     fn apply(
         &self,
         is_delta: bool,
@@ -272,14 +293,31 @@ impl Inner {
     ) -> Vec<MeshError> {
         let mut control = self.control();
         let old = self.shared.table.load_full();
-        let mut next = old.next(is_delta);
+        let removed = if is_delta {
+            removed.to_vec()
+        } else {
+            old.ids_not_in(&upserts)
+        };
+        // A service removed and upserted in one delta is replaced, not updated.
+        let skip: std::collections::HashSet<&str> = removed.iter().map(String::as_str).collect();
+        let upserts = old.update_in_place(upserts, &skip, &self.metrics);
+        old.advance_revision();
+        if removed.is_empty() && upserts.is_empty() {
+            // The port map is unchanged; only ports that failed to bind
+            // before are tried again.
+            if control.unbound && !control.shut_down {
+                return self.reconcile_listeners(&mut control, &old);
+            }
+            return Vec::new();
+        }
+        let mut next = old.next();
         let mut errors = Vec::new();
-        for id in removed {
+        for id in &removed {
             next.remove(id);
         }
         for route in upserts {
             let prev = old.service(&route.service_id);
-            let entry = ServiceEntry::build(route, prev, &self.metrics);
+            let entry = ServiceEntry::build(route, prev.as_ref(), &self.metrics);
             errors.extend(next.insert(entry));
         }
         let next = Arc::new(next);
@@ -332,6 +370,7 @@ impl Inner {
                 }
             }
         }
+        control.unbound = !errors.is_empty();
         errors
     }
 }

@@ -89,7 +89,7 @@ pub(crate) fn tune<'s>(socket: impl Into<SockRef<'s>>, keepalive: Duration) {
 }
 
 async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, port: u16) {
-    let Some(service) = shared.table.load().service_for_port(port).cloned() else {
+    let Some(service) = shared.table.load().service_for_port(port) else {
         debug!(port, %peer, "no service on port; closing");
         return;
     };

@@ -1,30 +1,43 @@
-//! The immutable routing table and its per-service entries.
+//! The routing table and its per-service entries.
 //!
-//! A table is never mutated once published. An update clones the two maps
-//! shallowly (they hold `Arc`s) and rebuilds only the entries of the services
-//! that changed; unchanged entries are shared with the previous table, and the
-//! state that must survive an update (round-robin counter, ejection state,
-//! metric handles) is carried over from the previous entry.
+//! The table maps published ports and service ids to per-service *slots*; a
+//! slot holds the service's current [`ServiceEntry`] behind an `ArcSwap`. The
+//! common update, endpoints of a known service changing (a task starting,
+//! draining or leaving), builds that one service's entry and swaps it into
+//! its slot: its cost depends on the service, not on the size of the table.
+//! Only a change of the port map (a service added or removed, its published
+//! ports changed, a snapshot) builds a new table, which copies the two maps
+//! shallowly (they hold `Arc`s) and shares every unchanged slot. Entries are
+//! immutable; the state that must survive an update (round-robin counter,
+//! ejection state, metric handles) is carried over from the previous entry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use tracing::warn;
 
 use crate::balancer::Health;
 use crate::metrics::{MeshMetrics, PortMetrics, TaskMetrics};
 use crate::{Endpoint, MeshError, PortRoute, ServiceRoute};
 
-/// What the mesh routes, as one immutable snapshot: published port → service,
-/// service id → service.
+/// What the mesh routes: published port → service, service id → service.
+/// The maps are immutable once published; each service's entry is read
+/// through its slot, so it is always the service's current one.
 #[derive(Default)]
 pub struct RoutingTable {
-    /// Incremented by every applied snapshot or delta.
-    revision: u64,
-    services: HashMap<Arc<str>, Arc<ServiceEntry>>,
-    ports: HashMap<u16, Arc<ServiceEntry>>,
+    /// Counts applied snapshots and deltas; shared by every table of one mesh.
+    revision: Arc<AtomicU64>,
+    services: HashMap<Arc<str>, Arc<ServiceSlot>>,
+    ports: HashMap<u16, Arc<ServiceSlot>>,
+}
+
+/// A service's place in the table; the entry is replaced in place when only
+/// its endpoints change.
+pub(crate) struct ServiceSlot {
+    entry: ArcSwap<ServiceEntry>,
 }
 
 /// One service as the data plane sees it.
@@ -59,24 +72,24 @@ pub(crate) struct EndpointEntry {
 // === impl RoutingTable ===
 
 impl RoutingTable {
-    /// The table's revision: 0 for the empty initial table, +1 per update.
+    /// How many snapshots and deltas the mesh has applied (0: none yet).
     pub fn revision(&self) -> u64 {
-        self.revision
+        self.revision.load(Ordering::Relaxed)
     }
 
-    /// The service that owns a published port.
-    pub fn service_for_port(&self, port: u16) -> Option<&Arc<ServiceEntry>> {
-        self.ports.get(&port)
+    /// The service that owns a published port, as it is now.
+    pub fn service_for_port(&self, port: u16) -> Option<Arc<ServiceEntry>> {
+        self.ports.get(&port).map(|slot| slot.entry.load_full())
     }
 
-    /// A service by id.
-    pub fn service(&self, id: &str) -> Option<&Arc<ServiceEntry>> {
-        self.services.get(id)
+    /// A service by id, as it is now.
+    pub fn service(&self, id: &str) -> Option<Arc<ServiceEntry>> {
+        self.services.get(id).map(|slot| slot.entry.load_full())
     }
 
     /// All services, in no particular order.
-    pub fn services(&self) -> impl Iterator<Item = &Arc<ServiceEntry>> + '_ {
-        self.services.values()
+    pub fn services(&self) -> impl Iterator<Item = Arc<ServiceEntry>> + '_ {
+        self.services.values().map(|slot| slot.entry.load_full())
     }
 
     /// All published ports, in no particular order.
@@ -84,26 +97,66 @@ impl RoutingTable {
         self.ports.keys().copied()
     }
 
-    /// An empty table (snapshot) or a shallow copy of `self` (delta) at the next revision.
-    pub(crate) fn next(&self, keep_services: bool) -> Self {
-        if keep_services {
-            Self {
-                revision: self.revision + 1,
-                services: self.services.clone(),
-                ports: self.ports.clone(),
+    /// Counts one applied update.
+    pub(crate) fn advance_revision(&self) {
+        self.revision.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Replaces the entries of services already in this table, in place,
+    /// except those in `skip`. Returns the routes it could not apply so
+    /// (unknown or skipped services, or published ports that differ: those
+    /// need a new table).
+    pub(crate) fn update_in_place(
+        &self,
+        routes: Vec<ServiceRoute>,
+        skip: &HashSet<&str>,
+        metrics: &Arc<MeshMetrics>,
+    ) -> Vec<ServiceRoute> {
+        let mut rest = Vec::new();
+        for route in routes {
+            let slot = self
+                .services
+                .get(&route.service_id)
+                .filter(|_| !skip.contains(&*route.service_id));
+            let Some(slot) = slot else {
+                rest.push(route);
+                continue;
+            };
+            let prev = slot.entry.load_full();
+            if !prev.ports().eq(route.ports.iter()) {
+                rest.push(route);
+                continue;
             }
-        } else {
-            Self {
-                revision: self.revision + 1,
-                ..Self::default()
-            }
+            slot.entry
+                .store(ServiceEntry::build(route, Some(&prev), metrics));
         }
+        rest
+    }
+
+    /// A shallow copy of `self` (sharing its slots and revision counter) to
+    /// build the next table in.
+    pub(crate) fn next(&self) -> Self {
+        Self {
+            revision: self.revision.clone(),
+            services: self.services.clone(),
+            ports: self.ports.clone(),
+        }
+    }
+
+    /// Ids of the services in this table that `routes` does not name.
+    pub(crate) fn ids_not_in(&self, routes: &[ServiceRoute]) -> Vec<String> {
+        let named: HashSet<&str> = routes.iter().map(|r| &*r.service_id).collect();
+        self.services
+            .keys()
+            .filter(|id| !named.contains(&***id))
+            .map(|id| id.to_string())
+            .collect()
     }
 
     /// Removes a service and the ports it owns.
     pub(crate) fn remove(&mut self, id: &str) {
         if let Some(old) = self.services.remove(id) {
-            for p in &old.ports {
+            for p in &old.entry.load().ports {
                 let port = p.route.published;
                 if self.ports.get(&port).is_some_and(|o| Arc::ptr_eq(o, &old)) {
                     self.ports.remove(&port);
@@ -112,14 +165,19 @@ impl RoutingTable {
         }
     }
 
-    /// Inserts (or replaces) a service. A published port claimed by another
-    /// service moves to this one (last writer wins) and is reported.
+    /// Inserts (or replaces) a service in a slot of its own. A published port
+    /// claimed by another service moves to this one (last writer wins) and is
+    /// reported.
     pub(crate) fn insert(&mut self, entry: Arc<ServiceEntry>) -> Vec<MeshError> {
         let mut errors = Vec::new();
         self.remove(&entry.id);
+        let slot = Arc::new(ServiceSlot {
+            entry: ArcSwap::new(entry.clone()),
+        });
         for p in &entry.ports {
             let port = p.route.published;
-            if let Some(prev) = self.ports.insert(port, entry.clone()) {
+            if let Some(prev) = self.ports.insert(port, slot.clone()) {
+                let prev = prev.entry.load();
                 if prev.id != entry.id {
                     let err = MeshError::PortConflict {
                         port,
@@ -128,10 +186,11 @@ impl RoutingTable {
                     };
                     warn!(%err, "published port claimed twice");
                     errors.push(err);
+                    // The previous owner keeps its other ports.
                 }
             }
         }
-        self.services.insert(entry.id.clone(), entry);
+        self.services.insert(entry.id.clone(), slot);
         errors
     }
 }
@@ -139,8 +198,8 @@ impl RoutingTable {
 impl std::fmt::Debug for RoutingTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoutingTable")
-            .field("revision", &self.revision)
-            .field("services", &self.services.values().collect::<Vec<_>>())
+            .field("revision", &self.revision())
+            .field("services", &self.services().collect::<Vec<_>>())
             .finish()
     }
 }

@@ -499,29 +499,41 @@ async fn unchanged_services_are_shared_and_counter_carries_over() {
         route("s1", p1, vec![a.clone(), b.clone()]),
         route("s2", p2, vec![a.clone()]),
     ]);
-    let before = mesh.table();
+    let table = mesh.table();
+    let s1 = table.service("s1").unwrap();
+    let revision = table.revision();
     assert_eq!(fetch(p1).await.unwrap(), "a");
 
-    // Upsert s2 only: s1's entry is the same allocation.
+    // Upsert s2 with other endpoints, same ports: its entry changes in its
+    // slot, the port map (the table) is the same allocation, and s1's entry
+    // is untouched.
     mesh.apply_delta(vec![route("s2", p2, vec![b.clone()])], &[]);
-    let after = mesh.table();
-    assert_eq!(after.revision(), before.revision() + 1);
-    assert!(Arc::ptr_eq(
-        before.service("s1").unwrap(),
-        after.service("s1").unwrap()
-    ));
+    assert_eq!(mesh.table().revision(), revision + 1);
+    assert!(Arc::ptr_eq(&table, &mesh.table()), "no new table");
+    assert!(Arc::ptr_eq(&s1, &mesh.table().service("s1").unwrap()));
+    let s2: Vec<String> = table
+        .service("s2")
+        .unwrap()
+        .endpoints()
+        .map(|e| e.task_id.to_string())
+        .collect();
+    assert_eq!(s2, ["t2"], "the published table sees the new entry");
 
     // Changing s1 keeps its round-robin position: next is b.
     let a_renamed = Endpoint {
         node: "node-2".into(),
         ..a
     };
-    mesh.apply_delta(vec![route("s1", p1, vec![a_renamed, b])], &[]);
-    assert!(!Arc::ptr_eq(
-        before.service("s1").unwrap(),
-        mesh.table().service("s1").unwrap()
-    ));
+    mesh.apply_delta(vec![route("s1", p1, vec![a_renamed, b.clone()])], &[]);
+    assert!(!Arc::ptr_eq(&s1, &mesh.table().service("s1").unwrap()));
     assert_eq!(fetch(p1).await.unwrap(), "b");
+
+    // A new published port needs a new table (and a listener).
+    let p3 = free_port();
+    mesh.apply_delta(vec![route("s2", p3, vec![b])], &[]);
+    assert!(!Arc::ptr_eq(&table, &mesh.table()));
+    assert_eq!(fetch(p3).await.unwrap(), "b");
+    assert!(mesh.table().service_for_port(p2).is_none());
 }
 
 #[tokio::test]
@@ -832,4 +844,23 @@ async fn more_than_64_endpoints_rotate_and_skip_dead_ones() {
     // machine is slow, so the count is not exact).
     let errors = metric(&registry, "shoal_mesh_task_connect_errors_total", &[]);
     assert!(errors >= 7.0, "{errors}");
+}
+
+#[tokio::test]
+async fn pick_rotates_over_endpoints_not_draining_without_connecting() {
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    let addr = |n: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, 20_000 + n));
+    mesh.apply_snapshot(vec![route(
+        "web",
+        port,
+        vec![
+            endpoint("t1", addr(1), false),
+            endpoint("t2", addr(2), true),
+            endpoint("t3", addr(3), false),
+        ],
+    )]);
+    let picks: Vec<SocketAddr> = (0..4).filter_map(|_| mesh.pick(port)).collect();
+    assert_eq!(picks, [addr(1), addr(3), addr(1), addr(3)]);
+    assert_eq!(mesh.pick(free_port()), None);
 }
