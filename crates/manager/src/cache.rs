@@ -10,7 +10,7 @@
 use std::sync::{Arc, Mutex};
 
 use shoal_api::pb::{Cluster, Node, Service, Task};
-use shoal_store::{EventKind, KeyValue, Store, WatchEvent};
+use shoal_store::{EventKind, KeyValue, Store, StoreError, Txn, WatchEvent};
 
 use crate::state::{self, ClusterView, Versioned};
 
@@ -79,6 +79,34 @@ impl ViewCache {
         };
         cached.revision = Some(revision);
         (revision, cached.view.clone())
+    }
+}
+
+/// How often [`ViewCache::write_from_view`] builds its transaction again.
+const WRITE_ATTEMPTS: usize = 5;
+
+impl ViewCache {
+    /// Builds a transaction from the current view and writes it; when one of
+    /// its version compares fails (another write changed an object it read),
+    /// builds it again from the fresh view, [`WRITE_ATTEMPTS`] times at most.
+    /// An empty transaction writes nothing. The view is not held during the
+    /// write. Returns the committed revision, or None if nothing was written.
+    pub async fn write_from_view(
+        &self,
+        mut build: impl FnMut(&ClusterView) -> Txn,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut last = Ok(None);
+        for _ in 0..WRITE_ATTEMPTS {
+            let txn = build(&self.current());
+            if txn.ops.is_empty() {
+                return Ok(None);
+            }
+            match self.inner.store.write(txn).await {
+                Err(e @ StoreError::ConditionFailed { .. }) => last = Err(e),
+                other => return other.map(Some),
+            }
+        }
+        last
     }
 }
 

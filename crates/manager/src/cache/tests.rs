@@ -105,3 +105,44 @@ async fn reloads_when_the_history_no_longer_reaches_back() {
     assert_matches_store(&cache, &store);
     store.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_from_the_view_again_after_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = leading_store(dir.path(), 1000).await;
+    let cache = ViewCache::new(store.clone());
+    let key = state::task_key("t1");
+
+    // Nothing to write: no write.
+    assert_eq!(cache.write_from_view(|_| Txn::new()).await.unwrap(), None);
+
+    // The first attempt loses a race (a stale compare); the next one, built
+    // again from the view, commits.
+    let mut attempts = 0;
+    let rev = cache
+        .write_from_view(|view| {
+            attempts += 1;
+            let version = if attempts == 1 { 7 } else { 0 };
+            assert!(view.tasks.is_empty());
+            Txn::new()
+                .when_version(key.clone(), version)
+                .put(key.clone(), codec::encode(&task("t1", "s", 1)))
+        })
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2);
+    assert_eq!(store.get(&key).unwrap().mod_revision, rev.unwrap());
+
+    // A conflict that never ends is reported after a bounded number of tries.
+    let mut attempts = 0;
+    let err = cache
+        .write_from_view(|_| {
+            attempts += 1;
+            Txn::new().when_absent(key.clone()).put(key.clone(), "x")
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
+    assert_eq!(attempts, WRITE_ATTEMPTS);
+    store.shutdown().await.unwrap();
+}

@@ -182,7 +182,6 @@ impl DispatcherApi {
                 reason: "started twice".into(),
             })?;
         status::run_writer(
-            self.inner.store.clone(),
             self.inner.cache.clone(),
             reports,
             self.inner.shutdown.clone(),
@@ -282,16 +281,15 @@ impl DispatcherApi {
     }
 
     async fn confirm_withdrawals(&self) -> Result<(), StoreError> {
-        let txn = self.withdrawals();
-        if !txn.ops.is_empty() {
-            self.inner.store.write(txn).await?;
-        }
-        Ok(())
+        self.inner
+            .cache
+            .write_from_view(|view| self.withdrawals(view))
+            .await
+            .map(|_| ())
     }
 
-    /// The writes that mark or confirm withdrawals in the current view.
-    fn withdrawals(&self) -> Txn {
-        let view = self.inner.cache.current();
+    /// The writes that mark or confirm withdrawals in `view`.
+    fn withdrawals(&self, view: &ClusterView) -> Txn {
         let applied = self.inner.feed_applied.lock().expect("feed lock").clone();
         // The slowest Ready node decides; a node that never reported holds back.
         let slowest = view
@@ -346,64 +344,45 @@ impl DispatcherApi {
     /// Marks `nodes` Down in one write (50 agents that vanish at once are
     /// one Raft write, not 50), retrying on conflict from a fresh view.
     async fn mark_down(&self, nodes: &[String]) -> Result<(), StoreError> {
-        let mut last = Ok(());
-        for _ in 0..5 {
-            let mut txn = Txn::default();
-            let view = self.inner.cache.current();
-            for id in nodes {
-                let Some(mut node) = view.nodes.get(id).cloned() else {
-                    continue;
-                };
-                let s = node.status.get_or_insert_with(Default::default);
-                if s.state() == NodeState::Down {
-                    continue;
+        self.inner
+            .cache
+            .write_from_view(|view| {
+                let mut txn = Txn::default();
+                for id in nodes {
+                    let Some(mut node) = view.nodes.get(id).cloned() else {
+                        continue;
+                    };
+                    let s = node.status.get_or_insert_with(Default::default);
+                    if s.state() == NodeState::Down {
+                        continue;
+                    }
+                    s.state = NodeState::Down as i32;
+                    s.message = "heartbeat failure".into();
+                    state::guarded_put(&mut txn, state::node_key(id), &mut node);
                 }
-                s.state = NodeState::Down as i32;
-                s.message = "heartbeat failure".into();
-                state::guarded_put(&mut txn, state::node_key(id), &mut node);
-            }
-            drop(view);
-            if txn.ops.is_empty() {
-                return Ok(());
-            }
-            match self.inner.store.write(txn).await {
-                Err(e @ StoreError::ConditionFailed { .. }) => last = Err(e),
-                other => return other.map(|_| ()),
-            }
-        }
-        last
+                txn
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Read-modify-write of a node with retries on conflict.
     async fn update_node(&self, id: &str, f: impl Fn(&mut Node)) -> Result<(), StoreError> {
-        for _ in 0..5 {
-            let Some(mut node) = state::get::<Node>(&self.inner.store, &state::node_key(id)) else {
-                return Ok(());
-            };
-            let before = node.clone();
-            f(&mut node);
-            if node == before {
-                return Ok(());
-            }
-            let version = node.meta.as_ref().map(|m| m.version).unwrap_or(0);
-            state::touch_meta(&mut node.meta);
-            let key = state::node_key(id);
-            let txn = Txn {
-                compares: vec![Compare::Version {
-                    key: key.clone(),
-                    version,
-                }],
-                ops: vec![Op::Put {
-                    key,
-                    value: codec::encode(&node),
-                }],
-            };
-            match self.inner.store.write(txn).await {
-                Err(StoreError::ConditionFailed { .. }) => continue,
-                other => return other.map(|_| ()),
-            }
-        }
-        Ok(())
+        self.inner
+            .cache
+            .write_from_view(|view| {
+                let mut txn = Txn::default();
+                if let Some(mut node) = view.nodes.get(id).cloned() {
+                    let before = node.clone();
+                    f(&mut node);
+                    if node != before {
+                        state::guarded_put(&mut txn, state::node_key(id), &mut node);
+                    }
+                }
+                txn
+            })
+            .await
+            .map(|_| ())
     }
 
     /// Creates or refreshes the node record of a connecting agent.

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use shoal_api::pb::{Task, TaskStatusUpdate};
-use shoal_store::{Store, StoreError, Txn};
+use shoal_store::{StoreError, Txn};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -20,10 +20,6 @@ use crate::ManagerError;
 
 /// At most this many updates go into one write.
 const MAX_BATCH_UPDATES: usize = 1000;
-
-/// Attempts of one batch whose compares keep failing (a reconciler write
-/// changed one of its tasks meanwhile), each from a fresh view.
-const ATTEMPTS: usize = 5;
 
 /// One `UpdateTaskStatus` call waiting for its updates to commit.
 pub(crate) struct StatusReport {
@@ -102,7 +98,6 @@ pub(crate) fn merge<'a>(
 
 /// Writes batches of reports until `shutdown`.
 pub(crate) async fn run_writer(
-    store: Store,
     cache: ViewCache,
     mut reports: mpsc::Receiver<StatusReport>,
     shutdown: CancellationToken,
@@ -126,7 +121,7 @@ pub(crate) async fn run_writer(
                 Err(_) => break,
             }
         }
-        let outcome = write_batch(&store, &cache, &batch)
+        let outcome = write_batch(&cache, &batch)
             .await
             .map_err(|e| format!("store: {e}"));
         for report in batch {
@@ -135,30 +130,20 @@ pub(crate) async fn run_writer(
     }
 }
 
-async fn write_batch(
-    store: &Store,
-    cache: &ViewCache,
-    batch: &[StatusReport],
-) -> Result<(), StoreError> {
-    let mut last = Ok(());
-    for _ in 0..ATTEMPTS {
-        let reports = batch
-            .iter()
-            .flat_map(|r| r.updates.iter().map(|u| (r.node_id.as_str(), u)));
-        let changed = merge(&cache.current(), reports);
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let mut txn = Txn::default();
-        for (id, mut task) in changed {
-            state::guarded_put(&mut txn, state::task_key(&id), &mut task);
-        }
-        match store.write(txn).await {
-            Err(e @ StoreError::ConditionFailed { .. }) => last = Err(e),
-            other => return other.map(|_| ()),
-        }
-    }
-    last
+async fn write_batch(cache: &ViewCache, batch: &[StatusReport]) -> Result<(), StoreError> {
+    cache
+        .write_from_view(|view| {
+            let reports = batch
+                .iter()
+                .flat_map(|r| r.updates.iter().map(|u| (r.node_id.as_str(), u)));
+            let mut txn = Txn::default();
+            for (id, mut task) in merge(view, reports) {
+                state::guarded_put(&mut txn, state::task_key(&id), &mut task);
+            }
+            txn
+        })
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]
