@@ -156,14 +156,18 @@ fn followed_logs_go_on_from_the_live_nodes_after_one_dies() {
     forward(child.stderr.take().unwrap(), "stderr", tx);
     let mut follow = KillOnDrop(child);
 
+    // `ticker.<slot>.<task id>` of a line.
+    let task_of = |line: &str| line.split('@').next().unwrap_or_default().to_string();
     // New lines from every node arrive while all are up.
     let mut seen = std::collections::BTreeSet::new();
+    let mut tasks_before = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen.len() < 3 {
         let left = deadline.saturating_duration_since(Instant::now());
         let (_, line) = rx
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("followed lines from 3 nodes; saw {seen:?}"));
+        tasks_before.insert(task_of(&line));
         for n in ["node-1", "node-2", "node-3"] {
             if line.contains(&format!("@{n} ")) {
                 seen.insert(n);
@@ -202,6 +206,19 @@ fn followed_logs_go_on_from_the_live_nodes_after_one_dies() {
         follow.0.try_wait().expect("poll the follower").is_none(),
         "service logs -f keeps running"
     );
+    // Once node-3 is Down its task is replaced on a live node, and the
+    // followed stream picks the new task up, as Docker's does.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (stream, line) = rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("no line from a replacement task (before: {tasks_before:?})")
+        });
+        if stream == "stdout" && !tasks_before.contains(&task_of(&line)) {
+            assert!(!line.contains("@node-3 "), "{line}");
+            break;
+        }
+    }
 }
 
 #[test]

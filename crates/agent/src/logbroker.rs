@@ -1,7 +1,7 @@
 //! The log broker client: listens for log subscriptions from the manager and
 //! publishes the matching lines of this node's tasks back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,8 @@ use crate::AgentConfig;
 const BATCH: usize = 100;
 /// How often a followed log file is checked for growth.
 const FOLLOW_POLL: Duration = Duration::from_millis(150);
+/// How often a followed subscription looks for new tasks of its services.
+const NEW_TASKS_POLL: Duration = Duration::from_secs(1);
 /// How long to wait for the broker to acknowledge a finished publication.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,8 +131,9 @@ pub(crate) async fn publish(
     }
 }
 
-/// Sends the lines (and, following, new ones until cancelled). Err when the
-/// broker went away.
+/// Sends the lines (and, following, new ones until cancelled, including the
+/// lines of tasks of the subscription's services that start on this node
+/// meanwhile). Err when the broker went away.
 async fn publish_lines(
     tx: &mpsc::Sender<PublishLogsMessage>,
     store: &LogStore,
@@ -138,33 +141,45 @@ async fn publish_lines(
     sub: &LogSubscription,
     cancel: &CancellationToken,
 ) -> Result<(), ()> {
-    let local: Vec<&String> = sub
-        .task_ids
-        .iter()
-        .filter(|id| store.has_task(id))
-        .collect();
     let query = LogQuery {
         tail: sub.tail,
         since_ms: sub.since_ms,
     };
     let mut followed = Vec::new();
-    for id in local {
-        let mut meta = store.read_meta(id).await;
-        if meta.node_id.is_empty() {
-            meta.node_id = node_id.to_string();
-        }
-        let (lines, offset) = store.read(id, query).await.unwrap_or_default();
-        send_lines(tx, &sub.id, &meta, lines).await?;
-        followed.push((meta, offset));
+    for id in sub.task_ids.iter().filter(|id| store.has_task(id)) {
+        followed.push(start(tx, store, node_id, &sub.id, id, query).await?);
     }
-    if !sub.follow || followed.is_empty() {
+    let watch_services = sub.follow && !sub.service_ids.is_empty();
+    if !sub.follow || (followed.is_empty() && !watch_services) {
         return Ok(());
     }
+    // Every task already decided on: followed, or of another service. The
+    // first look (at once) catches tasks that started between the manager
+    // listing the service's tasks and this node receiving the subscription.
+    let mut known: HashSet<String> = followed.iter().map(|(m, _)| m.task_id.clone()).collect();
+    let mut look_for_new = tokio::time::interval(NEW_TASKS_POLL);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = tx.closed() => return Err(()),
             _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = look_for_new.tick(), if watch_services => {
+                for id in store.task_ids().await {
+                    if known.contains(&id) {
+                        continue;
+                    }
+                    let meta = store.read_meta(&id).await;
+                    if meta.service_id.is_empty() {
+                        continue; // its metadata is not written yet: next time
+                    }
+                    known.insert(id.clone());
+                    if sub.service_ids.contains(&meta.service_id) {
+                        // A task that started after the subscription: all of it.
+                        let all = LogQuery { tail: -1, since_ms: sub.since_ms };
+                        followed.push(start(tx, store, node_id, &sub.id, &id, all).await?);
+                    }
+                }
+            }
         }
         for (meta, offset) in followed.iter_mut() {
             if let Ok((lines, next)) = store.read_from(&meta.task_id, *offset).await {
@@ -173,6 +188,24 @@ async fn publish_lines(
             }
         }
     }
+}
+
+/// Sends a task's lines matching `query`; returns what following it needs.
+async fn start(
+    tx: &mpsc::Sender<PublishLogsMessage>,
+    store: &LogStore,
+    node_id: &str,
+    sub_id: &str,
+    task_id: &str,
+    query: LogQuery,
+) -> Result<(TaskLogMeta, u64), ()> {
+    let mut meta = store.read_meta(task_id).await;
+    if meta.node_id.is_empty() {
+        meta.node_id = node_id.to_string();
+    }
+    let (lines, offset) = store.read(task_id, query).await.unwrap_or_default();
+    send_lines(tx, sub_id, &meta, lines).await?;
+    Ok((meta, offset))
 }
 
 async fn send_lines(

@@ -160,6 +160,20 @@ impl LogStore {
         valid_id(task_id) && self.task_dir(task_id).is_dir()
     }
 
+    /// Every task with logs on this node.
+    pub async fn task_ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        let Ok(mut dir) = tokio::fs::read_dir(&self.root).await else {
+            return ids;
+        };
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            if let Some(id) = entry.file_name().to_str().filter(|id| valid_id(id)) {
+                ids.push(id.to_string());
+            }
+        }
+        ids
+    }
+
     pub async fn write_meta(&self, meta: &TaskLogMeta) -> io::Result<()> {
         let dir = self.task_dir(&meta.task_id);
         tokio::fs::create_dir_all(&dir).await?;

@@ -296,6 +296,7 @@ async fn agent_runs_assignments_reports_and_serves_logs() {
             tail: -1,
             since_ms: 0,
             close: false,
+            service_ids: vec![],
         })
         .unwrap();
     fake.subscriptions
@@ -306,6 +307,7 @@ async fn agent_runs_assignments_reports_and_serves_logs() {
             tail: -1,
             since_ms: 0,
             close: false,
+            service_ids: vec![],
         })
         .unwrap();
     let closed = |id: &str| {
@@ -346,6 +348,7 @@ async fn agent_runs_assignments_reports_and_serves_logs() {
             tail: 1,
             since_ms: 0,
             close: false,
+            service_ids: vec![],
         })
         .unwrap();
     let followed = |id: &str| -> Vec<String> {
@@ -383,6 +386,49 @@ async fn agent_runs_assignments_reports_and_serves_logs() {
         })
         .unwrap();
     eventually("sub3 closed", || closed("sub3").then_some(())).await;
+
+    // Following a service: a task of it that starts later is streamed too.
+    fake.subscriptions
+        .send(LogSubscription {
+            id: "sub4".into(),
+            follow: true,
+            tail: 0,
+            service_ids: vec!["svc1".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    fake.assignments.send_modify(|tasks| {
+        tasks.push(process_task(
+            "taskC",
+            "echo from-a-new-task; exec sleep 30",
+            TaskState::Running,
+            TaskState::Assigned,
+        ))
+    });
+    eventually("the new task's line on the followed stream", || {
+        followed("sub4")
+            .contains(&"from-a-new-task".to_string())
+            .then_some(())
+    })
+    .await;
+    let task_c: Vec<String> = fake
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.subscription_id == "sub4")
+        .flat_map(|m| m.messages.iter().map(|l| l.task_id.clone()))
+        .filter(|t| t == "taskC")
+        .collect();
+    assert_eq!(task_c.len(), 1, "its line once: {task_c:?}");
+    fake.subscriptions
+        .send(LogSubscription {
+            id: "sub4".into(),
+            close: true,
+            ..Default::default()
+        })
+        .unwrap();
+    eventually("sub4 closed", || closed("sub4").then_some(())).await;
 
     // Desired SHUTDOWN stops taskA; taskB keeps running.
     fake.assignments.send_modify(|tasks| {

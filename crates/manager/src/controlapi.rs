@@ -720,10 +720,13 @@ impl Control for ControlApi {
         let view = self.view();
         let service = self.find_service(&view, &req.service)?;
         let tasks: Vec<Task> = view.tasks_of(&service.id).cloned().collect();
-        let stream =
-            self.dispatcher
-                .log_broker()
-                .subscribe(&tasks, req.follow, req.tail, req.since_ms);
+        let stream = self.dispatcher.log_broker().subscribe(
+            &tasks,
+            vec![service.id.clone()],
+            req.follow,
+            req.tail,
+            req.since_ms,
+        );
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -221,10 +221,12 @@ impl LogBroker {
         }
     }
 
-    /// Starts a subscription for `tasks` and returns the merged stream.
+    /// Starts a subscription for `tasks` (and, following, tasks of
+    /// `service_ids` that start later) and returns the merged stream.
     pub fn subscribe(
         &self,
         tasks: &[Task],
+        service_ids: Vec<String>,
         follow: bool,
         tail: i64,
         since_ms: i64,
@@ -242,6 +244,7 @@ impl LogBroker {
             tail,
             since_ms,
             close: false,
+            service_ids,
         };
         let mut answers = Answers::new(tasks.iter().map(|t| t.node_id.clone()), |n| {
             self.is_listening(n)

@@ -76,7 +76,7 @@ async fn a_stream_with_a_node_down_ends_with_the_lines_and_a_report() {
     let mut n1 = Box::pin(broker.listen("n1".into()));
     let mut n2 = Box::pin(broker.listen("n2".into()));
     let tasks = [task("t1", "n1"), task("t2", "n2"), task("t3", "n3")];
-    let mut stream = Box::pin(broker.subscribe(&tasks, false, -1, 0));
+    let mut stream = Box::pin(broker.subscribe(&tasks, vec![], false, -1, 0));
     let sub = n1.next().await.unwrap().unwrap();
     assert_eq!(n2.next().await.unwrap().unwrap().id, sub.id);
     answer(&broker, &sub.id, "n1", vec![line("n1", "a")]).await;
@@ -105,7 +105,7 @@ async fn a_node_lost_while_following_is_reported_and_the_others_go_on() {
     let mut n1 = Box::pin(broker.listen("n1".into()));
     let mut n2 = Box::pin(broker.listen("n2".into()));
     let tasks = [task("t1", "n1"), task("t2", "n2")];
-    let mut stream = Box::pin(broker.subscribe(&tasks, true, -1, 0));
+    let mut stream = Box::pin(broker.subscribe(&tasks, vec![], true, -1, 0));
     let sub = n1.next().await.unwrap().unwrap();
     n2.next().await.unwrap().unwrap();
     assert!(broker.is_listening("n2"));
@@ -143,7 +143,7 @@ async fn a_node_marked_down_counts_as_unreachable_until_its_next_session() {
         !broker.is_listening("n1"),
         "a hung node's stream stays open"
     );
-    let mut stream = Box::pin(broker.subscribe(&[task("t1", "n1")], false, -1, 0));
+    let mut stream = Box::pin(broker.subscribe(&[task("t1", "n1")], vec![], false, -1, 0));
     let report = tokio::time::timeout(WITHIN, stream.next())
         .await
         .unwrap()
