@@ -17,7 +17,9 @@ const TARGET_PORT: u16 = 80;
 pub fn run(listen: SocketAddr, backends: Vec<SocketAddr>) -> anyhow::Result<()> {
     crate::idle::raise_nofile(crate::idle::NOFILE)?;
     // (The limit may stay below NOFILE; W4 sizes itself to what fits.)
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The data path runs on the mesh's own worker threads (one per core); this
+    // runtime only applies the routing table and waits for a signal.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("build the tokio runtime")?;

@@ -5,13 +5,17 @@
 //! [`RoutingTable`] through `ArcSwap`, keeps one listener per published port, and
 //! forwards each accepted TCP connection to the service's task endpoints in
 //! round-robin order, skipping draining endpoints and ejecting ones that fail to
-//! connect. Must be used inside a tokio runtime: it spawns listener and connection tasks.
+//! connect. The data path runs on the mesh's own worker threads (one per core, see
+//! `workers`); the [`Mesh`] handle may be used from any thread or runtime.
 //!
 //! # Layout
 //!
 //! - `table`: [`RoutingTable`] and its per-service slots: an endpoint change swaps one
 //!   service's entry in place; only a change of the port map builds a new table.
-//! - `listener`: binding published ports (socket2) and the accept loops.
+//! - `workers`: the data-path threads, one single-threaded runtime per core; a
+//!   connection stays on the worker that accepted it.
+//! - `listener`: binding published ports (socket2; one SO_REUSEPORT socket per
+//!   worker) and the accept loops.
 //! - `balancer`: round-robin selection, connect with timeout, passive ejection.
 //! - `forward`: bidirectional forwarding with half-close propagation and byte
 //!   counting: pooled copy buffers held only while bytes move, splice(2) for bulk.
@@ -28,12 +32,14 @@ mod metrics;
 #[allow(unsafe_code)]
 mod pipe;
 mod table;
+mod workers;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -47,6 +53,7 @@ use crate::balancer::Clock;
 use crate::listener::Shared;
 use crate::metrics::MeshMetrics;
 pub use crate::table::{RoutingTable, ServiceEntry};
+use crate::workers::Workers;
 
 /// Settings of the data plane.
 #[derive(Clone, Debug)]
@@ -63,6 +70,9 @@ pub struct MeshConfig {
     /// TCP keepalive idle time on both legs, so idle flows survive stateful
     /// middleboxes and dead peers are noticed.
     pub keepalive: Duration,
+    /// Data-path threads; every published port gets one listening socket per
+    /// thread. Defaults to the number of cores.
+    pub workers: NonZeroUsize,
 }
 
 /// A published port and the task port it forwards to. TCP only.
@@ -118,6 +128,8 @@ pub enum MeshError {
     },
     #[error("register mesh metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("start the mesh worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// The routing mesh of one node. Cheap to clone; all clones share state.
@@ -131,6 +143,8 @@ struct Inner {
     /// State read by accept loops and connections.
     shared: Arc<Shared>,
     metrics: Arc<MeshMetrics>,
+    /// The data-path threads accept loops and connections run on.
+    workers: Workers,
     /// Serialises updates; owns the listener set.
     control: Mutex<Control>,
     /// Parent of every listener's token: cancelled at shutdown (or drop).
@@ -145,10 +159,10 @@ struct Control {
     shut_down: bool,
 }
 
-/// A running accept loop on one published port.
+/// The running accept loops of one published port, one per worker.
 struct Listener {
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 // === impl MeshConfig ===
@@ -161,6 +175,7 @@ impl Default for MeshConfig {
             eject_base: Duration::from_secs(1),
             eject_max: Duration::from_secs(30),
             keepalive: Duration::from_secs(60),
+            workers: workers::default_count(),
         }
     }
 }
@@ -171,11 +186,13 @@ impl Mesh {
     /// Creates a mesh with an empty table and registers its metrics in `registry`.
     pub fn new(config: MeshConfig, registry: &prometheus::Registry) -> Result<Self, MeshError> {
         let metrics = MeshMetrics::register(registry)?;
+        let connections = TaskTracker::new();
+        let workers = Workers::start(config.workers, &connections).map_err(MeshError::Workers)?;
         let shared = Arc::new(Shared {
             config,
             table: ArcSwap::from_pointee(RoutingTable::default()),
             clock: Clock::new(),
-            connections: TaskTracker::new(),
+            connections,
             abort: CancellationToken::new(),
             held: Default::default(),
         });
@@ -183,6 +200,7 @@ impl Mesh {
             inner: Arc::new(Inner {
                 shared,
                 metrics,
+                workers,
                 control: Mutex::new(Control {
                     listeners: HashMap::new(),
                     unbound: false,
@@ -243,7 +261,11 @@ impl Mesh {
             let mut control = self.inner.control();
             control.shut_down = true;
             self.inner.stop_accepting.cancel();
-            control.listeners.drain().map(|(_, l)| l.task).collect()
+            control
+                .listeners
+                .drain()
+                .flat_map(|(_, l)| l.tasks)
+                .collect()
         };
         // Wait for the accept loops so the ports are closed when we return.
         for task in tasks {
@@ -346,13 +368,19 @@ impl Inner {
                 continue;
             }
             let addr = SocketAddr::new(self.shared.config.listen_ip, port);
-            match listener::bind(addr, self.shared.config.keepalive) {
-                Ok(l) => {
+            match listener::bind_group(addr, self.shared.config.keepalive, self.workers.len()) {
+                Ok(sockets) => {
                     debug!(%addr, "listening");
                     let stop = self.stop_accepting.child_token();
-                    let task =
-                        tokio::spawn(listener::serve(self.shared.clone(), l, port, stop.clone()));
-                    control.listeners.insert(port, Listener { stop, task });
+                    let tasks = sockets
+                        .into_iter()
+                        .enumerate()
+                        .map(|(worker, l)| {
+                            let serve = listener::serve(self.shared.clone(), l, port, stop.clone());
+                            self.workers.spawn(worker, serve)
+                        })
+                        .collect();
+                    control.listeners.insert(port, Listener { stop, tasks });
                 }
                 Err(source) => {
                     let service = table

@@ -39,23 +39,76 @@ pub(crate) struct Shared {
 ///
 /// TCP_NODELAY and keepalive are set on the listening socket: Linux copies
 /// them to every accepted socket, which saves three syscalls per connection.
-pub(crate) fn bind(addr: SocketAddr, keepalive: Duration) -> io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr, keepalive: Duration) -> io::Result<std::net::TcpListener> {
+    bind_socket(addr, keepalive, false)
+}
+
+/// Binds `count` listening sockets on `addr`, one per worker: a SO_REUSEPORT
+/// group across which the kernel spreads new connections.
+///
+/// SO_REUSEPORT would also let a socket that is already listening there with
+/// that option (another mesh of this user) take part of the port's
+/// connections without either side noticing, so the port is first probed with
+/// a plain bind, which fails while anything listens on it.
+pub(crate) fn bind_group(
+    addr: SocketAddr,
+    keepalive: Duration,
+    count: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    if count <= 1 {
+        return Ok(vec![bind(addr, keepalive)?]);
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())?;
+    drop(probe);
+    let first = bind_socket(addr, keepalive, true)?;
+    // The port the first one got, should `addr` have asked for any.
+    let addr = first.local_addr()?;
+    let mut group = vec![first];
+    for _ in 1..count {
+        group.push(bind_socket(addr, keepalive, true)?);
+    }
+    Ok(group)
+}
+
+fn bind_socket(
+    addr: SocketAddr,
+    keepalive: Duration,
+    reuse_port: bool,
+) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     tune(&socket, keepalive);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
-/// Accepts on one published port until `stop` is cancelled.
+/// Accepts on one published port until `stop` is cancelled. Runs on a mesh
+/// worker, which registers `listener` with its own reactor and runs every
+/// connection it accepts.
 pub(crate) async fn serve(
     shared: Arc<Shared>,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     port: u16,
     stop: CancellationToken,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(port, error = %e, "cannot register listener");
+            return;
+        }
+    };
+    // Connections wait on a token of their own worker's: every wake of a
+    // connection task polls it, and the token locks a mutex each time, which
+    // must not be one cache line shared by the connections of every worker.
+    let abort = shared.abort.child_token();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -64,10 +117,10 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok((client, peer)) => {
-                let shared2 = shared.clone();
+                let (shared2, abort) = (shared.clone(), abort.clone());
                 shared
                     .connections
-                    .spawn(async move { handle(shared2, client, peer, port).await });
+                    .spawn(async move { handle(shared2, client, peer, port, abort).await });
             }
             Err(e) => {
                 // Typically EMFILE/ENFILE: back off briefly instead of spinning.
@@ -88,7 +141,13 @@ pub(crate) fn tune<'s>(socket: impl Into<SockRef<'s>>, keepalive: Duration) {
     let _ = socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(keepalive));
 }
 
-async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, port: u16) {
+async fn handle(
+    shared: Arc<Shared>,
+    client: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    abort: CancellationToken,
+) {
     let Some(service) = shared.table.load().service_for_port(port) else {
         debug!(port, %peer, "no service on port; closing");
         return;
@@ -115,7 +174,7 @@ async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr, port: 
                 debug!(service = %service.name(), task = %endpoint.endpoint.task_name, %peer, error = %e, "connection ended with error");
             }
         }
-        () = shared.abort.cancelled() => {
+        () = abort.cancelled() => {
             debug!(service = %service.name(), task = %endpoint.endpoint.task_name, %peer, "closing connection at end of shutdown grace");
         }
     }

@@ -21,6 +21,7 @@ fn mesh() -> (Mesh, Registry) {
     let config = MeshConfig {
         listen_ip: Ipv4Addr::LOCALHOST.into(),
         connect_timeout: Duration::from_millis(500),
+        workers: std::num::NonZeroUsize::new(2).unwrap(),
         ..MeshConfig::default()
     };
     (Mesh::new(config, &registry).unwrap(), registry)
@@ -767,14 +768,74 @@ async fn idle_connections_hold_no_buffer() {
 #[tokio::test]
 async fn accepted_sockets_inherit_nodelay_and_keepalive() {
     let keepalive = Duration::from_secs(77);
-    let l = crate::listener::bind((Ipv4Addr::LOCALHOST, 0).into(), keepalive).unwrap();
-    let addr = l.local_addr().unwrap();
+    let group = crate::listener::bind_group((Ipv4Addr::LOCALHOST, 0).into(), keepalive, 2).unwrap();
+    let addr = group[0].local_addr().unwrap();
+    assert_eq!(
+        group[1].local_addr().unwrap(),
+        addr,
+        "one port for the group"
+    );
+    let mut group = group
+        .into_iter()
+        .map(|l| TcpListener::from_std(l).unwrap())
+        .collect::<Vec<_>>();
     let _c = TcpStream::connect(addr).await.unwrap();
-    let (accepted, _) = l.accept().await.unwrap();
+    let (l1, l0) = (group.pop().unwrap(), group.pop().unwrap());
+    let (accepted, _) = tokio::select! {
+        r = l0.accept() => r.unwrap(),
+        r = l1.accept() => r.unwrap(),
+    };
     let s = socket2::SockRef::from(&accepted);
     assert!(s.tcp_nodelay().unwrap());
     assert!(s.keepalive().unwrap());
     assert_eq!(s.tcp_keepalive_time().unwrap(), keepalive);
+}
+
+#[tokio::test]
+async fn port_served_by_another_mesh_is_a_bind_error() {
+    // Both meshes bind SO_REUSEPORT groups: without the probe, the second
+    // would silently take a share of the first one's connections.
+    let (first, _r1) = mesh();
+    let (second, _r2) = mesh();
+    let port = free_port();
+    let a = endpoint("t1", name_backend("a").await, false);
+    let b = endpoint("t2", name_backend("b").await, false);
+    assert!(first
+        .apply_snapshot(vec![route("web", port, vec![a])])
+        .is_empty());
+    let errors = second.apply_snapshot(vec![route("web", port, vec![b])]);
+    assert!(
+        matches!(&errors[..], [MeshError::Bind { port: p, .. }] if *p == port),
+        "{errors:?}"
+    );
+    for _ in 0..20 {
+        assert_eq!(fetch(port).await.unwrap(), "a");
+    }
+}
+
+#[tokio::test]
+async fn connections_spread_over_the_workers() {
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    let backend = echo_backend().await;
+    mesh.apply_snapshot(vec![route("s", port, vec![endpoint("t1", backend, false)])]);
+    // Each accepted connection runs on the worker whose socket accepted it; the
+    // kernel hashes connections over the group, so 64 land on both workers.
+    let mut conns = Vec::new();
+    for _ in 0..64 {
+        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .unwrap();
+        s.write_all(b"x").await.unwrap();
+        let mut back = [0; 1];
+        s.read_exact(&mut back).await.unwrap();
+        conns.push(s);
+    }
+    // One accept loop per worker, plus the connections it runs.
+    let per_worker = mesh.inner.workers.tasks_per_worker();
+    assert_eq!(per_worker.len(), 2);
+    assert!(per_worker.iter().all(|&n| n > 1), "{per_worker:?}");
+    assert_eq!(per_worker.iter().sum::<usize>(), 2 + 64, "{per_worker:?}");
 }
 
 #[test]
