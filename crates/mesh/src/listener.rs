@@ -35,14 +35,6 @@ pub(crate) struct Shared {
     pub(crate) held: Held,
 }
 
-/// Binds a listening socket on `addr` (SO_REUSEADDR, nonblocking, backlog 1024).
-///
-/// TCP_NODELAY and keepalive are set on the listening socket: Linux copies
-/// them to every accepted socket, which saves three syscalls per connection.
-pub(crate) fn bind(addr: SocketAddr, keepalive: Duration) -> io::Result<std::net::TcpListener> {
-    bind_socket(addr, keepalive, false)
-}
-
 /// Binds `count` listening sockets on `addr`, one per worker: a SO_REUSEPORT
 /// group across which the kernel spreads new connections.
 ///
@@ -56,7 +48,7 @@ pub(crate) fn bind_group(
     count: usize,
 ) -> io::Result<Vec<std::net::TcpListener>> {
     if count <= 1 {
-        return Ok(vec![bind(addr, keepalive)?]);
+        return Ok(vec![bind_socket(addr, keepalive, false)?]);
     }
     let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     probe.set_reuse_address(true)?;
@@ -72,6 +64,10 @@ pub(crate) fn bind_group(
     Ok(group)
 }
 
+/// Binds a listening socket on `addr` (SO_REUSEADDR, nonblocking, backlog 1024).
+///
+/// TCP_NODELAY and keepalive are set on the listening socket: Linux copies
+/// them to every accepted socket, which saves three syscalls per connection.
 fn bind_socket(
     addr: SocketAddr,
     keepalive: Duration,
