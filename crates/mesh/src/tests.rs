@@ -126,6 +126,22 @@ fn route(id: &str, published: u16, endpoints: Vec<Endpoint>) -> ServiceRoute {
     }
 }
 
+/// A connection through the mesh on `port` to an echo backend, after `msg`
+/// went there and back intact.
+async fn echoed_connection(port: u16, msg: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0; msg.len()];
+    tokio::time::timeout(DEADLINE, s.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, msg);
+    s
+}
+
 /// Connects through the mesh and returns everything the backend sent.
 async fn fetch(port: u16) -> std::io::Result<String> {
     let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
@@ -733,23 +749,13 @@ async fn idle_connections_hold_no_buffer() {
 
     let mut conns = Vec::new();
     for i in 0..50u32 {
-        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .await
-            .unwrap();
         // Small and bulk exchanges, so both copy buffers and pipes were used.
         let msg: Vec<u8> = if i % 2 == 0 {
             b"ping".to_vec()
         } else {
             vec![i as u8; 100_000]
         };
-        s.write_all(&msg).await.unwrap();
-        let mut back = vec![0; msg.len()];
-        tokio::time::timeout(DEADLINE, s.read_exact(&mut back))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(back, msg);
-        conns.push(s);
+        conns.push(echoed_connection(port, &msg).await);
     }
     assert!(spliced(&mesh) > 0);
     eventually("idle connections release buffers and pipes", || async {
@@ -823,13 +829,7 @@ async fn connections_spread_over_the_workers() {
     // kernel hashes connections over the group, so 64 land on both workers.
     let mut conns = Vec::new();
     for _ in 0..64 {
-        let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .await
-            .unwrap();
-        s.write_all(b"x").await.unwrap();
-        let mut back = [0; 1];
-        s.read_exact(&mut back).await.unwrap();
-        conns.push(s);
+        conns.push(echoed_connection(port, b"x").await);
     }
     // One accept loop per worker, plus the connections it runs.
     let per_worker = mesh.inner.workers.tasks_per_worker();
