@@ -7,8 +7,8 @@
 //! stealing moves it between threads, so its two sockets stay in one core's
 //! cache, and each worker handles every event of one `epoll_wait` before it
 //! sleeps again. Measured against tokio's multi-thread scheduler in
-//! `bench/README.md` (keepalive: +16-35% requests per second, less CPU per
-//! request). The control side (the [`crate::Mesh`] handle) runs wherever its
+//! `bench/README.md` (keepalive: median +18% requests per second over 28
+//! paired rounds, less CPU per request). The control side (the [`crate::Mesh`] handle) runs wherever its
 //! caller does and only spawns accept loops onto the workers.
 
 use std::future::Future;
