@@ -925,3 +925,49 @@ async fn pick_rotates_over_endpoints_not_draining_without_connecting() {
     assert_eq!(picks, [addr(1), addr(3), addr(1), addr(3)]);
     assert_eq!(mesh.pick(free_port()), None);
 }
+
+#[test]
+fn one_splice_moves_up_to_the_widened_pipe_capacity() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    let pipe = crate::pipe::Pipe::take().unwrap();
+    if pipe.capacity() != crate::pipe::PIPE_CAPACITY {
+        // Only an unprivileged user over fs.pipe-user-pages-soft is refused.
+        use std::os::unix::fs::MetadataExt;
+        let uid = std::fs::metadata("/proc/self").unwrap().uid();
+        assert_ne!(uid, 0, "root got a {} B pipe", pipe.capacity());
+        return;
+    }
+    drop(pipe);
+    let mut pipe = crate::pipe::Pipe::take().unwrap();
+    // A receive buffer big enough to queue 192 KiB without reading.
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.set_recv_buffer_size(1 << 20).unwrap();
+    l.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    l.listen(1).unwrap();
+    let l: std::net::TcpListener = l.into();
+    let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (b, _) = l.accept().unwrap();
+    b.set_nonblocking(true).unwrap();
+    let sent = vec![7u8; 192 * 1024];
+    a.write_all(&sent).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut peeked = vec![0u8; sent.len()];
+    loop {
+        let queued = b.peek(&mut peeked).unwrap_or(0);
+        if queued == sent.len() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{queued} B queued");
+        std::thread::yield_now();
+    }
+    let n = pipe.fill_from(b.as_raw_fd()).unwrap();
+    assert_eq!(n, sent.len(), "one splice moved the whole 192 KiB");
+    assert_eq!(pipe.pending(), sent.len());
+    // A pipe that still holds bytes is closed, not pooled.
+    let before = crate::pipe::pooled();
+    drop(pipe);
+    assert_eq!(crate::pipe::pooled(), before);
+}
