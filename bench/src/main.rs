@@ -19,6 +19,8 @@
 //! - `wrk`: running wrk and parsing its output.
 //! - `targets`: backend and proxy configurations, and starting them.
 //! - `mesh_proxy`: the `mesh-proxy` subcommand (Shoal's target process).
+//! - `uring_proxy`: the `uring-proxy` subcommand, an io_uring experiment measured
+//!   beside the mesh with `mesh --with-uring` (not Shoal's data path).
 //! - `idle`: the W4 idle-connection client and the fd limit.
 //! - `report`: aggregation over runs and the markdown table.
 //! - `run`: the interleaved measurement loop.
@@ -35,6 +37,7 @@ mod procs;
 mod report;
 mod run;
 mod targets;
+mod uring_proxy;
 mod wrk;
 
 use std::net::SocketAddr;
@@ -64,6 +67,18 @@ enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         backends: Vec<SocketAddr>,
     },
+    /// Experiment: a minimal round-robin proxy over io_uring (see `bench/README.md`).
+    UringProxy {
+        /// Listen address (IPv4).
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Comma-separated backend addresses (IPv4).
+        #[arg(long, value_delimiter = ',', required = true)]
+        backends: Vec<SocketAddr>,
+        /// Worker threads, one io_uring each.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,6 +87,11 @@ fn main() -> anyhow::Result<()> {
         Command::Mesh(opts) => run::mesh(opts),
         Command::Control(opts) => control::control(opts),
         Command::MeshProxy { listen, backends } => mesh_proxy::run(listen, backends),
+        Command::UringProxy {
+            listen,
+            backends,
+            threads,
+        } => uring_proxy::run(listen, backends, threads),
     }
 }
 

@@ -156,6 +156,7 @@ fn render_into(out: &mut String, ctx: &Context, all: &[Sample]) -> std::fmt::Res
         Kind::Haproxy,
         Kind::HaproxySplice,
         Kind::Nginx,
+        Kind::Uring,
     ];
     writeln!(out, "## Shoal mesh vs HAProxy and nginx")?;
     writeln!(out)?;

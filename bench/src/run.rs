@@ -23,6 +23,9 @@ pub struct MeshOpts {
     /// Smoke check: one run of 3 s each.
     #[arg(long)]
     quick: bool,
+    /// Also measure the io_uring experiment (`uring-proxy`) on W1 and W2.
+    #[arg(long)]
+    with_uring: bool,
     /// Also write the markdown report to this file.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -50,13 +53,16 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
     let mut procs = Procs::default();
     let backends = targets::start_backends(&mut procs, dir.path(), nofile)?;
     eprintln!("backends on {backends:?}");
-    let kinds = [
+    let mut kinds = vec![
         Kind::Direct,
         Kind::Shoal,
         Kind::Haproxy,
         Kind::Nginx,
         Kind::HaproxySplice,
     ];
+    if opts.with_uring {
+        kinds.push(Kind::Uring);
+    }
     let mut running = Vec::new();
     for kind in kinds {
         let t = targets::start(&mut procs, kind, &backends, dir.path(), "", nofile)?;
@@ -130,9 +136,14 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Forced splice is measured on bulk transfers only.
+/// Forced splice is measured on bulk transfers only; the io_uring
+/// experiment (which copies) on the request workloads only.
 fn applies(kind: Kind, w: Workload) -> bool {
-    kind != Kind::HaproxySplice || w == Workload::W3
+    match kind {
+        Kind::HaproxySplice => w == Workload::W3,
+        Kind::Uring => w != Workload::W3,
+        _ => true,
+    }
 }
 
 /// One wrk run against `t`, with the proxy's CPU time sampled around it.

@@ -29,6 +29,8 @@ pub enum Kind {
     HaproxySplice,
     /// nginx stream module, 2 workers.
     Nginx,
+    /// The io_uring experiment (`uring-proxy`), with `--with-uring` only.
+    Uring,
 }
 
 /// A running target: where to send traffic and whose CPU/RSS to sample.
@@ -50,6 +52,7 @@ impl Kind {
             Kind::Haproxy => "haproxy",
             Kind::HaproxySplice => "haproxy-splice",
             Kind::Nginx => "nginx",
+            Kind::Uring => "uring-exp",
         }
     }
 }
@@ -148,15 +151,19 @@ pub fn start(
     let name = format!("{}{tag}", kind.name());
     let pid = match kind {
         Kind::Direct => unreachable!(),
-        Kind::Shoal => {
+        Kind::Shoal | Kind::Uring => {
             let exe = std::env::current_exe().context("find the shoal-bench binary")?;
             let list: Vec<_> = backends.iter().map(ToString::to_string).collect();
             let mut cmd = Command::new(exe);
-            cmd.arg("mesh-proxy")
-                .arg("--listen")
-                .arg(addr.to_string())
-                .arg("--backends")
-                .arg(list.join(","));
+            cmd.arg(if kind == Kind::Shoal {
+                "mesh-proxy"
+            } else {
+                "uring-proxy"
+            })
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--backends")
+            .arg(list.join(","));
             procs.spawn(&name, cmd, dir)?.pid()
         }
         Kind::Haproxy | Kind::HaproxySplice => {

@@ -8,7 +8,11 @@
 //! bytes move), so its bytes no longer cross user space; it switches back to
 //! copying after a burst smaller than one buffer, or if splice is refused
 //! (`EINVAL`, e.g. an unsupported socket type). A short read on a socket whose
-//! peer's FIN had already arrived ends the direction without the read of 0.
+//! peer's FIN had already arrived ends the direction without the read of 0,
+//! and its bytes are written with `MSG_MORE`: they wait in the send queue for
+//! the FIN that follows at once, and leave in one segment with it (as
+//! HAProxy does), which saves a segment and a wake-up of the receiver per
+//! closing connection.
 
 use std::cell::RefCell;
 use std::io;
@@ -147,7 +151,10 @@ async fn copy_burst(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Burst::Idle),
             Err(e) => return Err(e),
         };
-        write_all(dst, &buf.data[..n]).await?;
+        // Everything before the FIN: the caller shuts `dst` down (or closes
+        // it) right after, and the FIN joins these bytes.
+        let last = drained && read_closed;
+        write_all(dst, &buf.data[..n], last).await?;
         bytes.inc_by(n as u64);
         if n == buf.data.len() {
             return Ok(Burst::Bulk);
@@ -224,9 +231,22 @@ async fn splice_burst(
 }
 
 /// Writes all of `data` to `dst`, waiting for writability as needed.
-async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+///
+/// `fin_follows`: `dst` is shut down or closed right after, so the bytes are
+/// sent with `MSG_MORE` and held back (up to one segment) for the FIN to join
+/// them. Full segments still leave at once, so a full send buffer drains.
+pub(crate) async fn write_all(
+    dst: &TcpStream,
+    mut data: &[u8],
+    fin_follows: bool,
+) -> io::Result<()> {
+    // MSG_NOSIGNAL: a peer that is gone is an EPIPE error, never a SIGPIPE.
+    let flags = libc::MSG_NOSIGNAL | if fin_follows { libc::MSG_MORE } else { 0 };
     while !data.is_empty() {
-        match dst.try_write(data) {
+        let sent = dst.try_io(Interest::WRITABLE, || {
+            SockRef::from(dst).send_with_flags(data, flags)
+        });
+        match sent {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await?,

@@ -19,7 +19,8 @@
 //! - `balancer`: round-robin selection, connect with timeout, passive ejection.
 //! - `forward`: bidirectional forwarding with half-close propagation and byte
 //!   counting: pooled copy buffers held only while bytes move, splice(2) for bulk.
-//! - `pipe`: the pipes splice goes through (the crate's only `unsafe`).
+//! - `pipe`: the pipes splice goes through (the crate's only `unsafe`, with a
+//!   test helper reading `TCP_INFO`).
 //! - `metrics`: the Prometheus families and the per-task / per-port handles.
 
 #![deny(unsafe_code)]

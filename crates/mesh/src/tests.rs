@@ -348,6 +348,64 @@ async fn removed_and_draining_endpoints_get_no_new_connections() {
     assert_eq!(hits.get("a"), Some(&10), "{hits:?}");
 }
 
+/// Bytes known to come right before a FIN are held in the send queue
+/// (`MSG_MORE`) and leave with it; other bytes leave at once.
+#[tokio::test]
+async fn bytes_before_a_fin_wait_for_it() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (a, b) = tokio::join!(TcpStream::connect(l.local_addr().unwrap()), l.accept());
+    let (a, (mut b, _)) = (a.unwrap(), b.unwrap());
+    a.set_nodelay(true).unwrap();
+
+    crate::forward::write_all(&a, b"first ", false)
+        .await
+        .unwrap();
+    assert_eq!(
+        not_sent(&a),
+        0,
+        "bytes with no FIN after them leave at once"
+    );
+    crate::forward::write_all(&a, b"last words", true)
+        .await
+        .unwrap();
+    assert_eq!(not_sent(&a), 10, "bytes before a FIN wait for it");
+    socket2::SockRef::from(&a)
+        .shutdown(std::net::Shutdown::Write)
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), b.read_to_end(&mut got))
+        .await
+        .expect("data and FIN arrive")
+        .unwrap();
+    assert_eq!(got, b"first last words");
+}
+
+/// Bytes in the send queue of `s` not yet sent (`tcpi_notsent_bytes`).
+#[allow(unsafe_code)] // getsockopt(TCP_INFO); socket2 has no wrapper for it
+fn not_sent(s: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            std::ptr::from_mut(&mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "getsockopt(TCP_INFO): {}",
+        std::io::Error::last_os_error()
+    );
+    info.tcpi_notsent_bytes
+}
+
 #[tokio::test]
 async fn half_close_is_propagated() {
     let (mesh, _registry) = mesh();
