@@ -999,7 +999,8 @@ fn one_splice_moves_up_to_the_widened_pipe_capacity() {
     }
     drop(pipe);
     let mut pipe = crate::pipe::Pipe::take().unwrap();
-    // A receive buffer big enough to queue 192 KiB without reading.
+    // A receive buffer big enough to queue 384 KiB (more than Linux's
+    // default pipe, and than the 256 KiB pipes the mesh had) without reading.
     let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     l.set_recv_buffer_size(1 << 20).unwrap();
     l.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
@@ -1009,7 +1010,7 @@ fn one_splice_moves_up_to_the_widened_pipe_capacity() {
     let mut a = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (b, _) = l.accept().unwrap();
     b.set_nonblocking(true).unwrap();
-    let sent = vec![7u8; 192 * 1024];
+    let sent = vec![7u8; 384 * 1024];
     a.write_all(&sent).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut peeked = vec![0u8; sent.len()];
@@ -1022,7 +1023,7 @@ fn one_splice_moves_up_to_the_widened_pipe_capacity() {
         std::thread::yield_now();
     }
     let n = pipe.fill_from(b.as_raw_fd()).unwrap();
-    assert_eq!(n, sent.len(), "one splice moved the whole 192 KiB");
+    assert_eq!(n, sent.len(), "one splice moved the whole 384 KiB");
     assert_eq!(pipe.pending(), sent.len());
     // A pipe that still holds bytes is closed, not pooled.
     let before = crate::pipe::pooled();
