@@ -70,6 +70,7 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
         running.push(t);
     }
     let clk = procfs::clock_ticks_per_sec();
+    let script = wrk::write_summary_script(dir.path())?;
 
     for t in &running {
         wrk::run(&WrkArgs {
@@ -77,6 +78,7 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
             connections: 64,
             duration: Duration::from_secs(1),
             close: false,
+            script: None,
         })
         .with_context(|| format!("warm up {}", t.kind.name()))?;
     }
@@ -85,7 +87,7 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
     for run in 1..=runs {
         for w in [Workload::W1, Workload::W2, Workload::W3] {
             for t in running.iter().filter(|t| applies(t.kind, w)) {
-                let s = measure(t, w, duration, clk)?;
+                let s = measure(t, w, duration, clk, &script)?;
                 eprintln!(
                     "run {run}/{runs} {:?} {:>14}: {:.1} (errors {})",
                     w,
@@ -147,7 +149,13 @@ fn applies(kind: Kind, w: Workload) -> bool {
 }
 
 /// One wrk run against `t`, with the proxy's CPU time sampled around it.
-fn measure(t: &Target, w: Workload, duration: Duration, clk: u64) -> anyhow::Result<Sample> {
+fn measure(
+    t: &Target,
+    w: Workload,
+    duration: Duration,
+    clk: u64,
+    script: &std::path::Path,
+) -> anyhow::Result<Sample> {
     let (path, connections, close) = match w {
         Workload::W1 => ("/", 64, false),
         Workload::W2 => ("/", 64, true),
@@ -161,6 +169,7 @@ fn measure(t: &Target, w: Workload, duration: Duration, clk: u64) -> anyhow::Res
         connections,
         duration,
         close,
+        script: Some(script),
     })
     .with_context(|| format!("{w:?} against {}", t.kind.name()))?;
     let cpu_secs = t

@@ -1,5 +1,6 @@
 //! Running wrk and parsing its report.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ pub struct WrkResult {
     /// Completed requests.
     pub requests: u64,
     pub requests_per_sec: f64,
-    /// Response bytes per second (wrk's binary units: 1 MB = 2^20 B).
+    /// Response bytes per second: exact when the run used the
+    /// [`SUMMARY_SCRIPT`], else from wrk's rounded `Transfer/sec` line.
     pub transfer_per_sec: f64,
     pub p50: Duration,
     pub p99: Duration,
@@ -26,6 +28,25 @@ pub struct WrkArgs<'a> {
     pub duration: Duration,
     /// Send `Connection: close`: one new TCP connection per request.
     pub close: bool,
+    /// The [`SUMMARY_SCRIPT`] written by [`write_summary_script`], if any.
+    pub script: Option<&'a Path>,
+}
+
+/// A wrk script whose `done` hook prints the exact byte count and run time.
+/// wrk's own `Transfer/sec` line keeps two decimals of its largest unit, so
+/// around 2 GB/s it moves in steps of 10 MiB/s (three HAProxy runs of one
+/// full run all read 2232.3 MB/s). It defines no per-request hook, so wrk
+/// keeps its fast path.
+pub const SUMMARY_SCRIPT: &str = "done = function(summary, latency, requests)
+  io.write(string.format(\"shoal-summary: bytes %d duration_us %d\\n\", summary.bytes, summary.duration))
+end
+";
+
+/// Writes [`SUMMARY_SCRIPT`] into `dir` and returns its path.
+pub fn write_summary_script(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("summary.lua");
+    std::fs::write(&path, SUMMARY_SCRIPT).with_context(|| format!("write {}", path.display()))?;
+    Ok(path)
 }
 
 /// Runs `wrk -t1 --latency` and parses its output.
@@ -39,6 +60,9 @@ pub fn run(args: &WrkArgs<'_>) -> anyhow::Result<WrkResult> {
         .arg("5s");
     if args.close {
         cmd.args(["-H", "Connection: close"]);
+    }
+    if let Some(script) = args.script {
+        cmd.arg("-s").arg(script);
     }
     cmd.arg(args.url);
     let out = cmd.output().context("run wrk")?;
@@ -59,10 +83,13 @@ pub fn run(args: &WrkArgs<'_>) -> anyhow::Result<WrkResult> {
 pub fn parse(text: &str) -> anyhow::Result<WrkResult> {
     let mut r = WrkResult::default();
     let (mut saw_rps, mut saw_p50, mut saw_p99) = (false, false, false);
+    let mut exact_transfer = None;
     for line in text.lines().map(str::trim) {
         if let Some(v) = line.strip_prefix("Requests/sec:") {
             r.requests_per_sec = v.trim().parse().context("Requests/sec")?;
             saw_rps = true;
+        } else if let Some(v) = line.strip_prefix("shoal-summary:") {
+            exact_transfer = Some(parse_summary(v).context("shoal-summary line")?);
         } else if let Some(v) = line.strip_prefix("Transfer/sec:") {
             r.transfer_per_sec = parse_bytes(v.trim()).context("Transfer/sec")?;
         } else if let Some(v) = line.strip_prefix("50%") {
@@ -94,7 +121,28 @@ pub fn parse(text: &str) -> anyhow::Result<WrkResult> {
     if !(saw_rps && saw_p50 && saw_p99) {
         bail!("no Requests/sec or latency distribution in wrk output");
     }
+    if let Some(t) = exact_transfer {
+        r.transfer_per_sec = t;
+    }
     Ok(r)
+}
+
+/// Bytes per second from the [`SUMMARY_SCRIPT`]'s line:
+/// `bytes 2455768064 duration_us 10000512`.
+fn parse_summary(v: &str) -> anyhow::Result<f64> {
+    let mut words = v.split_whitespace();
+    let mut field = |name: &str| -> anyhow::Result<f64> {
+        match (words.next(), words.next()) {
+            (Some(n), Some(x)) if n == name => x.parse().with_context(|| format!("{name} {x:?}")),
+            _ => bail!("expected `{name} <integer>` in {v:?}"),
+        }
+    };
+    let bytes = field("bytes")?;
+    let micros = field("duration_us")?;
+    if micros <= 0.0 {
+        bail!("duration_us is 0 in {v:?}");
+    }
+    Ok(bytes * 1e6 / micros)
 }
 
 /// Parses wrk's binary-unit sizes: `512.00B`, `12.36KB`, `1.50GB`.

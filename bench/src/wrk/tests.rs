@@ -51,3 +51,23 @@ fn parses_units() {
 fn rejects_output_without_figures() {
     assert!(parse("unable to connect to 127.0.0.1:1 Connection refused\n").is_err());
 }
+
+#[test]
+fn the_summary_line_replaces_the_rounded_transfer_rate() {
+    // wrk rounds Transfer/sec to 2.13GB here; the summary gives the exact rate.
+    let text = KEEPALIVE.replace("12.36MB", "2.13GB")
+        + "shoal-summary: bytes 23409000000 duration_us 10000000\n";
+    let r = parse(&text).unwrap();
+    assert!((r.transfer_per_sec - 2_340_900_000.0).abs() < 1e-3);
+    assert!(parse(&(KEEPALIVE.to_owned() + "shoal-summary: bytes 1 duration_us 0\n")).is_err());
+    assert!(parse(&(KEEPALIVE.to_owned() + "shoal-summary: bytes x\n")).is_err());
+}
+
+#[test]
+fn the_summary_script_prints_the_line_parse_reads() {
+    // The script's format string and the parser must agree on the field names.
+    assert!(SUMMARY_SCRIPT.contains("shoal-summary: bytes %d duration_us %d"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_summary_script(dir.path()).unwrap();
+    assert_eq!(std::fs::read_to_string(path).unwrap(), SUMMARY_SCRIPT);
+}
