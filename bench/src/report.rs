@@ -21,6 +21,8 @@ pub enum Workload {
 /// One measurement of one target in one workload.
 #[derive(Clone, Debug)]
 pub struct Sample {
+    /// Which of the interleaved runs (1-based) measured it.
+    pub run: u32,
     pub kind: Kind,
     pub workload: Workload,
     /// req/s (W1, W2), MB/s (W3, wrk's 2^20-byte MB) or KiB per connection (W4).
@@ -267,12 +269,72 @@ fn render_into(out: &mut String, ctx: &Context, all: &[Sample]) -> std::fmt::Res
         yes_no(Some(shoal_errors == 0)),
         ctx.idle_connections
     )?;
+    render_paired(out, all)?;
     if misses.is_empty() && shoal_errors == 0 {
         writeln!(out, "All issue #5 targets met in this run.")?;
     } else {
         writeln!(out, "Targets missed in this run: {}.", misses.join(", "))?;
     }
     Ok(())
+}
+
+/// Shoal's figure over a peer's from the same run, for each run that
+/// measured both.
+fn paired_ratios(all: &[Sample], peer: Kind, w: Workload) -> Vec<f64> {
+    samples(all, Kind::Shoal, w)
+        .filter_map(|s| {
+            let p = samples(all, peer, w).find(|p| p.run == s.run)?;
+            ratio(Some(s.value), Some(p.value))
+        })
+        .collect()
+}
+
+/// The per-run ratios behind the medians: how far one run's ratio moves, and
+/// in how many runs Shoal was ahead. Printed for two runs or more.
+fn render_paired(out: &mut String, all: &[Sample]) -> std::fmt::Result {
+    let pairs = [
+        (Workload::W1, Kind::Haproxy),
+        (Workload::W1, Kind::Nginx),
+        (Workload::W2, Kind::Haproxy),
+        (Workload::W2, Kind::Nginx),
+        (Workload::W3, Kind::HaproxySplice),
+    ];
+    let rows: Vec<_> = pairs
+        .into_iter()
+        .map(|(w, peer)| (w, peer, paired_ratios(all, peer, w)))
+        .filter(|(_, _, r)| r.len() >= 2)
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Per-run ratios (Shoal over the peer measured in the same run, next to it):"
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| workload | peer | median of per-run ratios | runs with Shoal ahead | min-max |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    for (w, peer, r) in rows {
+        let Some(st) = Stat::of(r.iter().copied()) else {
+            continue;
+        };
+        writeln!(
+            out,
+            "| {} | {} | {} | {} of {} | {}-{} |",
+            w.describe(),
+            peer.name(),
+            fmt_ratio(Some(st.median)),
+            r.iter().filter(|&&x| x >= 1.0).count(),
+            r.len(),
+            fmt_ratio(Some(st.min)),
+            fmt_ratio(Some(st.max)),
+        )?;
+    }
+    writeln!(out)
 }
 
 #[cfg(test)]

@@ -87,7 +87,7 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
     for run in 1..=runs {
         for w in [Workload::W1, Workload::W2, Workload::W3] {
             for t in running.iter().filter(|t| applies(t.kind, w)) {
-                let s = measure(t, w, duration, clk, &script)?;
+                let s = measure(run, t, w, duration, clk, &script)?;
                 eprintln!(
                     "run {run}/{runs} {:?} {:>14}: {:.1} (errors {})",
                     w,
@@ -101,7 +101,7 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
         for kind in [Kind::Shoal, Kind::Haproxy, Kind::Nginx] {
             let tag = format!("-idle{run}");
             let t = targets::start(&mut procs, kind, &backends, dir.path(), &tag, nofile)?;
-            let s = measure_idle(&t, idle_connections);
+            let s = measure_idle(run, &t, idle_connections);
             if let Some(pid) = t.pid {
                 procs.stop(pid);
             }
@@ -150,6 +150,7 @@ fn applies(kind: Kind, w: Workload) -> bool {
 
 /// One wrk run against `t`, with the proxy's CPU time sampled around it.
 fn measure(
+    run: u32,
     t: &Target,
     w: Workload,
     duration: Duration,
@@ -184,6 +185,7 @@ fn measure(
     };
     let bytes = r.transfer_per_sec * secs;
     Ok(Sample {
+        run,
         kind: t.kind,
         workload: w,
         value,
@@ -200,7 +202,7 @@ fn measure(
 }
 
 /// W4: RSS of a freshly started proxy before and after it holds the idle connections.
-fn measure_idle(t: &Target, n: usize) -> anyhow::Result<Sample> {
+fn measure_idle(run: u32, t: &Target, n: usize) -> anyhow::Result<Sample> {
     let pid = t.pid.context("idle workload needs a proxy")?;
     // Let the first connections' one-time allocations happen before the baseline.
     drop(idle::open(t.addr, 100)?);
@@ -211,6 +213,7 @@ fn measure_idle(t: &Target, n: usize) -> anyhow::Result<Sample> {
     let closed = idle::closed(&conns);
     drop(conns);
     Ok(Sample {
+        run,
         kind: t.kind,
         workload: Workload::W4,
         value: after.saturating_sub(before) as f64 / n as f64,
