@@ -16,6 +16,19 @@ fn sample(kind: Kind, workload: Workload, value: f64) -> Sample {
     }
 }
 
+/// Report header facts for `runs` runs of `secs` seconds.
+fn context(runs: u32, secs: u64, quick: bool) -> Context {
+    Context {
+        nproc: "2".into(),
+        kernel: "6.18".into(),
+        versions: vec![],
+        runs,
+        duration: Duration::from_secs(secs),
+        quick,
+        idle_connections: 10_000,
+    }
+}
+
 #[test]
 fn stat_takes_median_min_max() {
     assert_eq!(
@@ -38,15 +51,7 @@ fn report_has_ratios_and_verdicts() {
         sample(Kind::Nginx, Workload::W1, 60_000.0),
         sample(Kind::Shoal, Workload::W4, 20.0),
     ];
-    let ctx = Context {
-        nproc: "2".into(),
-        kernel: "6.18".into(),
-        versions: vec![],
-        runs: 1,
-        duration: Duration::from_secs(3),
-        quick: true,
-        idle_connections: 10_000,
-    };
+    let ctx = context(1, 3, true);
     let md = render(&ctx, &all);
     assert!(
         md.contains("| W1 keepalive req/s | shoal | 50.0k |"),
@@ -79,15 +84,7 @@ fn per_run_ratios_pair_samples_of_the_same_run() {
     ];
     let r = paired_ratios(&all, Kind::Haproxy, Workload::W2);
     assert_eq!(r, vec![1.1, 0.75, 100.0 / 90.0]);
-    let ctx = Context {
-        nproc: "2".into(),
-        kernel: "6.18".into(),
-        versions: vec![],
-        runs: 3,
-        duration: Duration::from_secs(10),
-        quick: false,
-        idle_connections: 10_000,
-    };
+    let ctx = context(3, 10, false);
     let md = render(&ctx, &all);
     assert!(
         md.contains("| W2 new conn/req req/s | haproxy | 1.10x | 2 of 3 | 0.75x-1.11x |"),
@@ -104,14 +101,6 @@ fn a_single_run_prints_no_per_run_table() {
         sample(Kind::Shoal, Workload::W1, 50_000.0),
         sample(Kind::Haproxy, Workload::W1, 40_000.0),
     ];
-    let ctx = Context {
-        nproc: "2".into(),
-        kernel: "6.18".into(),
-        versions: vec![],
-        runs: 1,
-        duration: Duration::from_secs(3),
-        quick: true,
-        idle_connections: 10_000,
-    };
+    let ctx = context(1, 3, true);
     assert!(!render(&ctx, &all).contains("Per-run ratios"));
 }
