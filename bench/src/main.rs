@@ -19,8 +19,6 @@
 //! - `wrk`: running wrk and parsing its output.
 //! - `targets`: backend and proxy configurations, and starting them.
 //! - `mesh_proxy`: the `mesh-proxy` subcommand (Shoal's target process).
-//! - `uring_proxy`: the `uring-proxy` subcommand, an io_uring experiment measured
-//!   beside the mesh with `mesh --with-uring` (not Shoal's data path).
 //! - `idle`: the W4 idle-connection client and the fd limit.
 //! - `report`: aggregation over runs and the markdown table.
 //! - `run`: the interleaved measurement loop.
@@ -37,7 +35,6 @@ mod procs;
 mod report;
 mod run;
 mod targets;
-mod uring_proxy;
 mod wrk;
 
 use std::net::SocketAddr;
@@ -66,18 +63,9 @@ enum Command {
         /// Comma-separated backend addresses.
         #[arg(long, value_delimiter = ',', required = true)]
         backends: Vec<SocketAddr>,
-    },
-    /// Experiment: a minimal round-robin proxy over io_uring (see `bench/README.md`).
-    UringProxy {
-        /// Listen address (IPv4).
-        #[arg(long)]
-        listen: SocketAddr,
-        /// Comma-separated backend addresses (IPv4).
-        #[arg(long, value_delimiter = ',', required = true)]
-        backends: Vec<SocketAddr>,
-        /// Worker threads, one io_uring each.
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// The mesh's data path: epoll or io_uring.
+        #[arg(long, default_value = "epoll")]
+        data_path: shoal_mesh::DataPath,
     },
 }
 
@@ -86,12 +74,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Mesh(opts) => run::mesh(opts),
         Command::Control(opts) => control::control(opts),
-        Command::MeshProxy { listen, backends } => mesh_proxy::run(listen, backends),
-        Command::UringProxy {
+        Command::MeshProxy {
             listen,
             backends,
-            threads,
-        } => uring_proxy::run(listen, backends, threads),
+            data_path,
+        } => mesh_proxy::run(listen, backends, data_path),
     }
 }
 

@@ -8,13 +8,31 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_mesh::{Endpoint, Mesh, MeshConfig, PortRoute, ServiceRoute};
+use shoal_mesh::{DataPath, Endpoint, Mesh, MeshConfig, PortRoute, ServiceRoute};
 
 /// Port the backends are reached on, as the service's target port.
 const TARGET_PORT: u16 = 80;
+/// Start of the line on which the proxy reports the data path it runs.
+const DATA_PATH_LINE: &str = "shoal-mesh data path: ";
+
+/// The data path a `mesh-proxy` child reported in its log (`<name>.log` in
+/// `log_dir`), or "unknown".
+pub fn reported_data_path(log_dir: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(log_dir.join(format!("{name}.log")))
+        .ok()
+        .and_then(|log| {
+            log.lines()
+                .find_map(|l| l.strip_prefix(DATA_PATH_LINE).map(str::to_owned))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
 
 /// Serves `listen` until SIGTERM or Ctrl-C.
-pub fn run(listen: SocketAddr, backends: Vec<SocketAddr>) -> anyhow::Result<()> {
+pub fn run(
+    listen: SocketAddr,
+    backends: Vec<SocketAddr>,
+    data_path: DataPath,
+) -> anyhow::Result<()> {
     crate::idle::raise_nofile(crate::idle::NOFILE)?;
     // (The limit may stay below NOFILE; W4 sizes itself to what fits.)
     // The data path runs on the mesh's own worker threads (one per core); this
@@ -27,9 +45,11 @@ pub fn run(listen: SocketAddr, backends: Vec<SocketAddr>) -> anyhow::Result<()> 
         let registry = prometheus::Registry::new();
         let config = MeshConfig {
             listen_ip: listen.ip(),
+            data_path,
             ..MeshConfig::default()
         };
         let mesh = Mesh::new(config, &registry).context("create the mesh")?;
+        println!("{DATA_PATH_LINE}{}", mesh.data_path());
         let errors = mesh.apply_snapshot(vec![route(listen.port(), &backends)]);
         if let Some(e) = errors.into_iter().next() {
             return Err(e).context("apply the routing snapshot");

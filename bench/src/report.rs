@@ -46,6 +46,8 @@ pub struct Context {
     pub duration: Duration,
     pub quick: bool,
     pub idle_connections: usize,
+    /// The data path the `shoal` target ran, as it reported it.
+    pub shoal_data_path: String,
 }
 
 /// Median, min and max of one figure over runs.
@@ -158,7 +160,7 @@ fn render_into(out: &mut String, ctx: &Context, all: &[Sample]) -> std::fmt::Res
         Kind::Haproxy,
         Kind::HaproxySplice,
         Kind::Nginx,
-        Kind::Uring,
+        Kind::ShoalEpoll,
     ];
     writeln!(out, "## Shoal mesh vs HAProxy and nginx")?;
     writeln!(out)?;
@@ -174,8 +176,9 @@ fn render_into(out: &mut String, ctx: &Context, all: &[Sample]) -> std::fmt::Res
     )?;
     writeln!(
         out,
-        "`shoal` is the shoal-mesh code path (listener, balancer, forwarder) in a child process \
-         fed a one-service routing table, not a full cluster."
+        "`shoal` is the shoal-mesh code path (listener, balancer, forwarder) on its default \
+         data path, here {}, in a child process fed a one-service routing table, not a full cluster.",
+        ctx.shoal_data_path
     )?;
     writeln!(out, "Versions: {}.", ctx.versions.join("; "))?;
     writeln!(out)?;

@@ -6,6 +6,7 @@ use anyhow::Context as _;
 
 use crate::idle;
 use crate::install;
+use crate::mesh_proxy;
 use crate::procfs;
 use crate::procs::{self, Procs};
 use crate::report::{self, Sample, Workload};
@@ -23,9 +24,9 @@ pub struct MeshOpts {
     /// Smoke check: one run of 3 s each.
     #[arg(long)]
     quick: bool,
-    /// Also measure the io_uring experiment (`uring-proxy`) on W1 and W2.
+    /// Also measure the mesh on its epoll data path (`shoal-epoll`).
     #[arg(long)]
-    with_uring: bool,
+    with_epoll: bool,
     /// Also write the markdown report to this file.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -60,8 +61,8 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
         Kind::Nginx,
         Kind::HaproxySplice,
     ];
-    if opts.with_uring {
-        kinds.push(Kind::Uring);
+    if opts.with_epoll {
+        kinds.push(Kind::ShoalEpoll);
     }
     let mut running = Vec::new();
     for kind in kinds {
@@ -69,6 +70,8 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
         eprintln!("{} on {}", kind.name(), t.addr);
         running.push(t);
     }
+    let shoal_data_path = mesh_proxy::reported_data_path(dir.path(), Kind::Shoal.name());
+    eprintln!("shoal runs the {shoal_data_path} data path");
     let clk = procfs::clock_ticks_per_sec();
     let script = wrk::write_summary_script(dir.path())?;
 
@@ -98,7 +101,11 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
                 samples.push(s);
             }
         }
-        for kind in [Kind::Shoal, Kind::Haproxy, Kind::Nginx] {
+        let idle_kinds = running
+            .iter()
+            .map(|t| t.kind)
+            .filter(|&k| !matches!(k, Kind::Direct | Kind::HaproxySplice));
+        for kind in idle_kinds {
             let tag = format!("-idle{run}");
             let t = targets::start(&mut procs, kind, &backends, dir.path(), &tag, nofile)?;
             let s = measure_idle(run, &t, idle_connections);
@@ -129,6 +136,7 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
         duration,
         quick: opts.quick,
         idle_connections,
+        shoal_data_path,
     };
     let md = report::render(&ctx, &samples);
     println!("{md}");
@@ -138,12 +146,10 @@ pub fn mesh(opts: MeshOpts) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Forced splice is measured on bulk transfers only; the io_uring
-/// experiment (which copies) on the request workloads only.
+/// Forced splice is measured on bulk transfers only.
 fn applies(kind: Kind, w: Workload) -> bool {
     match kind {
         Kind::HaproxySplice => w == Workload::W3,
-        Kind::Uring => w != Workload::W3,
         _ => true,
     }
 }

@@ -21,7 +21,8 @@ pub const BULK_PATH: &str = "/1m";
 pub enum Kind {
     /// wrk straight to one backend: the ceiling.
     Direct,
-    /// The shoal-mesh code path in a `mesh-proxy` child.
+    /// The shoal-mesh code path in a `mesh-proxy` child, on its default data
+    /// path (io_uring where the kernel allows it).
     Shoal,
     /// HAProxy, tcp mode, roundrobin, nbthread 2.
     Haproxy,
@@ -29,8 +30,9 @@ pub enum Kind {
     HaproxySplice,
     /// nginx stream module, 2 workers.
     Nginx,
-    /// The io_uring experiment (`uring-proxy`), with `--with-uring` only.
-    Uring,
+    /// The shoal-mesh code path on its epoll data path (`mesh-proxy
+    /// --data-path epoll`), with `--with-epoll` only.
+    ShoalEpoll,
 }
 
 /// A running target: where to send traffic and whose CPU/RSS to sample.
@@ -52,7 +54,7 @@ impl Kind {
             Kind::Haproxy => "haproxy",
             Kind::HaproxySplice => "haproxy-splice",
             Kind::Nginx => "nginx",
-            Kind::Uring => "uring-exp",
+            Kind::ShoalEpoll => "shoal-epoll",
         }
     }
 }
@@ -151,19 +153,18 @@ pub fn start(
     let name = format!("{}{tag}", kind.name());
     let pid = match kind {
         Kind::Direct => unreachable!(),
-        Kind::Shoal | Kind::Uring => {
+        Kind::Shoal | Kind::ShoalEpoll => {
             let exe = std::env::current_exe().context("find the shoal-bench binary")?;
             let list: Vec<_> = backends.iter().map(ToString::to_string).collect();
             let mut cmd = Command::new(exe);
-            cmd.arg(if kind == Kind::Shoal {
-                "mesh-proxy"
-            } else {
-                "uring-proxy"
-            })
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--backends")
-            .arg(list.join(","));
+            cmd.arg("mesh-proxy")
+                .arg("--listen")
+                .arg(addr.to_string())
+                .arg("--backends")
+                .arg(list.join(","));
+            if kind == Kind::ShoalEpoll {
+                cmd.arg("--data-path").arg("epoll");
+            }
             procs.spawn(&name, cmd, dir)?.pid()
         }
         Kind::Haproxy | Kind::HaproxySplice => {

@@ -26,6 +26,7 @@ fn context(runs: u32, secs: u64, quick: bool) -> Context {
         duration: Duration::from_secs(secs),
         quick,
         idle_connections: 10_000,
+        shoal_data_path: "io_uring".into(),
     }
 }
 

@@ -107,31 +107,62 @@ impl Ejected {
     }
 }
 
-/// The candidates of one new connection in the order it tries them:
+/// The order in which one new connection tries the candidates of its port:
 /// non-ejected endpoints first, in round-robin order from the service's
-/// counter (which this advances), then ejected ones as a last resort (also in
-/// that order). Allocates nothing for up to 64 candidates.
+/// counter, then ejected ones as a last resort (also in that order). Taken
+/// once per connection; it holds indices, not the candidates, so a connection
+/// driven by completions (`uring`) can keep it across attempts. Allocates
+/// nothing for up to 64 candidates.
+#[derive(Clone)]
+pub(crate) struct Plan {
+    start: usize,
+    /// Ejection as it was before this connection's own failures ejected anything.
+    ejected: Ejected,
+}
+
+impl Plan {
+    /// Takes the next round-robin start of `service` (advancing its counter)
+    /// and a snapshot of which candidates of `port` are ejected at `now`.
+    pub(crate) fn new(service: &ServiceEntry, port: &PortEntry, now: u64) -> Self {
+        let candidates = &port.candidates;
+        let start = match candidates.len() {
+            0 => 0,
+            n => service.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        Self {
+            start,
+            ejected: Ejected::snapshot(candidates, now),
+        }
+    }
+
+    /// The candidates of `port` in this plan's order. `port` must be the
+    /// entry the plan was taken for.
+    pub(crate) fn iter<'a>(
+        &self,
+        port: &'a PortEntry,
+    ) -> impl Iterator<Item = &'a (Arc<EndpointEntry>, SocketAddr)> + 'a {
+        let candidates = &port.candidates;
+        let (n, start) = (candidates.len(), self.start);
+        let rotated = (0..n).map(move |i| (start + i) % n);
+        let healthy = rotated.clone().filter({
+            let ejected = self.ejected.clone();
+            move |&i| !ejected.get(i)
+        });
+        let ejected = self.ejected.clone();
+        healthy
+            .chain(rotated.filter(move |&i| ejected.get(i)))
+            .map(move |i| &candidates[i])
+    }
+}
+
+/// The candidates of one new connection in the order it tries them (see
+/// [`Plan`]); advances the service's round-robin counter.
 pub(crate) fn order<'a>(
     service: &ServiceEntry,
     port: &'a PortEntry,
     now: u64,
 ) -> impl Iterator<Item = &'a (Arc<EndpointEntry>, SocketAddr)> + 'a {
-    let candidates = &port.candidates;
-    let n = candidates.len();
-    let start = match n {
-        0 => 0,
-        n => service.next.fetch_add(1, Ordering::Relaxed) % n,
-    };
-    // Ejection as it was before this connect's own failures eject anything.
-    let ejected = Ejected::snapshot(candidates, now);
-    let rotated = (0..n).map(move |i| (start + i) % n);
-    let healthy = rotated.clone().filter({
-        let ejected = ejected.clone();
-        move |&i| !ejected.get(i)
-    });
-    healthy
-        .chain(rotated.filter(move |&i| ejected.get(i)))
-        .map(move |i| &candidates[i])
+    Plan::new(service, port, now).iter(port)
 }
 
 /// Connects to `addr` with TCP_NODELAY and keepalive set before the connect.
@@ -159,6 +190,37 @@ async fn connect_to(addr: SocketAddr, config: &MeshConfig) -> io::Result<TcpStre
     Ok(stream)
 }
 
+/// Books a connect to `entry` that succeeded after `elapsed`: its metrics,
+/// and the end of any ejection.
+pub(crate) fn connected(entry: &EndpointEntry, elapsed: Duration) {
+    let m = &entry.metrics;
+    m.connect_duration.observe(elapsed.as_secs_f64());
+    m.connections.inc();
+    entry.health.record_success();
+}
+
+/// Books a connect to `entry` at `addr` that failed with `err`: counts it and
+/// ejects the endpoint for its next backoff.
+pub(crate) fn connect_failed(
+    service: &ServiceEntry,
+    entry: &EndpointEntry,
+    addr: SocketAddr,
+    err: &io::Error,
+    config: &MeshConfig,
+    clock: Clock,
+) {
+    entry.metrics.connect_errors.inc();
+    let backoff = entry.health.record_failure(clock.now(), config);
+    debug!(
+        service = %service.name(),
+        task = %entry.endpoint.task_name,
+        %addr,
+        error = %err,
+        ?backoff,
+        "backend connect failed; endpoint ejected",
+    );
+}
+
 /// Connects to an endpoint of `service` for the published port `port`,
 /// trying each candidate at most once, in [`order`]. Draining endpoints and
 /// those that do not expose the target port are never candidates.
@@ -171,29 +233,17 @@ pub(crate) async fn connect(
     clock: Clock,
 ) -> Option<(Arc<EndpointEntry>, TcpStream)> {
     for &(ref entry, addr) in order(service, port, clock.now()) {
-        let m = &entry.metrics;
         let t0 = Instant::now();
         let err = match tokio::time::timeout(config.connect_timeout, connect_to(addr, config)).await
         {
             Ok(Ok(stream)) => {
-                m.connect_duration.observe(t0.elapsed().as_secs_f64());
-                m.connections.inc();
-                entry.health.record_success();
+                connected(entry, t0.elapsed());
                 return Some((entry.clone(), stream));
             }
             Ok(Err(e)) => e,
             Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
         };
-        m.connect_errors.inc();
-        let backoff = entry.health.record_failure(clock.now(), config);
-        debug!(
-            service = %service.name(),
-            task = %entry.endpoint.task_name,
-            %addr,
-            error = %err,
-            ?backoff,
-            "backend connect failed; endpoint ejected",
-        );
+        connect_failed(service, entry, addr, &err, config, clock);
     }
     None
 }

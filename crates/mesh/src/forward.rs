@@ -45,6 +45,10 @@ pub(crate) struct Held {
     /// Bytes moved by splice rather than copied.
     #[cfg(test)]
     pub(crate) spliced: std::sync::atomic::AtomicU64,
+    /// Receives the io_uring path made into a buffer of the connection's own,
+    /// its provided-buffer ring having run dry.
+    #[cfg(test)]
+    pub(crate) own_buffers: std::sync::atomic::AtomicU64,
 }
 
 /// What one burst of reads on a readable source ended with.
@@ -311,21 +315,28 @@ impl Drop for HeldPipe<'_> {
 
 impl Held {
     #[inline]
-    fn acquire(&self) {
+    pub(crate) fn acquire(&self) {
         #[cfg(test)]
         self.count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     #[inline]
-    fn spliced(&self, _n: usize) {
+    pub(crate) fn spliced(&self, _n: usize) {
         #[cfg(test)]
         self.spliced
             .fetch_add(_n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     #[inline]
-    fn release(&self) {
+    pub(crate) fn own_buffer(&self) {
+        #[cfg(test)]
+        self.own_buffers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(crate) fn release(&self) {
         #[cfg(test)]
         self.count
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -5,22 +5,28 @@
 //! [`RoutingTable`] through `ArcSwap`, keeps one listener per published port, and
 //! forwards each accepted TCP connection to the service's task endpoints in
 //! round-robin order, skipping draining endpoints and ejecting ones that fail to
-//! connect. The data path runs on the mesh's own worker threads (one per core, see
-//! `workers`); the [`Mesh`] handle may be used from any thread or runtime.
+//! connect. The data path runs on the mesh's own worker threads, one per core,
+//! each driving an io_uring (`uring`, the default where the kernel allows it) or a
+//! tokio runtime (`workers`, epoll), as [`DataPath`] says; the [`Mesh`] handle may
+//! be used from any thread or runtime.
 //!
 //! # Layout
 //!
 //! - `table`: [`RoutingTable`] and its per-service slots: an endpoint change swaps one
 //!   service's entry in place; only a change of the port map builds a new table.
-//! - `workers`: the data-path threads, one single-threaded runtime per core; a
-//!   connection stays on the worker that accepted it.
+//! - `uring`: the io_uring data path: one ring per core, accepts, connects,
+//!   receives (into provided buffers) and sends driven by completions.
+//! - `workers`: the epoll data path's threads, one single-threaded tokio runtime
+//!   per core. On either path a connection stays on the worker that accepted it.
 //! - `listener`: binding published ports (socket2; one SO_REUSEPORT socket per
-//!   worker) and the accept loops.
-//! - `balancer`: round-robin selection, connect with timeout, passive ejection.
-//! - `forward`: bidirectional forwarding with half-close propagation and byte
-//!   counting: pooled copy buffers held only while bytes move, splice(2) for bulk.
-//! - `pipe`: the pipes splice goes through (the crate's only `unsafe`, with a
-//!   test helper reading `TCP_INFO`).
+//!   worker) and the epoll path's accept loops.
+//! - `balancer`: round-robin order (`Plan`), connect with timeout, passive
+//!   ejection; shared by both paths.
+//! - `forward`: the epoll path's bidirectional forwarding with half-close
+//!   propagation and byte counting: pooled copy buffers held only while bytes
+//!   move, splice(2) for bulk.
+//! - `pipe`: the pipes splice goes through. It and `uring` are the only
+//!   modules with `unsafe` (the tests read `TCP_INFO` too).
 //! - `metrics`: the Prometheus families and the per-task / per-port handles.
 
 #![deny(unsafe_code)]
@@ -35,12 +41,22 @@ mod pipe;
 mod table;
 mod workers;
 
+#[allow(unsafe_code)]
+mod uring;
+
 #[cfg(test)]
 mod tests;
+/// The same tests, run on the io_uring data path: the file picks its data
+/// path from its module's name.
+#[cfg(test)]
+#[path = "tests.rs"]
+#[allow(clippy::duplicate_mod)]
+mod uring_tests;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -54,6 +70,7 @@ use crate::balancer::Clock;
 use crate::listener::Shared;
 use crate::metrics::MeshMetrics;
 pub use crate::table::{RoutingTable, ServiceEntry};
+use crate::uring::{Command, UringWorkers};
 use crate::workers::Workers;
 
 /// Settings of the data plane.
@@ -74,6 +91,52 @@ pub struct MeshConfig {
     /// Data-path threads; every published port gets one listening socket per
     /// thread. Defaults to the number of cores.
     pub workers: NonZeroUsize,
+    /// How the worker threads do their I/O.
+    pub data_path: DataPath,
+}
+
+/// How the mesh's worker threads do their I/O.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DataPath {
+    /// io_uring where this kernel allows it, epoll otherwise.
+    #[default]
+    Auto,
+    /// A tokio runtime per worker (epoll readiness, a syscall per read and
+    /// write).
+    Epoll,
+    /// An io_uring per worker (`uring`): operations complete in batches, one
+    /// `io_uring_enter` per batch. Needs Linux 5.19 or later with io_uring
+    /// allowed (`kernel.io_uring_disabled` 0, and a seccomp profile that
+    /// permits it: Docker's default one does not).
+    Uring,
+}
+
+/// The error of parsing a [`DataPath`] name.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown data path {0:?}: use auto, epoll or io_uring")]
+pub struct UnknownDataPath(String);
+
+impl FromStr for DataPath {
+    type Err = UnknownDataPath;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "epoll" => Ok(Self::Epoll),
+            "io_uring" | "uring" => Ok(Self::Uring),
+            other => Err(UnknownDataPath(other.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Epoll => "epoll",
+            Self::Uring => "io_uring",
+        })
+    }
 }
 
 /// A published port and the task port it forwards to. TCP only.
@@ -145,7 +208,7 @@ struct Inner {
     shared: Arc<Shared>,
     metrics: Arc<MeshMetrics>,
     /// The data-path threads accept loops and connections run on.
-    workers: Workers,
+    engine: Engine,
     /// Serialises updates; owns the listener set.
     control: Mutex<Control>,
     /// Parent of every listener's token: cancelled at shutdown (or drop).
@@ -160,10 +223,34 @@ struct Control {
     shut_down: bool,
 }
 
-/// The running accept loops of one published port, one per worker.
+/// The data-path threads, by [`DataPath`].
+enum Engine {
+    Epoll(Workers),
+    Uring(UringWorkers),
+}
+
+/// The listening sockets of one published port, one per worker.
 struct Listener {
+    /// Stops the accept loops (epoll).
     stop: CancellationToken,
-    tasks: Vec<JoinHandle<()>>,
+    /// Each completes once its worker has closed its socket.
+    closed: Vec<Closed>,
+}
+
+enum Closed {
+    /// An accept loop on an epoll worker.
+    Task(JoinHandle<()>),
+    /// A listening socket on an io_uring worker.
+    Socket(tokio::sync::oneshot::Receiver<()>),
+}
+
+impl Closed {
+    async fn wait(self) {
+        match self {
+            Self::Task(task) => drop(task.await),
+            Self::Socket(closed) => drop(closed.await),
+        }
+    }
 }
 
 // === impl MeshConfig ===
@@ -177,6 +264,7 @@ impl Default for MeshConfig {
             eject_max: Duration::from_secs(30),
             keepalive: Duration::from_secs(60),
             workers: workers::default_count(),
+            data_path: DataPath::default(),
         }
     }
 }
@@ -187,21 +275,32 @@ impl Mesh {
     /// Creates a mesh with an empty table and registers its metrics in `registry`.
     pub fn new(config: MeshConfig, registry: &prometheus::Registry) -> Result<Self, MeshError> {
         let metrics = MeshMetrics::register(registry)?;
-        let connections = TaskTracker::new();
-        let workers = Workers::start(config.workers, &connections).map_err(MeshError::Workers)?;
+        let (count, data_path) = (config.workers, config.data_path);
         let shared = Arc::new(Shared {
             config,
             table: ArcSwap::from_pointee(RoutingTable::default()),
             clock: Clock::new(),
-            connections,
+            connections: TaskTracker::new(),
             abort: CancellationToken::new(),
             held: Default::default(),
         });
+        let epoll = || Workers::start(count, &shared.connections).map(Engine::Epoll);
+        let engine = match data_path {
+            DataPath::Epoll => epoll(),
+            DataPath::Uring => UringWorkers::start(count, &shared).map(Engine::Uring),
+            DataPath::Auto => UringWorkers::start(count, &shared)
+                .map(Engine::Uring)
+                .or_else(|e| {
+                    warn!(error = %e, "io_uring is not available; the mesh uses epoll");
+                    epoll()
+                }),
+        }
+        .map_err(MeshError::Workers)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,
                 metrics,
-                workers,
+                engine,
                 control: Mutex::new(Control {
                     listeners: HashMap::new(),
                     unbound: false,
@@ -226,6 +325,15 @@ impl Mesh {
         removed_service_ids: &[String],
     ) -> Vec<MeshError> {
         self.inner.apply(true, upserts, removed_service_ids)
+    }
+
+    /// The data path the workers run: [`DataPath::Epoll`] or
+    /// [`DataPath::Uring`], never `Auto`.
+    pub fn data_path(&self) -> DataPath {
+        match self.inner.engine {
+            Engine::Epoll(_) => DataPath::Epoll,
+            Engine::Uring(_) => DataPath::Uring,
+        }
     }
 
     /// The current routing table.
@@ -258,19 +366,20 @@ impl Mesh {
     /// connections to finish, then closes the rest. Idempotent; no listener is
     /// opened by later updates.
     pub async fn shutdown(&self, grace: Duration) {
-        let tasks: Vec<_> = {
+        let closed: Vec<_> = {
             let mut control = self.inner.control();
             control.shut_down = true;
             self.inner.stop_accepting.cancel();
-            control
-                .listeners
-                .drain()
-                .flat_map(|(_, l)| l.tasks)
+            let listeners: Vec<_> = control.listeners.drain().collect();
+            listeners
+                .into_iter()
+                .flat_map(|(port, l)| self.inner.close_listener(port, l))
                 .collect()
         };
-        // Wait for the accept loops so the ports are closed when we return.
-        for task in tasks {
-            let _ = task.await;
+        // Wait for the listening sockets to close, so the ports are closed
+        // when we return.
+        for c in closed {
+            c.wait().await;
         }
         let connections = &self.inner.shared.connections;
         connections.close();
@@ -283,6 +392,9 @@ impl Mesh {
                 "shutdown grace over; closing open connections"
             );
             self.inner.shared.abort.cancel();
+            if let Engine::Uring(workers) = &self.inner.engine {
+                workers.broadcast(|| Command::Abort);
+            }
             connections.wait().await;
         }
     }
@@ -302,6 +414,53 @@ impl std::fmt::Debug for Mesh {
 impl Inner {
     fn control(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many worker threads there are.
+    fn worker_count(&self) -> usize {
+        match &self.engine {
+            Engine::Epoll(w) => w.len(),
+            Engine::Uring(w) => w.len(),
+        }
+    }
+
+    /// Stops accepting on a published port; returns what completes once its
+    /// sockets are closed.
+    fn close_listener(&self, port: u16, listener: Listener) -> Vec<Closed> {
+        debug!(port, "closing listener");
+        listener.stop.cancel();
+        if let Engine::Uring(workers) = &self.engine {
+            workers.broadcast(|| Command::Unlisten { port });
+        }
+        listener.closed
+    }
+
+    /// Starts accepting on the sockets of a published port, one per worker.
+    fn open_listener(&self, port: u16, sockets: Vec<std::net::TcpListener>) -> Listener {
+        let stop = self.stop_accepting.child_token();
+        let closed = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(worker, socket)| match &self.engine {
+                Engine::Epoll(workers) => {
+                    let serve = listener::serve(self.shared.clone(), socket, port, stop.clone());
+                    Closed::Task(workers.spawn(worker, serve))
+                }
+                Engine::Uring(workers) => {
+                    let (closed, done) = tokio::sync::oneshot::channel();
+                    workers.send(
+                        worker,
+                        Command::Listen {
+                            port,
+                            socket,
+                            closed,
+                        },
+                    );
+                    Closed::Socket(done)
+                }
+            })
+            .collect();
+        Listener { stop, closed }
     }
 
     /// Applies a snapshot (every service, the others removed) or a delta:
@@ -355,33 +514,29 @@ impl Inner {
     /// Closes listeners of ports no longer routed and binds new ones. A port
     /// that failed to bind is not recorded, so the next update retries it.
     fn reconcile_listeners(&self, control: &mut Control, table: &RoutingTable) -> Vec<MeshError> {
-        control.listeners.retain(|&port, l| {
-            let keep = table.service_for_port(port).is_some();
-            if !keep {
-                debug!(port, "closing listener");
-                l.stop.cancel();
+        let gone: Vec<u16> = control
+            .listeners
+            .keys()
+            .copied()
+            .filter(|&port| table.service_for_port(port).is_none())
+            .collect();
+        for port in gone {
+            if let Some(l) = control.listeners.remove(&port) {
+                // Closing happens on the workers; nothing waits for it here.
+                drop(self.close_listener(port, l));
             }
-            keep
-        });
+        }
         let mut errors = Vec::new();
         for port in table.ports() {
             if control.listeners.contains_key(&port) {
                 continue;
             }
             let addr = SocketAddr::new(self.shared.config.listen_ip, port);
-            match listener::bind_group(addr, self.shared.config.keepalive, self.workers.len()) {
+            match listener::bind_group(addr, self.shared.config.keepalive, self.worker_count()) {
                 Ok(sockets) => {
                     debug!(%addr, "listening");
-                    let stop = self.stop_accepting.child_token();
-                    let tasks = sockets
-                        .into_iter()
-                        .enumerate()
-                        .map(|(worker, l)| {
-                            let serve = listener::serve(self.shared.clone(), l, port, stop.clone());
-                            self.workers.spawn(worker, serve)
-                        })
-                        .collect();
-                    control.listeners.insert(port, Listener { stop, tasks });
+                    let listener = self.open_listener(port, sockets);
+                    control.listeners.insert(port, listener);
                 }
                 Err(source) => {
                     let service = table

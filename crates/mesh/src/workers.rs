@@ -1,4 +1,4 @@
-//! The data-path threads: one OS thread per core, each driving its own
+//! The epoll data path's threads: one OS thread per core, each driving its own
 //! single-threaded tokio runtime (its own epoll and timers).
 //!
 //! Every published port has one listening socket per worker (a SO_REUSEPORT

@@ -77,6 +77,10 @@ pub struct DaemonConfig {
     /// Address the mesh serves published ports on.
     #[arg(long, default_value = "0.0.0.0")]
     pub mesh_listen_ip: IpAddr,
+    /// How the mesh's worker threads do I/O: auto (io_uring where the kernel
+    /// allows it, else epoll), epoll, or io_uring.
+    #[arg(long, default_value = "auto")]
+    pub mesh_data_path: shoal_mesh::DataPath,
     /// How tasks are connected to the mesh.
     #[arg(long, value_enum, default_value = "auto")]
     pub network_mode: NetworkModeArg,
@@ -101,5 +105,36 @@ impl DaemonConfig {
                 self.host
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    #[test]
+    fn mesh_data_path_defaults_to_auto_and_takes_each_name() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["shoald"], args].concat());
+        let data_path = |args: &[&str]| parse(args).unwrap().daemon.mesh_data_path;
+        assert_eq!(data_path(&[]), shoal_mesh::DataPath::Auto);
+        for (name, want) in [
+            ("epoll", shoal_mesh::DataPath::Epoll),
+            ("io_uring", shoal_mesh::DataPath::Uring),
+            ("auto", shoal_mesh::DataPath::Auto),
+        ] {
+            assert_eq!(data_path(&["--mesh-data-path", name]), want);
+        }
+        let err = parse(&["--mesh-data-path", "kqueue"])
+            .unwrap_err()
+            .to_string();
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("--mesh-data-path")
+                && first.contains("kqueue")
+                && first.contains("use auto, epoll or io_uring"),
+            "{err}"
+        );
     }
 }

@@ -718,11 +718,13 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     let mesh = Mesh::new(
         MeshConfig {
             listen_ip: cfg.mesh_listen_ip,
+            data_path: cfg.mesh_data_path,
             ..MeshConfig::default()
         },
         &registry,
     )
     .context("start the mesh")?;
+    tracing::info!(data_path = %mesh.data_path(), "mesh workers started");
     let socket = cfg.socket_path()?;
     let listener = bind_socket(&socket).await?;
     let stop = CancellationToken::new();
