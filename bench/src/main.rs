@@ -63,8 +63,9 @@ enum Command {
         /// Comma-separated backend addresses.
         #[arg(long, value_delimiter = ',', required = true)]
         backends: Vec<SocketAddr>,
-        /// The mesh's data path: epoll or io_uring.
-        #[arg(long, default_value = "epoll")]
+        /// The mesh's data path: auto (io_uring where the kernel allows it,
+        /// as in shoald), epoll or io_uring.
+        #[arg(long, default_value = "auto")]
         data_path: shoal_mesh::DataPath,
     },
 }

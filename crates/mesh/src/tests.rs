@@ -315,6 +315,60 @@ async fn dead_endpoint_is_skipped_and_ejected() {
     assert_eq!(metric(&registry, "shoal_mesh_port_refused_total", &[]), 0.0);
 }
 
+/// A listening socket whose accept queue is full and never drained: the
+/// kernel drops further SYNs, so a connect to it hangs. Returns its address
+/// and what must stay open.
+fn hanging_addr() -> (SocketAddr, (socket2::Socket, std::net::TcpStream)) {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    // A backlog of 0 queues one connection; it is never accepted.
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    let queued = std::net::TcpStream::connect(addr).unwrap();
+    (addr, (l, queued))
+}
+
+/// A connect that hangs is given up after the connect timeout and the next
+/// endpoint serves the client; the hanging one is ejected.
+#[tokio::test]
+async fn hanging_connect_times_out_and_the_next_endpoint_serves() {
+    let (mesh, registry) = mesh();
+    let port = free_port();
+    let (hanging, _hold) = hanging_addr();
+    let eps = vec![
+        endpoint("t1", hanging, false),
+        endpoint("t2", name_backend("b").await, false),
+    ];
+    mesh.apply_snapshot(vec![route("s", port, eps)]);
+    // The first connection tries t1 first (round-robin from the start).
+    let started = Instant::now();
+    let got = tokio::time::timeout(DEADLINE, fetch(port))
+        .await
+        .expect("served within the deadline")
+        .unwrap();
+    assert_eq!(got, "b");
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "answered after {:?}: t1 did not hang",
+        started.elapsed()
+    );
+    let errors = |task| {
+        metric(
+            &registry,
+            "shoal_mesh_task_connect_errors_total",
+            &[("task", task)],
+        )
+    };
+    assert_eq!(errors("t1"), 1.0);
+    assert_eq!(errors("t2"), 0.0);
+    // Ejected: the next connections go straight to t2.
+    for _ in 0..4 {
+        assert_eq!(fetch(port).await.unwrap(), "b");
+    }
+    assert_eq!(errors("t1"), 1.0);
+}
+
 #[tokio::test]
 async fn all_endpoints_dead_refuses_client() {
     let (mesh, registry) = mesh();
