@@ -168,6 +168,22 @@ async fn echoed_connection(port: u16, msg: &[u8]) -> TcpStream {
     s
 }
 
+/// A mesh publishing one echo backend, and an open connection through it
+/// for each message, which it echoed.
+async fn echo_connections<M: AsRef<[u8]>>(
+    msgs: impl IntoIterator<Item = M>,
+) -> (Mesh, Vec<TcpStream>) {
+    let (mesh, _registry) = mesh();
+    let port = free_port();
+    let backend = echo_backend().await;
+    mesh.apply_snapshot(vec![route("s", port, vec![endpoint("t1", backend, false)])]);
+    let mut conns = Vec::new();
+    for msg in msgs {
+        conns.push(echoed_connection(port, msg.as_ref()).await);
+    }
+    (mesh, conns)
+}
+
 /// Connects through the mesh and returns everything the backend sent.
 async fn fetch(port: u16) -> std::io::Result<String> {
     let mut s = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await?;
@@ -883,14 +899,7 @@ async fn bulk_body_is_spliced_intact_with_half_close() {
 /// into a buffer of their own; every byte still arrives, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receives_beyond_the_buffer_ring_are_forwarded() {
-    let (mesh, _registry) = mesh();
-    let port = free_port();
-    let backend = echo_backend().await;
-    mesh.apply_snapshot(vec![route("s", port, vec![endpoint("t1", backend, false)])]);
-    let mut conns = Vec::new();
-    for _ in 0..48 {
-        conns.push(echoed_connection(port, b"hi").await);
-    }
+    let (mesh, mut conns) = echo_connections([b"hi"; 48]).await;
     let own_buffers = || {
         mesh.inner
             .shared
@@ -922,21 +931,15 @@ async fn receives_beyond_the_buffer_ring_are_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_hold_no_buffer() {
-    let (mesh, _registry) = mesh();
-    let port = free_port();
-    let backend = echo_backend().await;
-    mesh.apply_snapshot(vec![route("s", port, vec![endpoint("t1", backend, false)])]);
-
-    let mut conns = Vec::new();
-    for i in 0..50u32 {
-        // Small and bulk exchanges, so both copy buffers and pipes were used.
-        let msg: Vec<u8> = if i % 2 == 0 {
+    // Small and bulk exchanges, so both copy buffers and pipes were used.
+    let msgs = (0..50u32).map(|i| {
+        if i % 2 == 0 {
             b"ping".to_vec()
         } else {
             vec![i as u8; 100_000]
-        };
-        conns.push(echoed_connection(port, &msg).await);
-    }
+        }
+    });
+    let (mesh, mut conns) = echo_connections(msgs).await;
     assert!(spliced(&mesh) > 0);
     eventually("idle connections release buffers and pipes", || async {
         held(&mesh) == 0
@@ -1001,16 +1004,9 @@ async fn port_served_by_another_mesh_is_a_bind_error() {
 
 #[tokio::test]
 async fn connections_spread_over_the_workers() {
-    let (mesh, _registry) = mesh();
-    let port = free_port();
-    let backend = echo_backend().await;
-    mesh.apply_snapshot(vec![route("s", port, vec![endpoint("t1", backend, false)])]);
     // Each accepted connection runs on the worker whose socket accepted it; the
     // kernel hashes connections over the group, so 64 land on both workers.
-    let mut conns = Vec::new();
-    for _ in 0..64 {
-        conns.push(echoed_connection(port, b"x").await);
-    }
+    let (mesh, _conns) = echo_connections([b"x"; 64]).await;
     let per_worker = match &mesh.inner.engine {
         // One accept loop per worker, plus the connections it runs.
         crate::Engine::Epoll(w) => w.tasks_per_worker().iter().map(|n| n - 1).collect(),
