@@ -88,3 +88,20 @@ pub fn route(port: u16, backends: &[SocketAddr]) -> ServiceRoute {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reported_data_path_is_read_from_the_proxy_log() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("shoal.log"),
+            format!("starting\n{DATA_PATH_LINE}io_uring\nserving\n"),
+        )
+        .unwrap();
+        assert_eq!(reported_data_path(dir.path(), "shoal"), "io_uring");
+        assert_eq!(reported_data_path(dir.path(), "absent"), "unknown");
+    }
+}

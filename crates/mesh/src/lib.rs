@@ -229,6 +229,27 @@ enum Engine {
     Uring(UringWorkers),
 }
 
+// === impl Engine ===
+
+impl Engine {
+    /// Starts the data path `data_path` names; `Auto` falls back to epoll
+    /// when io_uring cannot be set up.
+    fn start(
+        data_path: DataPath,
+        uring: impl FnOnce() -> std::io::Result<UringWorkers>,
+        epoll: impl FnOnce() -> std::io::Result<Workers>,
+    ) -> std::io::Result<Self> {
+        match data_path {
+            DataPath::Epoll => epoll().map(Self::Epoll),
+            DataPath::Uring => uring().map(Self::Uring),
+            DataPath::Auto => uring().map(Self::Uring).or_else(|e| {
+                warn!(error = %e, "io_uring is not available; the mesh uses epoll");
+                epoll().map(Self::Epoll)
+            }),
+        }
+    }
+}
+
 /// The listening sockets of one published port, one per worker.
 struct Listener {
     /// Stops the accept loops (epoll).
@@ -284,17 +305,11 @@ impl Mesh {
             abort: CancellationToken::new(),
             held: Default::default(),
         });
-        let epoll = || Workers::start(count, &shared.connections).map(Engine::Epoll);
-        let engine = match data_path {
-            DataPath::Epoll => epoll(),
-            DataPath::Uring => UringWorkers::start(count, &shared).map(Engine::Uring),
-            DataPath::Auto => UringWorkers::start(count, &shared)
-                .map(Engine::Uring)
-                .or_else(|e| {
-                    warn!(error = %e, "io_uring is not available; the mesh uses epoll");
-                    epoll()
-                }),
-        }
+        let engine = Engine::start(
+            data_path,
+            || UringWorkers::start(count, &shared),
+            || Workers::start(count, &shared.connections),
+        )
         .map_err(MeshError::Workers)?;
         Ok(Self {
             inner: Arc::new(Inner {

@@ -894,6 +894,40 @@ async fn bulk_body_is_spliced_intact_with_half_close() {
     .await;
 }
 
+#[tokio::test]
+async fn mesh_runs_the_data_path_asked_for() {
+    let (mesh, _registry) = mesh();
+    assert_eq!(mesh.data_path(), data_path());
+}
+
+/// `auto` takes io_uring where it can be set up and falls back to epoll
+/// where it cannot; an explicit `io_uring` fails instead.
+#[test]
+fn auto_falls_back_to_epoll_without_io_uring() {
+    use crate::Engine;
+    let denied = || Err(std::io::Error::from_raw_os_error(libc::EPERM));
+    let epoll = || {
+        let tracker = tokio_util::task::TaskTracker::new();
+        crate::workers::Workers::start(std::num::NonZeroUsize::MIN, &tracker)
+    };
+    let engine = Engine::start(DataPath::Auto, denied, epoll).unwrap();
+    assert!(matches!(engine, Engine::Epoll(_)));
+    let err = Engine::start(DataPath::Uring, denied, epoll)
+        .err()
+        .expect("io_uring asked for and denied");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    // On this kernel io_uring is allowed: auto picks it.
+    let (mesh, _registry) = {
+        let registry = Registry::new();
+        let config = MeshConfig {
+            data_path: DataPath::Auto,
+            ..MeshConfig::default()
+        };
+        (Mesh::new(config, &registry).unwrap(), registry)
+    };
+    assert_eq!(mesh.data_path(), DataPath::Uring);
+}
+
 /// Many receives completing at once: on the io_uring path (whose tests run
 /// with 4 provided buffers per worker) some find the ring empty and read
 /// into a buffer of their own; every byte still arrives, in order.

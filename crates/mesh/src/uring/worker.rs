@@ -723,6 +723,13 @@ impl Worker {
             return;
         }
         let Some(buf) = chunk else {
+            if res > 0 {
+                // Bytes with no buffer to hold them: not something the
+                // kernel does; end the connection rather than lose them.
+                let err = io::Error::other("receive completed without a buffer");
+                self.fail(slot, side, err);
+                return;
+            }
             dir.eof = true;
             if side == Side::Down || c.connected {
                 self.end(slot, side);
