@@ -45,6 +45,10 @@ const BUF_SIZE: usize = 16 * 1024;
 /// (typically EMFILE).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// The slot of a completion that belongs to no connection (a listener's
+/// cancel): no connection slot ever gets this high.
+const NO_CONN: usize = usize::MAX >> 16;
+
 /// What a completion is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Op {
@@ -168,8 +172,6 @@ struct ListenSocket {
     _closed: oneshot::Sender<()>,
     /// Unlisten asked: close once the accept has ended.
     closing: bool,
-    /// The accept backoff (read by the kernel at submission).
-    backoff: types::Timespec,
 }
 
 /// Where a received chunk's bytes are.
@@ -260,6 +262,9 @@ pub(crate) struct Worker {
     wake: Arc<OwnedFd>,
     /// Where the eventfd read lands.
     wake_buf: Box<[u8; 8]>,
+    /// How long a listener waits after an accept error (read by the kernel
+    /// when its timeout is submitted).
+    accept_backoff: types::Timespec,
     open: Arc<AtomicUsize>,
     listeners: Slab<ListenSocket>,
     conns: Slab<Box<Conn>>,
@@ -290,6 +295,7 @@ impl Worker {
             inbox,
             wake,
             wake_buf: Box::new([0; 8]),
+            accept_backoff: types::Timespec::from(ACCEPT_BACKOFF),
             open,
             listeners: Slab::new(),
             conns: Slab::new(),
@@ -428,7 +434,6 @@ impl Worker {
                         socket: socket.into(),
                         _closed: closed,
                         closing: false,
-                        backoff: types::Timespec::from(ACCEPT_BACKOFF),
                     });
                     self.arm_accept(slot);
                 }
@@ -480,7 +485,7 @@ impl Worker {
             l.closing = true;
             let entry = opcode::AsyncCancel::new(user_data(Op::Accept, Side::Up, slot))
                 .build()
-                .user_data(user_data(Op::Cancel, Side::Up, usize::MAX >> 16));
+                .user_data(user_data(Op::Cancel, Side::Up, NO_CONN));
             // SAFETY: a cancel points at no memory.
             unsafe { self.push(&[entry]) };
         }
@@ -511,11 +516,11 @@ impl Worker {
             self.close_listener(slot);
         } else if res < 0 {
             warn!(port, error = %io::Error::from_raw_os_error(-res), "accept failed");
-            let l = self.listeners.get_mut(slot).expect("checked above");
-            let entry = opcode::Timeout::new(&l.backoff)
+            let entry = opcode::Timeout::new(&self.accept_backoff)
                 .build()
                 .user_data(user_data(Op::AcceptRetry, Side::Up, slot));
-            // SAFETY: the timespec is read at submission.
+            // SAFETY: the timespec is read when the entry is submitted; it
+            // lives in the worker, which outlives its ring's submissions.
             unsafe { self.push(&[entry]) };
         } else {
             self.arm_accept(slot);
