@@ -21,6 +21,12 @@ pub enum SwarmCommand {
         /// Dispatcher heartbeat period (ns|us|ms|s|m|h).
         #[arg(long = "dispatcher-heartbeat")]
         dispatcher_heartbeat: Option<String>,
+        /// Default address pool in CIDR format (default 10.0.0.0/8).
+        #[arg(long = "default-addr-pool", value_delimiter = ',')]
+        default_addr_pool: Vec<String>,
+        /// Default address pool subnet mask length (default 24).
+        #[arg(long = "default-addr-pool-mask-length", allow_hyphen_values = true)]
+        default_addr_pool_mask_length: Option<String>,
     },
     /// Update the swarm.
     Update {
@@ -64,6 +70,17 @@ pub enum SwarmCommand {
     },
 }
 
+/// `--default-addr-pool-mask-length`: a prefix length (the daemon checks
+/// it against the pools).
+fn parse_mask_length(v: &str) -> anyhow::Result<u32> {
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=32).contains(&n) => Ok(n),
+        _ => anyhow::bail!(
+            "invalid argument {v:?} for \"--default-addr-pool-mask-length\" flag: a prefix length from 8 to 29, e.g. 24"
+        ),
+    }
+}
+
 /// Runs a `swarm` subcommand; flags are validated before connecting.
 pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
     match cmd {
@@ -71,7 +88,13 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
             advertise_addr,
             task_history_limit,
             dispatcher_heartbeat,
+            default_addr_pool,
+            default_addr_pool_mask_length,
         } => {
+            let mask_length = match default_addr_pool_mask_length {
+                Some(v) => parse_mask_length(&v)?,
+                None => 0,
+            };
             let limit = match task_history_limit {
                 Some(v) => opts::parse_count(&v, "--task-history-limit")?,
                 None => 0,
@@ -87,6 +110,8 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
                     advertise_addr: advertise_addr.unwrap_or_default(),
                     task_history_limit: limit,
                     dispatcher_heartbeat_ms: heartbeat,
+                    default_addr_pool,
+                    default_addr_pool_mask_length: mask_length,
                 })
                 .await
                 .daemon()?;

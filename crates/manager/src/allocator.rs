@@ -13,8 +13,17 @@ use crate::orchestrator::{is_live, task_state, Changes};
 use crate::spec::{DYNAMIC_PORT_END, DYNAMIC_PORT_START};
 use crate::state::ClusterView;
 
-/// Ingress subnet given to a new cluster.
-pub const DEFAULT_INGRESS_SUBNET: &str = "10.255.0.0/16";
+/// Docker's default address pool (`swarm init --default-addr-pool`).
+pub const DEFAULT_ADDR_POOL: &str = "10.0.0.0/8";
+/// Docker's default `--default-addr-pool-mask-length`: networks get a /24.
+pub const DEFAULT_SUBNET_SIZE: u32 = 24;
+/// The ingress network's prefix length. Larger than Docker's /24 because
+/// every task here takes an ingress address, so a /24 would cap a cluster
+/// at 250 tasks; a pool smaller than this gives itself whole.
+pub const INGRESS_PREFIX: u8 = 16;
+/// Ingress subnet of a cluster created without a host check (the first
+/// [`INGRESS_PREFIX`] of [`DEFAULT_ADDR_POOL`]).
+pub const DEFAULT_INGRESS_SUBNET: &str = "10.0.0.0/16";
 
 /// Fills in published ports of `ports` that are 0 with the lowest port of
 /// the dynamic range that `available` accepts and no other port here uses.

@@ -113,6 +113,24 @@ pub struct Initialized {
     pub ingress_address: String,
 }
 
+/// What `swarm init` sets; a zero or empty field takes its default.
+#[derive(Clone, Debug, Default)]
+pub struct InitSettings {
+    /// Tasks kept per slot, the current one included (default 5).
+    pub task_history_limit: u64,
+    /// `--dispatcher-heartbeat` (default 5s).
+    pub heartbeat: Duration,
+    /// The ingress network's subnet (CIDR; default
+    /// [`allocator::DEFAULT_INGRESS_SUBNET`]), chosen by the caller clear of
+    /// its host's networks.
+    pub ingress_subnet: String,
+    /// `--default-addr-pool` (default [`allocator::DEFAULT_ADDR_POOL`]).
+    pub default_addr_pool: Vec<String>,
+    /// `--default-addr-pool-mask-length` (default
+    /// [`allocator::DEFAULT_SUBNET_SIZE`]).
+    pub subnet_size: u32,
+}
+
 /// VXLAN id of the ingress overlay.
 pub const INGRESS_VNI: u32 = 4096;
 /// Default UDP port of the overlay (`--data-path-port`).
@@ -149,8 +167,7 @@ pub fn new_cluster_ca(
 pub async fn init_cluster(
     store: &Store,
     node: &LocalNode,
-    task_history_limit: u64,
-    heartbeat: Duration,
+    settings: &InitSettings,
     ca: &ca::ClusterCa,
     certificates: NodeCertificates,
 ) -> Result<Initialized, ManagerError> {
@@ -163,18 +180,32 @@ pub async fn init_cluster(
     let cluster = Cluster {
         id: shoal_api::id::new_id(),
         meta,
-        task_history_limit: if task_history_limit == 0 {
+        task_history_limit: if settings.task_history_limit == 0 {
             reaper::DEFAULT_HISTORY_LIMIT
         } else {
-            task_history_limit
+            settings.task_history_limit
         },
-        dispatcher_heartbeat_ms: if heartbeat.is_zero() {
+        dispatcher_heartbeat_ms: if settings.heartbeat.is_zero() {
             DEFAULT_HEARTBEAT
         } else {
-            heartbeat
+            settings.heartbeat
         }
         .as_millis() as u64,
-        ingress_subnet: allocator::DEFAULT_INGRESS_SUBNET.into(),
+        ingress_subnet: if settings.ingress_subnet.is_empty() {
+            allocator::DEFAULT_INGRESS_SUBNET.into()
+        } else {
+            settings.ingress_subnet.clone()
+        },
+        default_addr_pool: if settings.default_addr_pool.is_empty() {
+            vec![allocator::DEFAULT_ADDR_POOL.into()]
+        } else {
+            settings.default_addr_pool.clone()
+        },
+        subnet_size: if settings.subnet_size == 0 {
+            allocator::DEFAULT_SUBNET_SIZE
+        } else {
+            settings.subnet_size
+        },
         root_ca_pem: ca.cert_pem().to_string(),
         root_ca_key_pem: ca.key_pem().to_string(),
         worker_token_secret: ca::new_token_secret(),

@@ -26,10 +26,13 @@
 //! # Layout
 //! - `cidr`: [`Ipv4Cidr`], an IPv4 address with its prefix length.
 //! - `error`: [`NetError`], every failure with the link, namespace or address it concerned.
+//! - `host`: the networks the host itself uses ([`host_subnets`]).
 //! - `link`: bridges and links in the current namespace ([`ensure_bridge`], [`delete_link`]).
 //! - `netns`: namespaces by fd ([`new_netns`], [`enter_netns`], [`run_in_netns`]).
 //! - `overlay`: the cross-node VXLAN port and its static entries ([`ensure_vxlan`],
 //!   [`reconcile_overlay`], [`mac_for_ip`]).
+//! - `pool`: a free subnet from address pools ([`free_subnet`]).
+//! - `resolv`: the name servers of a `resolv.conf` ([`nameservers`]).
 //! - `task`: [`TaskNetns`], a task's namespace plus its veth pair.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -37,9 +40,12 @@
 
 mod cidr;
 mod error;
+mod host;
 mod link;
 mod netns;
 mod overlay;
+mod pool;
+mod resolv;
 mod task;
 
 #[cfg(test)]
@@ -47,12 +53,15 @@ mod tests;
 
 pub use cidr::{CidrParseError, Ipv4Cidr};
 pub use error::NetError;
+pub use host::host_subnets;
 pub use link::{delete_link, ensure_bridge, link_state, LinkState};
 pub use netns::{enter_netns, new_netns, run_in_netns};
 pub use overlay::{
     ensure_vxlan, mac_for_ip, overlay_entries, reconcile_overlay, set_link_mac, OverlayEntries,
     OverlaySpec, DEFAULT_VXLAN_PORT,
 };
+pub use pool::{free_subnet, overlaps};
+pub use resolv::nameservers;
 pub use task::{TaskNetSpec, TaskNetns};
 
 /// Whether the process runs with an effective uid of 0 (needed for every netlink change here).

@@ -113,14 +113,7 @@ impl Control for NodeControl {
         req: Request<SwarmInitRequest>,
     ) -> Result<Response<SwarmInitResponse>, Status> {
         let req = req.into_inner();
-        let cluster_id = self
-            .0
-            .init_swarm(
-                &req.advertise_addr,
-                req.task_history_limit,
-                std::time::Duration::from_millis(req.dispatcher_heartbeat_ms),
-            )
-            .await?;
+        let cluster_id = self.0.init_swarm(&req).await?;
         Ok(Response::new(SwarmInitResponse {
             node_id: self.0.identity().node_id,
             cluster_id,

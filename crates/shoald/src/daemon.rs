@@ -21,8 +21,9 @@ use shoal_api::pb::dispatcher_server::DispatcherServer;
 use shoal_api::pb::node_ca_client::NodeCaClient;
 use shoal_api::pb::{
     CreateServiceRequest, IssueNodeCertificateRequest, NodeRole, PortConfig, ServiceSpec,
+    SwarmInitRequest,
 };
-use shoal_manager::{ca, LocalNode, Manager, ManagerConfig, NodeCertificates};
+use shoal_manager::{ca, InitSettings, LocalNode, Manager, ManagerConfig, NodeCertificates};
 use shoal_mesh::{Mesh, MeshConfig};
 use shoal_store::{Store, StoreConfig};
 use tokio::net::{UnixListener, UnixStream};
@@ -37,6 +38,7 @@ use tonic::Status;
 use crate::config::{DaemonConfig, NetworkModeArg};
 use crate::control::{NodeControl, NodeDispatcher};
 use crate::feed::Overlay;
+use crate::host_network::{self, AddressPools};
 use crate::node::{self, Membership, NodeIdentity};
 use crate::tls::ManagersChannel;
 
@@ -210,36 +212,85 @@ impl Daemon {
             .map(|u| DispatcherClient::new(u.channel()))
     }
 
+    /// The IP other nodes reach this node on: what `swarm init|join
+    /// --advertise-addr` gave, else shoald's `--advertise-addr`.
+    fn advertise_addr(&self) -> String {
+        let id = self.identity.lock().expect("identity lock");
+        if id.advertise_addr.is_empty() {
+            self.cfg.advertise_addr.clone()
+        } else {
+            id.advertise_addr.clone()
+        }
+    }
+
     /// `host:port` other nodes dial to reach this manager.
     fn manager_addr(&self) -> String {
-        format!(
-            "{}:{}",
-            self.cfg.advertise_addr,
-            self.cfg.listen_addr.port()
-        )
+        format!("{}:{}", self.advertise_addr(), self.cfg.listen_addr.port())
+    }
+
+    /// The `--advertise-addr` of `swarm init|join`, checked; empty keeps
+    /// the daemon's.
+    fn requested_advertise_addr(&self, value: &str) -> Result<Option<String>, Status> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        host_network::parse_advertise_addr(value, self.cfg.listen_addr.port())
+            .map(|ip| Some(ip.to_string()))
+            .map_err(Status::invalid_argument)
+    }
+
+    /// Whether tasks run in network namespaces on the ingress bridge.
+    fn uses_netns(&self) -> bool {
+        match self.cfg.network_mode {
+            NetworkModeArg::Auto => shoal_net::is_root(),
+            NetworkModeArg::Netns => true,
+            NetworkModeArg::Loopback => false,
+        }
+    }
+
+    /// Removes the ingress bridge and VXLAN device (netns mode).
+    async fn remove_host_links(&self) {
+        if self.uses_netns() {
+            host_network::remove_links(&self.cfg.bridge, &self.cfg.vxlan).await;
+        }
     }
 
     /// `swarm init`: a one-member Raft group, the cluster CA, this node.
-    pub async fn init_swarm(
-        self: &Arc<Self>,
-        advertise: &str,
-        history: u64,
-        heartbeat: Duration,
-    ) -> Result<String, Status> {
+    pub async fn init_swarm(self: &Arc<Self>, req: &SwarmInitRequest) -> Result<String, Status> {
         let _guard = self.membership_lock.lock().await;
         if self.membership() != Membership::None {
             return Err(Status::already_exists(ALREADY_IN_SWARM));
         }
-        if !advertise.is_empty() && advertise != self.cfg.advertise_addr {
-            return Err(Status::invalid_argument(format!(
-                "--advertise-addr {advertise}: this daemon advertises {}; restart shoald with --advertise-addr {advertise}",
-                self.cfg.advertise_addr
-            )));
+        let advertise = self.requested_advertise_addr(&req.advertise_addr)?;
+        let pools = AddressPools::parse(&req.default_addr_pool, req.default_addr_pool_mask_length)
+            .map_err(Status::invalid_argument)?;
+        let taken = host_network::host_networks(&[&self.cfg.bridge, &self.cfg.vxlan])
+            .await
+            .map_err(|e| internal(format!("{e:#}")))?;
+        let ingress = host_network::choose_ingress_subnet(&pools, &taken)
+            .map_err(Status::failed_precondition)?;
+        if let Some(ip) = advertise {
+            self.update_identity(|id| id.advertise_addr = ip)
+                .map_err(|e| internal(format!("{e:#}")))?;
         }
+        let result = self.init_swarm_with(req, &pools, ingress).await;
+        if result.is_err() {
+            // Leave nothing of a failed init behind, the advertise address included.
+            let _ = self.update_identity(|id| id.advertise_addr.clear());
+        }
+        result
+    }
+
+    async fn init_swarm_with(
+        self: &Arc<Self>,
+        req: &SwarmInitRequest,
+        pools: &AddressPools,
+        ingress: shoal_net::Ipv4Cidr,
+    ) -> Result<String, Status> {
         let identity = self.identity();
-        let (cluster_ca, certs) =
-            shoal_manager::new_cluster_ca(&identity.node_id, &self.cfg.advertise_addr)
-                .map_err(|e| internal(format!("create the cluster CA: {e}")))?;
+        let advertise = self.advertise_addr();
+        let (cluster_ca, certs) = shoal_manager::new_cluster_ca(&identity.node_id, &advertise)
+            .map_err(|e| internal(format!("create the cluster CA: {e}")))?;
         let store = self
             .open_store(1, &certs)
             .await
@@ -255,15 +306,21 @@ impl Daemon {
         let local = LocalNode {
             id: identity.node_id.clone(),
             hostname: identity.hostname.clone(),
-            addr: self.cfg.advertise_addr.clone(),
+            addr: advertise.clone(),
             manager_addr: self.manager_addr(),
             engine_version: env!("CARGO_PKG_VERSION").into(),
             raft_id: store.node_id(),
         };
-        let init =
-            shoal_manager::init_cluster(&store, &local, history, heartbeat, &cluster_ca, certs)
-                .await
-                .map_err(|e| internal(format!("write cluster state: {e}")))?;
+        let settings = InitSettings {
+            task_history_limit: req.task_history_limit,
+            heartbeat: Duration::from_millis(req.dispatcher_heartbeat_ms),
+            ingress_subnet: ingress.to_string(),
+            default_addr_pool: pools.to_strings(),
+            subnet_size: u32::from(pools.subnet_size),
+        };
+        let init = shoal_manager::init_cluster(&store, &local, &settings, &cluster_ca, certs)
+            .await
+            .map_err(|e| internal(format!("write cluster state: {e}")))?;
         node::save_certificates(&self.cfg.data_root, &init.certificates)
             .map_err(|e| internal(format!("{e:#}")))?;
         self.update_identity(|id| {
@@ -275,7 +332,7 @@ impl Daemon {
             id.data_path_port = init.cluster.data_path_port;
         })
         .map_err(|e| internal(format!("{e:#}")))?;
-        tracing::info!(cluster = %init.cluster.id, node = %local.id, "swarm initialised");
+        tracing::info!(cluster = %init.cluster.id, node = %local.id, %advertise, ingress = %init.cluster.ingress_subnet, "swarm initialised");
         self.start_manager(store, &init.certificates)
             .await
             .map_err(|e| internal(format!("{e:#}")))?;
@@ -314,20 +371,12 @@ impl Daemon {
             .await
             .map_err(|e| Status::unavailable(format!("cannot reach manager at {remote}: {e}")))?;
         let identity = self.identity();
-        let advertise_ip = if advertise.is_empty() {
-            self.cfg.advertise_addr.clone()
-        } else {
-            advertise.to_string()
-        };
-        if advertise_ip != self.cfg.advertise_addr {
-            return Err(Status::invalid_argument(format!(
-                "--advertise-addr {advertise_ip}: this daemon advertises {}; restart shoald with --advertise-addr {advertise_ip}",
-                self.cfg.advertise_addr
-            )));
-        }
+        let advertise_ip = self
+            .requested_advertise_addr(advertise)?
+            .unwrap_or_else(|| self.advertise_addr());
         // Managers are dialled on their node listener; workers only need the IP,
         // and the manager takes the host part.
-        let advertise = self.manager_addr();
+        let advertise = format!("{advertise_ip}:{}", self.cfg.listen_addr.port());
         let resp = NodeCaClient::new(channel)
             .issue_node_certificate(IssueNodeCertificateRequest {
                 token: token.to_string(),
@@ -338,6 +387,16 @@ impl Daemon {
             })
             .await?
             .into_inner();
+        if self.uses_netns() {
+            if let Ok(subnet) = resp.ingress_address.parse::<shoal_net::Ipv4Cidr>() {
+                let taken = host_network::host_networks(&[&self.cfg.bridge, &self.cfg.vxlan])
+                    .await
+                    .map_err(|e| internal(format!("{e:#}")))?;
+                if let Some(conflict) = host_network::ingress_conflict(subnet.network(), &taken) {
+                    return Err(Status::failed_precondition(conflict));
+                }
+            }
+        }
         let certs = NodeCertificates {
             ca_pem: resp.ca_certificate_pem.clone(),
             cert_pem: resp.certificate_pem.clone(),
@@ -352,6 +411,7 @@ impl Daemon {
         };
         let role = resp.role();
         self.update_identity(|id| {
+            id.advertise_addr = advertise_ip.clone();
             id.node_id = resp.node_id.clone();
             id.membership = if role == NodeRole::Manager {
                 Membership::Manager
@@ -406,6 +466,7 @@ impl Daemon {
             let _ = tokio::time::timeout(Duration::from_secs(5), store.shutdown()).await;
         }
         self.mesh.apply_snapshot(Vec::new());
+        self.remove_host_links().await;
         *self.certs.lock().expect("certs lock") = None;
         *self.upstream.lock().expect("upstream lock") = None;
         node::remove_membership(&self.cfg.data_root).map_err(|e| internal(format!("{e:#}")))?;
@@ -413,6 +474,7 @@ impl Daemon {
             id.membership = Membership::None;
             id.manager_addrs.clear();
             id.ingress_address.clear();
+            id.advertise_addr.clear();
         })
         .map_err(|e| internal(format!("{e:#}")))?;
         tracing::info!("left the swarm");
@@ -492,7 +554,7 @@ impl Daemon {
         let agent_cfg = AgentConfig {
             node_id: identity.node_id.clone(),
             hostname: identity.hostname.clone(),
-            addr: self.cfg.advertise_addr.clone(),
+            addr: self.advertise_addr(),
             data_root: self.cfg.data_root.clone(),
             workload_exe: std::env::current_exe().context("locate the shoald binary")?,
             network,
@@ -550,12 +612,7 @@ impl Daemon {
         &self,
         identity: &NodeIdentity,
     ) -> anyhow::Result<(NetworkMode, Option<Overlay>)> {
-        let netns = match self.cfg.network_mode {
-            NetworkModeArg::Auto => shoal_net::is_root(),
-            NetworkModeArg::Netns => true,
-            NetworkModeArg::Loopback => false,
-        };
-        if !netns {
+        if !self.uses_netns() {
             tracing::info!("tasks run as plain processes on loopback ports");
             return Ok((NetworkMode::Loopback, None));
         }
@@ -567,12 +624,10 @@ impl Daemon {
             .await
             .with_context(|| format!("set up ingress bridge {}", self.cfg.bridge))?;
         tracing::info!(bridge = %self.cfg.bridge, %cidr, "tasks run in network namespaces on the ingress bridge");
-        let local: Ipv4Addr = self.cfg.advertise_addr.parse().with_context(|| {
-            format!(
-                "--advertise-addr {:?} must be an IPv4 address",
-                self.cfg.advertise_addr
-            )
-        })?;
+        let advertise = self.advertise_addr();
+        let local: Ipv4Addr = advertise
+            .parse()
+            .with_context(|| format!("--advertise-addr {advertise:?} must be an IPv4 address"))?;
         let overlay = if local.is_loopback() {
             None
         } else {
@@ -761,7 +816,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     daemon.resume().await?;
     if cfg.init && daemon.membership() == Membership::None {
         daemon
-            .init_swarm("", 0, Duration::ZERO)
+            .init_swarm(&SwarmInitRequest::default())
             .await
             .map_err(|s| anyhow::anyhow!(s.message().to_string()))?;
     }
@@ -782,6 +837,8 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     }
     mesh.shutdown(cfg.shutdown_grace).await;
     daemon.stop_roles(Duration::from_secs(5)).await;
+    // The bridge (and its route) and VXLAN device are made again at start.
+    daemon.remove_host_links().await;
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), admin).await;

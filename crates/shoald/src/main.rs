@@ -13,6 +13,7 @@
 //! - `daemon`: role wiring, start-up and the ordered shutdown.
 //! - `control`: the `Control` service before and after `swarm init`.
 //! - `feed`: discovery feed → mesh routing table.
+//! - `host_network`: the advertise address, an ingress subnet clear of the host's networks, the links removed on leave.
 //! - `admin`: `/metrics`, `/healthz`, `/routes`.
 //! - `tls`: the manager's mTLS listener for other nodes, and channels to it.
 
@@ -21,6 +22,7 @@ mod config;
 mod control;
 mod daemon;
 mod feed;
+mod host_network;
 mod node;
 mod tls;
 

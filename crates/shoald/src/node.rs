@@ -38,6 +38,10 @@ pub struct NodeIdentity {
     /// Raft id (managers only; the first manager is 1).
     #[serde(default)]
     pub raft_id: u64,
+    /// The IP given by `swarm init|join --advertise-addr`; empty = shoald's
+    /// `--advertise-addr`.
+    #[serde(default)]
+    pub advertise_addr: String,
 }
 
 impl NodeIdentity {
@@ -55,6 +59,7 @@ impl NodeIdentity {
                 ingress_vni: 0,
                 data_path_port: 0,
                 raft_id: 0,
+                advertise_addr: String::new(),
             },
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         };

@@ -1,9 +1,8 @@
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use super::*;
 use crate::test_support::leading_store;
-use crate::{init_cluster, new_cluster_ca, LocalNode};
+use crate::{init_cluster, new_cluster_ca, InitSettings, LocalNode};
 
 /// A one-manager cluster in a fresh store (raft id 1).
 async fn cluster(dir: &std::path::Path) -> (Store, Cluster) {
@@ -17,7 +16,7 @@ async fn cluster(dir: &std::path::Path) -> (Store, Cluster) {
         raft_id: 1,
     };
     let (ca, certs) = new_cluster_ca(&node.id, &node.addr).unwrap();
-    let init = init_cluster(&store, &node, 0, Duration::ZERO, &ca, certs)
+    let init = init_cluster(&store, &node, &InitSettings::default(), &ca, certs)
         .await
         .unwrap();
     (store, init.cluster)
