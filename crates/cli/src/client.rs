@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use anyhow::anyhow;
 use shoal_api::pb::control_client::ControlClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -27,7 +26,7 @@ pub enum Host {
 impl Host {
     /// Parses `unix:///PATH`, `/PATH` or `tcp://HOST:PORT`.
     pub fn parse(s: &str) -> anyhow::Result<Host> {
-        let bad = |why: &str| anyhow!("invalid argument {s:?} for \"-H, --host\" flag: {why}");
+        let bad = |why: &str| crate::opts::invalid(s, "-H, --host", why);
         if let Some(path) = s.strip_prefix("unix://") {
             if !path.starts_with('/') {
                 return Err(bad(

@@ -13,9 +13,44 @@ use shoal_api::pb::{
 #[cfg(test)]
 mod tests;
 
+/// A flag given a value it cannot take. The CLI exits with Docker's status for
+/// flag errors ([`FLAG_ERROR_EXIT`]) when an error is one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidFlag {
+    /// The value as given.
+    pub value: String,
+    /// The flag as Docker names it in help: `-p, --publish`, `--replicas`.
+    pub flag: String,
+    /// What is wrong, and so what to give instead.
+    pub why: String,
+}
+
+impl std::fmt::Display for InvalidFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let InvalidFlag { value, flag, why } = self;
+        write!(f, "invalid argument {value:?} for {flag:?} flag: {why}")
+    }
+}
+
+impl std::error::Error for InvalidFlag {}
+
+/// Docker's exit status for a command line it cannot take (a bad flag value,
+/// an unknown flag, a missing argument).
+pub const FLAG_ERROR_EXIT: u8 = 125;
+
 /// The standard wording for a bad flag value.
 pub fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("invalid argument {value:?} for {flag:?} flag: {why}")
+    InvalidFlag {
+        value: value.to_string(),
+        flag: flag.to_string(),
+        why: why.to_string(),
+    }
+    .into()
+}
+
+/// Whether an error (or one it wraps) is an [`InvalidFlag`].
+pub fn is_flag_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<InvalidFlag>())
 }
 
 const PUBLISH: &str = "-p, --publish";
@@ -133,26 +168,25 @@ fn parse_protocol(p: &str) -> Result<&'static str, String> {
 }
 
 fn parse_port(s: &str, what: &str) -> Result<u32, String> {
-    let n: u64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{what} port {s:?} is not a number"))?;
-    if !(1..=65535).contains(&n) {
-        return Err(format!("{what} port {n} out of range (1-65535)"));
+    match s.trim().parse::<u64>() {
+        Ok(n @ 1..=65535) => Ok(n as u32),
+        _ => Err(format!(
+            "{what} port {s:?} must be a number from 1 to 65535"
+        )),
     }
-    Ok(n as u32)
 }
 
 fn parse_range(s: &str, what: &str) -> Result<Vec<u32>, String> {
     match s.split_once('-') {
-        Some((a, b)) => {
+        // `-1` is a (negative) port, not a range with no start.
+        Some((a, b)) if !a.trim().is_empty() => {
             let (a, b) = (parse_port(a, what)?, parse_port(b, what)?);
             if b < a {
                 return Err(format!("{what} port range {s} ends before it starts"));
             }
             Ok((a..=b).collect())
         }
-        None => Ok(vec![parse_port(s, what)?]),
+        _ => Ok(vec![parse_port(s, what)?]),
     }
 }
 

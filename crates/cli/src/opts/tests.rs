@@ -49,14 +49,19 @@ fn publish_errors_name_the_flag() {
     assert_eq!(
         err("70000:80"),
         "invalid argument \"70000:80\" for \"-p, --publish\" flag: \
-         published port 70000 out of range (1-65535)"
+         published port \"70000\" must be a number from 1 to 65535"
     );
     assert_eq!(
         err("8080:0"),
         "invalid argument \"8080:0\" for \"-p, --publish\" flag: \
-         target port 0 out of range (1-65535)"
+         target port \"0\" must be a number from 1 to 65535"
     );
-    assert!(err("abc").contains("target port \"abc\" is not a number"));
+    assert_eq!(
+        err("-1:80"),
+        "invalid argument \"-1:80\" for \"-p, --publish\" flag: \
+         published port \"-1\" must be a number from 1 to 65535"
+    );
+    assert!(err("abc").contains("target port \"abc\" must be a number from 1 to 65535"));
     assert!(err("8080:80/sctp").contains("invalid protocol"));
     assert!(err("published=8080").contains("missing mandatory field \"target\""));
     assert!(err("target=80,mode=foo").contains("invalid publish mode"));
