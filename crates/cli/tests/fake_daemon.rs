@@ -1248,3 +1248,58 @@ async fn writes_that_race_a_status_write_are_read_and_sent_again() {
         "a"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_raced_many_times_in_a_row_gets_through() {
+    let fake = Fake::new();
+    let (_dir, host) = start_with(fake.clone());
+    ok(shoal(
+        &host,
+        &["service", "create", "-d", "--name", "web", "shoal/echo"],
+    )
+    .await);
+    // Eight reads in a row are overtaken by another write: more than a fixed
+    // handful of retries, well within the backoff's patience.
+    *fake.racing_reads.lock().unwrap() = 8;
+    ok(shoal(
+        &host,
+        &["service", "update", "-d", "--env-add", "A=1", "web"],
+    )
+    .await);
+    assert_eq!(fake.find("web").unwrap().spec.unwrap().env, ["A=1"]);
+    assert_eq!(*fake.racing_reads.lock().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_of_one_service_all_get_through() {
+    let fake = Fake::new();
+    let (_dir, host) = start_with(fake.clone());
+    ok(shoal(
+        &host,
+        &["service", "create", "-d", "--name", "web", "shoal/echo"],
+    )
+    .await);
+    // Every read is also overtaken a few times, so the writers collide.
+    *fake.racing_reads.lock().unwrap() = 12;
+    let writers: Vec<_> = (0..12)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                let env = format!("K{i}=v");
+                shoal(
+                    &host,
+                    &["service", "update", "-d", "--env-add", &env, "web"],
+                )
+                .await
+            })
+        })
+        .collect();
+    for w in writers {
+        ok(w.await.unwrap());
+    }
+    let mut env = fake.find("web").unwrap().spec.unwrap().env;
+    env.sort();
+    let mut want: Vec<String> = (0..12).map(|i| format!("K{i}=v")).collect();
+    want.sort();
+    assert_eq!(env, want);
+}
