@@ -92,6 +92,13 @@ pub fn parse_publish_flag(value: &str, flag: &str) -> anyhow::Result<Vec<PortCon
         _ => None,
     };
     if let Some(published) = &published {
+        let last = published[0] as usize + targets.len() - 1;
+        if published.len() == 1 && last > 65535 {
+            return Err(bad(format!(
+                "published ports {}-{last} for target range {target} go past 65535",
+                published[0]
+            )));
+        }
         if published.len() != targets.len() && published.len() != 1 {
             return Err(bad(format!(
                 "published range {} and target range {} differ in size",
@@ -594,7 +601,12 @@ pub fn parse_tail(value: &str) -> anyhow::Result<i64> {
 /// RFC 3339 timestamp or Unix seconds; returns Unix ms.
 pub fn parse_since(value: &str, now_ms: i64) -> anyhow::Result<i64> {
     if let Ok(d) = humantime::parse_duration(value) {
-        return Ok(now_ms - d.as_millis() as i64);
+        // Further back than i64 reaches is the beginning of time.
+        return Ok(i64::try_from(d.as_millis())
+            .ok()
+            .and_then(|back| now_ms.checked_sub(back))
+            .unwrap_or(i64::MIN)
+            .max(0));
     }
     if let Ok(t) = humantime::parse_rfc3339_weak(value) {
         return Ok(crate::format::unix_ms(t));
