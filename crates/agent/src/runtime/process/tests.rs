@@ -163,3 +163,11 @@ fn a_missing_workdir_is_named_as_such() {
         format!("task: workdir {}: not a directory", file.display())
     );
 }
+
+proptest::proptest! {
+    /// `--stop-signal` values: a name or number, anything else refused without panic.
+    #[test]
+    fn any_signal_name_parses_or_is_refused(name in "(SIG|sig)?[A-Za-z0-9+-]{0,8}|.{0,12}") {
+        let _ = parse_signal(&name);
+    }
+}
