@@ -277,6 +277,17 @@ async fn exit_codes_become_complete_or_failed() {
         "{}",
         s.err
     );
+
+    // A missing --workdir is named as such, not as a missing program.
+    let mut nowhere_task = script_task("nowhere", "exit 0", &[]);
+    nowhere_task.spec.as_mut().unwrap().workdir = "/nonexistent/workdir".into();
+    let mut nowhere = Run::start(&runner, nowhere_task);
+    let s = nowhere.until(TaskState::Complete).await;
+    assert_eq!(s.state(), TaskState::Failed);
+    assert_eq!(
+        s.err,
+        "task: workdir /nonexistent/workdir: no such directory"
+    );
 }
 
 #[tokio::test]

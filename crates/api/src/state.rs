@@ -72,4 +72,18 @@ mod tests {
         assert!(is_terminal(TaskState::Failed));
         assert!(!is_terminal(TaskState::Running));
     }
+
+    proptest::proptest! {
+        /// Any `-f desired-state=` text is a state or none, and every
+        /// state's name reads back as that state.
+        #[test]
+        fn any_state_name_parses_or_is_refused(name in "[a-zA-Z]{0,12}|.{0,16}", n in 0i32..32) {
+            if let Some(state) = parse_task_state(&name) {
+                proptest::prop_assert_eq!(parse_task_state(task_state_name(state)), Some(state));
+            }
+            if let Ok(state) = TaskState::try_from(n) {
+                proptest::prop_assert_eq!(parse_task_state(task_state_name(state)), Some(state));
+            }
+        }
+    }
 }

@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use anyhow::anyhow;
 use shoal_api::pb::control_client::ControlClient;
 use tonic::transport::{Channel, Endpoint};
 
@@ -27,7 +26,7 @@ pub enum Host {
 impl Host {
     /// Parses `unix:///PATH`, `/PATH` or `tcp://HOST:PORT`.
     pub fn parse(s: &str) -> anyhow::Result<Host> {
-        let bad = |why: &str| anyhow!("invalid argument {s:?} for \"-H, --host\" flag: {why}");
+        let bad = |why: &str| crate::opts::invalid(s, "-H, --host", why);
         if let Some(path) = s.strip_prefix("unix://") {
             if !path.starts_with('/') {
                 return Err(bad(
@@ -124,21 +123,49 @@ impl<T> DaemonExt<T> for Result<tonic::Response<T>, tonic::Status> {
     }
 }
 
-/// Runs a read-modify-write of a service or node, again (at most 5 times in all)
-/// while the daemon answers "update out of sequence": the managers also write
-/// status into those objects, and such a write may land between `attempt`'s
-/// read and its write. Each attempt reads the object afresh and re-applies the
-/// user's change to it.
+/// How long [`retry_out_of_sequence`] keeps trying, in sleeps added up.
+pub const OUT_OF_SEQUENCE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The waits between attempts of [`retry_out_of_sequence`]: exponential from
+/// 10 ms, at most 1 s each, each with random jitter (so concurrent writers
+/// spread out), and no more than [`OUT_OF_SEQUENCE_PATIENCE`] in all.
+fn out_of_sequence_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(10))
+        .with_max_delay(std::time::Duration::from_secs(1))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .with_total_delay(Some(OUT_OF_SEQUENCE_PATIENCE))
+        .build()
+}
+
+/// Runs a read-modify-write of a service or node, again while the daemon
+/// answers "update out of sequence": another client, or a manager writing
+/// status, changed the object between `attempt`'s read and its write. Each
+/// attempt reads the object afresh and re-applies the user's change to it;
+/// attempts are spaced by [`out_of_sequence_backoff`], so concurrent writers
+/// of one object all get through within [`OUT_OF_SEQUENCE_PATIENCE`].
 pub async fn retry_out_of_sequence<T>(
     mut attempt: impl AsyncFnMut() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let mut left = 4;
+    let mut waits = out_of_sequence_backoff();
     loop {
         match attempt().await {
-            Err(e) if left > 0 && e.to_string().contains("update out of sequence") => left -= 1,
+            Err(e) if is_out_of_sequence(&e) => match waits.next() {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(e),
+            },
             other => return other,
         }
     }
+}
+
+/// Whether the daemon refused a write because the object's version moved on.
+fn is_out_of_sequence(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<DaemonError>()
+        .is_some_and(|DaemonError(status)| status.message().contains("update out of sequence"))
 }
 
 /// Whether the status means the transport failed rather than the daemon refusing.

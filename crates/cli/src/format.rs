@@ -212,13 +212,17 @@ pub fn service_ports(ports: &[PortConfig]) -> String {
     out.join(", ")
 }
 
+/// The last instant RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const RFC3339_LAST_MS: i64 = 253_402_300_799_999;
+
 /// A Unix-ms instant in Go's RFC3339Nano form (UTC, trailing zeros of the
-/// fraction dropped); 0 is Go's zero time.
+/// fraction dropped); 0 is Go's zero time, and an instant past the year 9999
+/// (a corrupt timestamp) is shown as the last one RFC 3339 can write.
 pub fn rfc3339(ms: i64) -> String {
     if ms <= 0 {
         return "0001-01-01T00:00:00Z".into();
     }
-    let t = UNIX_EPOCH + Duration::from_millis(ms as u64);
+    let t = UNIX_EPOCH + Duration::from_millis(ms.min(RFC3339_LAST_MS) as u64);
     trim_fraction(&humantime::format_rfc3339_millis(t).to_string())
 }
 

@@ -26,7 +26,7 @@ mod swarm;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Top-level command line.
 #[derive(Debug, Parser)]
@@ -66,8 +66,84 @@ enum Command {
     Version,
 }
 
+/// The command line as Docker's CLI reads it: a flag that takes a value takes
+/// the next word whatever it is (`-p -1:80`, `--restart-delay -5s`), so the
+/// value's own check names the flag and the fix.
+fn command() -> clap::Command {
+    fn values_may_start_with_a_hyphen(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|arg| {
+            let takes_value = matches!(
+                arg.get_action(),
+                clap::ArgAction::Set | clap::ArgAction::Append
+            );
+            if takes_value && !arg.is_positional() {
+                arg.allow_hyphen_values(true)
+            } else {
+                arg
+            }
+        })
+        .mut_subcommands(values_may_start_with_a_hyphen)
+    }
+    values_may_start_with_a_hyphen(Cli::command())
+}
+
+/// Parses the command line; help and version are printed and end the process
+/// with success, any other parse error is one line and Docker's exit status.
+fn parse_command_line() -> Result<Cli, ExitCode> {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|mut m| Cli::from_arg_matches_mut(&mut m));
+    match parsed {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                let code = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    opts::FLAG_ERROR_EXIT
+                } else {
+                    0
+                };
+                return Err(ExitCode::from(code));
+            }
+            eprintln!("{}", usage_error_line(&e));
+            Err(ExitCode::from(opts::FLAG_ERROR_EXIT))
+        }
+    }
+}
+
+/// clap's error as one line: its message (the lines before the first blank
+/// one, without the `error: ` prefix), then which command's help to read.
+fn usage_error_line(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    // `Usage: shoal service create [OPTIONS] <IMAGE>` names the command.
+    let command: Vec<&str> = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .unwrap_or("shoal")
+        .split_whitespace()
+        .take_while(|w| !w.starts_with(['[', '<', '-']))
+        .collect();
+    format!("{message}; see '{} --help'", command.join(" "))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -87,7 +163,11 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("{}", client::one_line(&err, &host));
-            ExitCode::FAILURE
+            if opts::is_flag_error(&err) {
+                ExitCode::from(opts::FLAG_ERROR_EXIT)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -13,9 +13,44 @@ use shoal_api::pb::{
 #[cfg(test)]
 mod tests;
 
+/// A flag given a value it cannot take. The CLI exits with Docker's status for
+/// flag errors ([`FLAG_ERROR_EXIT`]) when an error is one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidFlag {
+    /// The value as given.
+    pub value: String,
+    /// The flag as Docker names it in help: `-p, --publish`, `--replicas`.
+    pub flag: String,
+    /// What is wrong, and so what to give instead.
+    pub why: String,
+}
+
+impl std::fmt::Display for InvalidFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let InvalidFlag { value, flag, why } = self;
+        write!(f, "invalid argument {value:?} for {flag:?} flag: {why}")
+    }
+}
+
+impl std::error::Error for InvalidFlag {}
+
+/// Docker's exit status for a command line it cannot take (a bad flag value,
+/// an unknown flag, a missing argument).
+pub const FLAG_ERROR_EXIT: u8 = 125;
+
 /// The standard wording for a bad flag value.
 pub fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> anyhow::Error {
-    anyhow!("invalid argument {value:?} for {flag:?} flag: {why}")
+    InvalidFlag {
+        value: value.to_string(),
+        flag: flag.to_string(),
+        why: why.to_string(),
+    }
+    .into()
+}
+
+/// Whether an error (or one it wraps) is an [`InvalidFlag`].
+pub fn is_flag_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.is::<InvalidFlag>())
 }
 
 const PUBLISH: &str = "-p, --publish";
@@ -57,6 +92,13 @@ pub fn parse_publish_flag(value: &str, flag: &str) -> anyhow::Result<Vec<PortCon
         _ => None,
     };
     if let Some(published) = &published {
+        let last = published[0] as usize + targets.len() - 1;
+        if published.len() == 1 && last > 65535 {
+            return Err(bad(format!(
+                "published ports {}-{last} for target range {target} go past 65535",
+                published[0]
+            )));
+        }
         if published.len() != targets.len() && published.len() != 1 {
             return Err(bad(format!(
                 "published range {} and target range {} differ in size",
@@ -133,26 +175,25 @@ fn parse_protocol(p: &str) -> Result<&'static str, String> {
 }
 
 fn parse_port(s: &str, what: &str) -> Result<u32, String> {
-    let n: u64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("{what} port {s:?} is not a number"))?;
-    if !(1..=65535).contains(&n) {
-        return Err(format!("{what} port {n} out of range (1-65535)"));
+    match s.trim().parse::<u64>() {
+        Ok(n @ 1..=65535) => Ok(n as u32),
+        _ => Err(format!(
+            "{what} port {s:?} must be a number from 1 to 65535"
+        )),
     }
-    Ok(n as u32)
 }
 
 fn parse_range(s: &str, what: &str) -> Result<Vec<u32>, String> {
     match s.split_once('-') {
-        Some((a, b)) => {
+        // `-1` is a (negative) port, not a range with no start.
+        Some((a, b)) if !a.trim().is_empty() => {
             let (a, b) = (parse_port(a, what)?, parse_port(b, what)?);
             if b < a {
                 return Err(format!("{what} port range {s} ends before it starts"));
             }
             Ok((a..=b).collect())
         }
-        None => Ok(vec![parse_port(s, what)?]),
+        _ => Ok(vec![parse_port(s, what)?]),
     }
 }
 
@@ -560,7 +601,12 @@ pub fn parse_tail(value: &str) -> anyhow::Result<i64> {
 /// RFC 3339 timestamp or Unix seconds; returns Unix ms.
 pub fn parse_since(value: &str, now_ms: i64) -> anyhow::Result<i64> {
     if let Ok(d) = humantime::parse_duration(value) {
-        return Ok(now_ms - d.as_millis() as i64);
+        // Further back than i64 reaches is the beginning of time.
+        return Ok(i64::try_from(d.as_millis())
+            .ok()
+            .and_then(|back| now_ms.checked_sub(back))
+            .unwrap_or(i64::MIN)
+            .max(0));
     }
     if let Ok(t) = humantime::parse_rfc3339_weak(value) {
         return Ok(crate::format::unix_ms(t));

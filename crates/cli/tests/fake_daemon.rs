@@ -725,6 +725,12 @@ fn fails(o: Out) -> String {
     o.stderr
 }
 
+/// Asserts a refused flag value (Docker's status 125) and returns stderr.
+fn flag_error(o: Out) -> String {
+    assert_eq!(o.code, 125, "stdout: {}", o.stdout);
+    o.stderr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swarm_membership_verbs() {
     let (_dir, host) = start();
@@ -853,7 +859,7 @@ async fn node_verbs() {
     assert!(out.contains("Manager Status:\n"), "{out}");
     assert!(out.contains(" Leader:\t\tYes\n"), "{out}");
 
-    let err = fails(
+    let err = flag_error(
         shoal(
             &host,
             &["node", "update", "--availability", "sideways", "host2"],
@@ -864,7 +870,7 @@ async fn node_verbs() {
         err,
         "invalid argument \"sideways\" for \"--availability\" flag: must be active, pause or drain\n"
     );
-    let err = fails(shoal(&host, &["node", "update", "--label-add", "zone", "host2"]).await);
+    let err = flag_error(shoal(&host, &["node", "update", "--label-add", "zone", "host2"]).await);
     assert_eq!(
         err,
         "invalid argument \"zone\" for \"--label-add\" flag: expected KEY=VALUE\n"
@@ -1153,7 +1159,7 @@ async fn update_and_rollback() {
     // Errors: one line each.
     let err = fails(shoal(&host, &["service", "update", "--force", "nope"]).await);
     assert_eq!(err, "Error response from daemon: service nope not found\n");
-    let err = fails(
+    let err = flag_error(
         shoal(
             &host,
             &["service", "update", "--update-order", "sideways", "web"],
@@ -1164,7 +1170,7 @@ async fn update_and_rollback() {
         err,
         "invalid argument \"sideways\" for \"--update-order\" flag: must be stop-first or start-first\n"
     );
-    let err = fails(
+    let err = flag_error(
         shoal(
             &host,
             &["service", "update", "--update-delay", "-1s", "web"],
@@ -1175,7 +1181,7 @@ async fn update_and_rollback() {
         err,
         "invalid argument \"-1s\" for \"--update-delay\" flag: duration cannot be negative\n"
     );
-    let err = fails(
+    let err = flag_error(
         shoal(
             &host,
             &[
@@ -1241,4 +1247,59 @@ async fn writes_that_race_a_status_write_are_read_and_sent_again() {
         fake.find_node("host2").unwrap().spec.unwrap().labels["zone"],
         "a"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_raced_many_times_in_a_row_gets_through() {
+    let fake = Fake::new();
+    let (_dir, host) = start_with(fake.clone());
+    ok(shoal(
+        &host,
+        &["service", "create", "-d", "--name", "web", "shoal/echo"],
+    )
+    .await);
+    // Eight reads in a row are overtaken by another write: more than a fixed
+    // handful of retries, well within the backoff's patience.
+    *fake.racing_reads.lock().unwrap() = 8;
+    ok(shoal(
+        &host,
+        &["service", "update", "-d", "--env-add", "A=1", "web"],
+    )
+    .await);
+    assert_eq!(fake.find("web").unwrap().spec.unwrap().env, ["A=1"]);
+    assert_eq!(*fake.racing_reads.lock().unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_updates_of_one_service_all_get_through() {
+    let fake = Fake::new();
+    let (_dir, host) = start_with(fake.clone());
+    ok(shoal(
+        &host,
+        &["service", "create", "-d", "--name", "web", "shoal/echo"],
+    )
+    .await);
+    // Every read is also overtaken a few times, so the writers collide.
+    *fake.racing_reads.lock().unwrap() = 12;
+    let writers: Vec<_> = (0..12)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                let env = format!("K{i}=v");
+                shoal(
+                    &host,
+                    &["service", "update", "-d", "--env-add", &env, "web"],
+                )
+                .await
+            })
+        })
+        .collect();
+    for w in writers {
+        ok(w.await.unwrap());
+    }
+    let mut env = fake.find("web").unwrap().spec.unwrap().env;
+    env.sort();
+    let mut want: Vec<String> = (0..12).map(|i| format!("K{i}=v")).collect();
+    want.sort();
+    assert_eq!(env, want);
 }

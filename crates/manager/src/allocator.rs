@@ -153,6 +153,9 @@ pub fn allocate_tasks(view: &mut ClusterView, changes: &mut Changes, now: i64) {
 }
 
 #[cfg(test)]
+mod subnet_properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -35,6 +35,8 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod token_properties;
 
 /// The DNS name every node certificate carries and every client dials, so a
 /// client does not need to know the node id of the manager it reaches.

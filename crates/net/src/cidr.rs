@@ -112,6 +112,9 @@ impl FromStr for Ipv4Cidr {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

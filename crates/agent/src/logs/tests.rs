@@ -121,3 +121,48 @@ async fn writer_appends_timestamped_lines() {
     assert_eq!(outs, [b"one".to_vec(), b"two".to_vec()]);
     assert!(lines.iter().all(|l| l.timestamp_ms > 1_600_000_000_000));
 }
+
+// === property tests ===
+
+fn any_stream() -> impl proptest::strategy::Strategy<Value = LogStream> {
+    proptest::prop_oneof![
+        proptest::strategy::Just(LogStream::Stdout),
+        proptest::strategy::Just(LogStream::Stderr),
+    ]
+}
+
+proptest::proptest! {
+    /// Whatever a log file holds (a torn write, another program's bytes),
+    /// reading it never panics and never consumes more than it was given.
+    #[test]
+    fn any_bytes_parse_without_panic(buf in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+        let (lines, used) = parse_lines(&buf);
+        proptest::prop_assert!(used <= buf.len());
+        proptest::prop_assert!(lines.len() <= buf.iter().filter(|&&b| b == b'\n').count());
+        let _ = parse_line(&buf);
+    }
+
+    /// Lines written by `format_line` read back as they were, in order.
+    #[test]
+    fn written_lines_read_back(
+        lines in proptest::collection::vec(
+            (proptest::prelude::any::<i64>(), any_stream(), "[^\n]{0,40}"),
+            0..8,
+        ),
+        partial in "[^\n]{0,10}",
+    ) {
+        let mut buf = Vec::new();
+        for (ts, stream, data) in &lines {
+            buf.extend(format_line(*ts, *stream, data.as_bytes()));
+        }
+        let whole = buf.len();
+        buf.extend_from_slice(partial.as_bytes());
+        let (parsed, used) = parse_lines(&buf);
+        proptest::prop_assert_eq!(used, whole);
+        let want: Vec<LogLine> = lines
+            .into_iter()
+            .map(|(timestamp_ms, stream, data)| LogLine { timestamp_ms, stream, data: data.into_bytes() })
+            .collect();
+        proptest::prop_assert_eq!(parsed, want);
+    }
+}

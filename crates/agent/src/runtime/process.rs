@@ -4,7 +4,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -371,6 +371,9 @@ impl TaskRunner {
             message: "starting".into(),
             ..Default::default()
         });
+        if let Some(err) = plan.workdir.as_deref().and_then(workdir_error) {
+            return Finished::Failed(err);
+        }
         let cgroup_fds = group.map(TaskCgroup::join_fds).unwrap_or_default();
         let mut child = match spawn(&plan, network.map(|n| n.raw_fd()), &cgroup_fds) {
             Ok(c) => c,
@@ -645,6 +648,19 @@ async fn terminate(child: &mut Child, pid: u32, stop: StopPolicy) -> Option<Exit
             child.wait().await.ok()
         }
     }
+}
+
+/// Why the task cannot start in `dir` (`--workdir`), naming the field; `None`
+/// when it is a directory. Without this check the failed `chdir` before exec
+/// reads as if the program were missing (`start sleep: No such file or directory`).
+pub fn workdir_error(dir: &Path) -> Option<String> {
+    let why = match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return None,
+        Ok(_) => "not a directory".to_string(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => "no such directory".to_string(),
+        Err(e) => e.to_string(),
+    };
+    Some(format!("task: workdir {}: {why}", dir.display()))
 }
 
 /// Spawns the process in its own session (process group), dying with

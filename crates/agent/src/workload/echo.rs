@@ -90,8 +90,12 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let svc = service_fn(move |req| respond(req, peer, identity.clone()));
+            // half_close: a client that shuts down its write side after
+            // sending (`nc -q`, many scripts) still waits for the answer;
+            // without it hyper drops the connection on that EOF.
             let conn = http1::Builder::new()
                 .keep_alive(true)
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), svc);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {

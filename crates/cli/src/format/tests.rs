@@ -137,3 +137,19 @@ fn go_durations() {
     assert_eq!(go_duration_ms(3_600_000), "1h0m0s");
     assert_eq!(go_duration_ms(3_661_000), "1h1m1s");
 }
+
+#[test]
+fn a_timestamp_past_the_year_9999_does_not_panic() {
+    assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+    assert_eq!(rfc3339(253_402_300_800_000), "9999-12-31T23:59:59.999Z");
+}
+
+proptest::proptest! {
+    /// Printers of daemon-given numbers never panic, whatever the number.
+    #[test]
+    fn printers_take_any_number(ms in proptest::prelude::any::<i64>(), n in proptest::prelude::any::<u64>()) {
+        let _ = rfc3339(ms);
+        let _ = human_duration(age(ms, n as i64));
+        let _ = go_duration_ms(n);
+    }
+}

@@ -362,3 +362,12 @@ fn task_health_in_container_status() {
     let v = serde_json::to_value(task_json(&t)).unwrap();
     assert_eq!(v["Status"]["ContainerStatus"]["Health"], "starting");
 }
+
+proptest::proptest! {
+    /// `-f/--format` templates: any text is rendered or refused, never a panic.
+    #[test]
+    fn any_template_renders_or_is_refused(tmpl in "(\\{\\{|\\}\\}|json |\\.[A-Za-z]{0,6}|[ a-z.{}]){0,12}|.{0,40}") {
+        let v = serde_json::json!({"Spec": {"Name": "web", "Labels": {"a": "b"}}, "ID": "x", "N": [1, 2]});
+        let _ = render_template(&tmpl, &v);
+    }
+}

@@ -49,14 +49,19 @@ fn publish_errors_name_the_flag() {
     assert_eq!(
         err("70000:80"),
         "invalid argument \"70000:80\" for \"-p, --publish\" flag: \
-         published port 70000 out of range (1-65535)"
+         published port \"70000\" must be a number from 1 to 65535"
     );
     assert_eq!(
         err("8080:0"),
         "invalid argument \"8080:0\" for \"-p, --publish\" flag: \
-         target port 0 out of range (1-65535)"
+         target port \"0\" must be a number from 1 to 65535"
     );
-    assert!(err("abc").contains("target port \"abc\" is not a number"));
+    assert_eq!(
+        err("-1:80"),
+        "invalid argument \"-1:80\" for \"-p, --publish\" flag: \
+         published port \"-1\" must be a number from 1 to 65535"
+    );
+    assert!(err("abc").contains("target port \"abc\" must be a number from 1 to 65535"));
     assert!(err("8080:80/sctp").contains("invalid protocol"));
     assert!(err("published=8080").contains("missing mandatory field \"target\""));
     assert!(err("target=80,mode=foo").contains("invalid publish mode"));
@@ -382,4 +387,215 @@ fn constraints_and_preferences_are_checked_client_side() {
     assert!(parse_constraint("node.labels.==ssd", "--constraint").is_err());
     assert!(parse_placement_pref("spread=node.labels.zone", "--placement-pref").is_ok());
     assert!(parse_placement_pref("spread", "--placement-pref").is_err());
+}
+
+// === property tests: no panic on any input; round trips where a printer exists ===
+
+mod properties {
+    use super::*;
+    use crate::client::Host;
+    use crate::format::go_duration_ms;
+    use crate::inspect::bytes_size;
+    use proptest::prelude::*;
+
+    /// Text that looks like flag values: digits, unit letters, separators,
+    /// signs, quotes, and any other character now and then.
+    fn flagish() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9a-zA-Z:=/.,_+ -]{0,24}",
+            "[-+]?[0-9]{0,22}(\\.[0-9]{0,12})?[a-zA-Z]{0,3}",
+            "[0-9]{0,6}(-[0-9]{0,6})?(:[0-9]{0,6}(-[0-9]{0,6})?)?(/[a-z]{0,4})?",
+            "655[0-9]{2}:[0-9]{1,3}-[0-9]{1,3}",
+            ".{0,24}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(v in flagish(), now_ms in any::<i64>()) {
+            let _ = parse_publish(&v);
+            let _ = parse_replicas(&v);
+            let _ = parse_mode(&v);
+            let _ = parse_restart_condition(&v);
+            let _ = parse_duration(&v, "--restart-delay");
+            let _ = parse_count(&v, "--restart-max-attempts");
+            let _ = parse_labels(std::slice::from_ref(&v));
+            let _ = parse_env(std::slice::from_ref(&v));
+            let _ = parse_failure_action(&v, "--update-failure-action", true);
+            let _ = parse_update_order(&v, "--update-order");
+            let _ = parse_failure_ratio(&v, "--update-max-failure-ratio");
+            let _ = split_args(&v, "--args");
+            let _ = parse_constraint(&v, "--constraint");
+            let _ = parse_placement_pref(&v, "--placement-pref");
+            let _ = parse_cpus(&v, "--limit-cpu");
+            let _ = parse_ram(&v, "--limit-memory");
+            let _ = parse_scale(&v);
+            let _ = parse_tail(&v);
+            let _ = parse_since(&v, now_ms);
+            let _ = parse_task_filters(std::slice::from_ref(&v));
+            let _ = parse_join_role(&v);
+            let _ = parse_node_role(&v);
+            let _ = parse_availability(&v);
+            let _ = parse_label_add(&v);
+            let _ = parse_remote_addr(&v);
+            let _ = Host::parse(&v);
+            let _ = crate::swarm::parse_heartbeat(&v);
+            let _ = crate::swarm::parse_history_limit(&v);
+        }
+
+        /// Every port a publish spec yields is a real port (1-65535).
+        #[test]
+        fn published_ports_are_in_range(v in flagish()) {
+            if let Ok(ports) = parse_publish(&v) {
+                for p in ports {
+                    prop_assert!((1..=65535).contains(&p.target_port), "{v}: {p:?}");
+                    prop_assert!(p.published_port <= 65535, "{v}: {p:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn publish_short_form_round_trips(
+            published in 0u32..=65535,
+            target in 1u32..=65535,
+            udp in any::<bool>(),
+        ) {
+            let proto = if udp { "udp" } else { "tcp" };
+            let text = match published {
+                0 => format!("{target}/{proto}"),
+                p => format!("{p}:{target}/{proto}"),
+            };
+            let ports = parse_publish(&text).unwrap();
+            prop_assert_eq!(ports.len(), 1);
+            prop_assert_eq!(
+                (ports[0].published_port, ports[0].target_port, ports[0].protocol.as_str()),
+                (published, target, proto)
+            );
+            let long = format!("published={published},target={target},protocol={proto}");
+            let long = parse_publish(&long).unwrap();
+            prop_assert_eq!(&long, &ports);
+        }
+
+        /// `go_duration_ms` (what `inspect --pretty` prints) reads back.
+        #[test]
+        fn duration_round_trips(ms in 0u64..1_000_000_000_000) {
+            let text = go_duration_ms(ms);
+            let back = parse_duration(&text, "--restart-delay").unwrap();
+            prop_assert_eq!(back.as_millis() as u64, ms, "{}", text);
+        }
+
+        /// `bytes_size` (what `inspect --pretty` prints) reads back, for
+        /// sizes it prints exactly.
+        #[test]
+        fn size_round_trips(n in 1i64..1024, unit in 0u32..6) {
+            let bytes = n << (10 * unit);
+            let text = bytes_size(bytes);
+            prop_assert_eq!(parse_ram(&text, "--limit-memory").unwrap(), bytes, "{}", text);
+        }
+
+        /// Nano CPUs printed as `inspect --pretty` does (`0.5`) read back.
+        #[test]
+        fn cpus_round_trip(nano in 0i64..1_000_000_000_000_000) {
+            let text = (nano as f64 / 1e9).to_string();
+            prop_assert_eq!(parse_cpus(&text, "--limit-cpu").unwrap(), nano, "{}", text);
+        }
+
+        #[test]
+        fn label_and_env_round_trip(key in "[A-Za-z_][A-Za-z0-9_.-]{0,12}", value in "[^\n]{0,16}") {
+            let entry = format!("{key}={value}");
+            let labels = parse_labels(std::slice::from_ref(&entry)).unwrap();
+            prop_assert_eq!(labels.get(&key), Some(&value));
+            prop_assert_eq!(parse_label_add(&entry).unwrap(), (key.clone(), value.clone()));
+            let env = parse_env(std::slice::from_ref(&entry)).unwrap();
+            prop_assert_eq!(&env, std::slice::from_ref(&entry));
+            prop_assert_eq!(env_key(&env[0]), key.as_str());
+        }
+
+        #[test]
+        fn filters_round_trip(
+            key in prop::sample::select(vec!["node", "name", "id"]),
+            value in "[^\n]{0,16}",
+        ) {
+            let f = parse_task_filters(&[format!("{key}={value}")]).unwrap();
+            let got = match key {
+                "node" => f.nodes,
+                "name" => f.names,
+                _ => f.ids,
+            };
+            prop_assert_eq!(got, vec![value]);
+        }
+
+        #[test]
+        fn constraints_and_preferences_round_trip(
+            key in prop::sample::select(vec!["node.id", "node.hostname", "node.labels.zone", "engine.labels.disk"]),
+            ne in any::<bool>(),
+            value in "[a-z0-9-]{1,12}",
+        ) {
+            let op = if ne { "!=" } else { "==" };
+            let text = format!("{key}{op}{value}");
+            prop_assert_eq!(parse_constraint(&text, "--constraint").unwrap(), text);
+            let pref = format!("spread=node.labels.{value}");
+            prop_assert_eq!(parse_placement_pref(&pref, "--placement-pref").unwrap(), pref);
+        }
+
+        /// Words quoted as a shell would read them come back as the same words.
+        #[test]
+        fn split_args_round_trips(words in prop::collection::vec("[^\u{0}]{0,8}", 0..5)) {
+            let quoted: Vec<String> = words
+                .iter()
+                .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+                .collect();
+            prop_assert_eq!(split_args(&quoted.join(" "), "--args").unwrap(), words);
+        }
+
+        /// A normalized remote address is its own normal form.
+        #[test]
+        fn remote_addr_is_idempotent(v in flagish()) {
+            if let Ok(addr) = parse_remote_addr(&v) {
+                prop_assert_eq!(parse_remote_addr(&addr).unwrap(), addr);
+            }
+        }
+
+        #[test]
+        fn host_round_trips(v in flagish()) {
+            if let Ok(host) = Host::parse(&v) {
+                prop_assert_eq!(Host::parse(&host.to_string()).unwrap(), host);
+            }
+        }
+
+        #[test]
+        fn host_parses_what_it_prints(path in "/[a-z0-9/._-]{0,20}", port in 1u16.., name in "[a-z][a-z0-9.-]{0,12}") {
+            let unix = Host::Unix(path);
+            prop_assert_eq!(Host::parse(&unix.to_string()).unwrap(), unix);
+            let tcp = Host::Tcp(format!("{name}:{port}"));
+            prop_assert_eq!(Host::parse(&tcp.to_string()).unwrap(), tcp);
+        }
+    }
+}
+
+#[test]
+fn a_single_published_port_for_a_target_range_stays_in_range() {
+    let err = parse_publish("65535:1-2").unwrap_err().to_string();
+    assert!(err.contains("65535"), "{err}");
+    let ports = parse_publish("8080:80-81").unwrap();
+    assert_eq!(
+        ports.iter().map(|p| p.published_port).collect::<Vec<_>>(),
+        [8080, 8081]
+    );
+}
+
+#[test]
+fn a_since_further_back_than_time_itself_does_not_overflow() {
+    for v in [
+        "1000000000000y",
+        "18446744073709551615s",
+        "9223372036854775807ms",
+    ] {
+        let _ = parse_since(v, 1_700_000_000_000);
+    }
+    assert_eq!(
+        parse_since("18446744073709551615s", 1_700_000_000_000).unwrap(),
+        0
+    );
+    assert_eq!(parse_since("1000y", i64::MIN).unwrap(), 0);
 }

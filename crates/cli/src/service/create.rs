@@ -109,9 +109,7 @@ pub fn build(a: &CreateArgs) -> anyhow::Result<pb::ServiceSpec> {
         },
     };
     let name = match &a.name {
-        Some(n) if n.is_empty() => {
-            bail!("invalid argument \"\" for \"--name\" flag: must not be empty")
-        }
+        Some(n) if n.is_empty() => return Err(opts::invalid(n, "--name", "must not be empty")),
         Some(n) => n.clone(),
         None => opts::random_name(),
     };

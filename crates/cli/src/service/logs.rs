@@ -298,6 +298,37 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any bytes and timestamp render without panicking; raw output of a
+        /// single line without CR/LF is the line itself.
+        #[test]
+        fn any_message_renders(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            timestamp_ms in proptest::prelude::any::<i64>(),
+            slot in proptest::prelude::any::<u64>(),
+            slot_width in 0usize..30,
+            flags in proptest::prelude::any::<(bool, bool, bool, bool)>(),
+        ) {
+            let mut m = msg("");
+            m.data = data;
+            m.timestamp_ms = timestamp_ms;
+            m.slot = slot;
+            let (no_trunc, raw, no_task_ids, timestamps) = flags;
+            let f = LineFormat { no_trunc, raw, no_task_ids, timestamps, slot_width };
+            let lines = format_message(&m, "web", "host1", &f);
+            proptest::prop_assert!(!lines.is_empty());
+        }
+
+        #[test]
+        fn a_raw_line_is_itself(line in "[^\r\n]{0,40}") {
+            let f = LineFormat { raw: true, ..Default::default() };
+            proptest::prop_assert_eq!(
+                format_message(&msg(&format!("{line}\n")), "web", "host1", &f),
+                vec![line]
+            );
+        }
+    }
+
     #[test]
     fn global_tasks_use_the_node_id() {
         let mut m = msg("x");

@@ -142,9 +142,11 @@ impl TemplateArgs {
         }
         if let Some(v) = &self.stop_signal {
             if v.trim().is_empty() {
-                bail!(
-                    "invalid argument {v:?} for \"--stop-signal\" flag: name a signal, e.g. SIGINT"
-                );
+                return Err(opts::invalid(
+                    v,
+                    "--stop-signal",
+                    "name a signal, e.g. SIGINT",
+                ));
             }
             spec.stop_signal = v.trim().to_string();
         }

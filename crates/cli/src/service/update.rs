@@ -224,7 +224,7 @@ impl Edits {
         };
         a.template.apply(&mut probe)?;
         if a.image.as_deref() == Some("") {
-            bail!("invalid argument \"\" for \"--image\" flag: must not be empty");
+            return Err(opts::invalid("", "--image", "must not be empty"));
         }
         let mut publish_add = Vec::new();
         for p in &a.publish_add {

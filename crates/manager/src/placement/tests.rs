@@ -151,3 +151,39 @@ fn spread_and_reservations() {
         "unknown capacity"
     );
 }
+
+// === property tests ===
+
+proptest::proptest! {
+    /// Any constraint or preference text (they come from the API, not only
+    /// the CLI) is parsed or refused, never a panic.
+    #[test]
+    fn any_placement_text_parses_or_is_refused(text in "(node|engine)?[.a-z]{0,16}(==|!=|=)?.{0,12}|.{0,40}") {
+        let _ = parse_constraint(&text);
+        let _ = parse_preference(&text);
+    }
+
+    /// A constraint reads back as the key, operator and value it was written with.
+    #[test]
+    fn constraints_round_trip(
+        key in proptest::sample::select(vec!["node.id", "node.hostname", "node.platform.os", "node.platform.arch", "node.labels.zone", "engine.labels.disk"]),
+        ne in proptest::prelude::any::<bool>(),
+        value in "[A-Za-z0-9_.-]{1,12}",
+    ) {
+        let op = if ne { "!=" } else { "==" };
+        let c = parse_constraint(&format!(" {key} {op} {value} ")).unwrap();
+        proptest::prop_assert_eq!(c.op, if ne { Op::Ne } else { Op::Eq });
+        proptest::prop_assert_eq!(&c.value, &value);
+        let want = match key {
+            "node.id" => Key::Id,
+            "node.hostname" => Key::Hostname,
+            "node.platform.os" => Key::Os,
+            "node.platform.arch" => Key::Arch,
+            "node.labels.zone" => Key::Label("zone".into()),
+            _ => Key::Label("disk".into()),
+        };
+        proptest::prop_assert_eq!(c.key, want);
+        let pref = format!("spread=node.labels.{value}");
+        proptest::prop_assert_eq!(parse_preference(&pref).unwrap(), value);
+    }
+}

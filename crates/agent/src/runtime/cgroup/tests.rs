@@ -250,3 +250,11 @@ fn oom_kill_counts() {
     );
     assert_eq!(oom_kills(""), 0);
 }
+
+proptest::proptest! {
+    /// Any mountinfo text (escapes cut short, missing fields) parses without panic.
+    #[test]
+    fn any_mountinfo_parses(text in "([0-9a-z/\\\\ ,=-]{0,30}( - )?[a-z0-9 ,=/\\\\-]{0,30}\n){0,4}|.{0,80}") {
+        let _ = parse_mountinfo(&text);
+    }
+}

@@ -146,3 +146,28 @@ fn veth_names_fit_the_kernel_limit() {
     assert_eq!(crate::netns::veth_name("k3j4abcdefghijk"), "shk3j4abcdef");
     assert!(crate::netns::veth_name("k3j4abcdefghijk").len() <= 15);
 }
+
+#[test]
+fn a_missing_workdir_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(workdir_error(dir.path()), None);
+    let missing = dir.path().join("nope");
+    assert_eq!(
+        workdir_error(&missing).unwrap(),
+        format!("task: workdir {}: no such directory", missing.display())
+    );
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    assert_eq!(
+        workdir_error(&file).unwrap(),
+        format!("task: workdir {}: not a directory", file.display())
+    );
+}
+
+proptest::proptest! {
+    /// `--stop-signal` values: a name or number, anything else refused without panic.
+    #[test]
+    fn any_signal_name_parses_or_is_refused(name in "(SIG|sig)?[A-Za-z0-9+-]{0,8}|.{0,12}") {
+        let _ = parse_signal(&name);
+    }
+}

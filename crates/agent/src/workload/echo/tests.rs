@@ -78,3 +78,46 @@ async fn serves_identity_with_keep_alive() {
         .unwrap()
         .unwrap();
 }
+
+/// A client that sends its request and at once shuts down its write side
+/// (`printf 'GET / ...' | nc -q`, many scripts) still gets its answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_clients_that_half_close_after_sending() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, identity(), stop.clone()));
+
+    const CLIENTS: usize = 300;
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        clients.spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request: &[u8] = if i % 2 == 0 {
+                b"GET / HTTP/1.0\r\n\r\n"
+            } else {
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+            };
+            s.write_all(request).await.unwrap();
+            s.shutdown().await.unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            reply
+        });
+    }
+    let mut answered = 0;
+    while let Some(reply) = clients.join_next().await {
+        let reply = reply.unwrap();
+        if reply.ends_with("web.1.k3j4 on hostos1 (shoal/echo:2 tag 2)\n") {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, CLIENTS, "every half-closing client is answered");
+
+    stop.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("server stops promptly")
+        .unwrap()
+        .unwrap();
+}

@@ -242,7 +242,7 @@ fn publish_add_and_rm() {
     );
     assert_eq!(
         err(&["--publish-add", "x:80"]),
-        "invalid argument \"x:80\" for \"--publish-add\" flag: published port \"x\" is not a number"
+        "invalid argument \"x:80\" for \"--publish-add\" flag: published port \"x\" must be a number from 1 to 65535"
     );
     assert!(err(&["--publish-rm", "70000"])
         .starts_with("invalid argument \"70000\" for \"--publish-rm\" flag:"));
