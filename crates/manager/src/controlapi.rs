@@ -820,6 +820,7 @@ impl Control for ControlApi {
         let new = req
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        spec::bounds::labels("labels", new.labels.iter()).map_err(Status::invalid_argument)?;
         let old = node.spec.clone().unwrap_or_default();
         if new.role != old.role {
             check_role_change(&view, &node, &req.node, new.role())?;

@@ -650,9 +650,21 @@ fn scaling_is_not_an_update() {
     let mut v = view(2, config(1, UpdateOrder::StopFirst, FailureAction::Pause));
     let mut now = 1_000;
     converge(&mut v, &mut now, |v| running_of(v, 1) == 2);
-    v.services.get_mut("web").unwrap().spec.as_mut().unwrap().replicas = 5;
+    v.services
+        .get_mut("web")
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .replicas = 5;
     converge_without_service_writes(&mut v, &mut now, |v| running_of(v, 1) == 5);
-    v.services.get_mut("web").unwrap().spec.as_mut().unwrap().replicas = 1;
+    v.services
+        .get_mut("web")
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .replicas = 1;
     converge_without_service_writes(&mut v, &mut now, |v| running_of(v, 1) == 1);
     assert_eq!(v.services["web"].update_status, None);
 }
