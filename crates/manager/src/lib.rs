@@ -11,7 +11,8 @@
 //! - [`state`]: key layout and [`state::ClusterView`].
 //! - [`cache`]: [`cache::ViewCache`], the view every component shares, kept
 //!   current from the store's change history.
-//! - [`spec`]: service spec validation.
+//! - [`spec`]: service spec validation and bounds.
+//! - [`quarantine`]: stored objects out of bounds, left alone and logged once.
 //! - [`swarm`]: `swarm update` of the cluster-wide settings.
 //! - [`ca`]: the cluster CA, node certificates, join tokens, TLS configs.
 //! - [`controlapi`]: the `Control` gRPC service (what the CLI calls).
@@ -31,6 +32,7 @@ pub mod dispatcher;
 pub mod join;
 pub mod orchestrator;
 pub mod placement;
+pub mod quarantine;
 pub mod reaper;
 pub mod reconciler;
 pub mod role;

@@ -242,7 +242,7 @@ pub(crate) fn shorten(s: &str) -> String {
 
 /// `1000y` arrives as milliseconds; print it back in hours, as Go would.
 fn human_ms(ms: u64) -> String {
-    if ms % 3_600_000 == 0 {
+    if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
     } else {
         format!("{ms}ms")

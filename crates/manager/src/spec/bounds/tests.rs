@@ -337,9 +337,9 @@ fn accepted_is_bounded(s: &ServiceSpec) -> Result<(), TestCaseError> {
         prop_assert!(!k.is_empty() && !k.contains(char::is_whitespace));
         prop_assert!(k.len() <= MAX_LABEL_KEY_BYTES && v.len() <= MAX_LABEL_VALUE_BYTES);
     }
-    let r = s.restart.clone().unwrap_or_default();
+    let r = s.restart.unwrap_or_default();
     prop_assert!(r.delay_ms <= MAX_DURATION_MS && r.window_ms <= MAX_DURATION_MS);
-    let u = s.update_config.clone().unwrap_or_default();
+    let u = s.update_config.unwrap_or_default();
     prop_assert!(u.delay_ms <= MAX_DURATION_MS && u.monitor_ms <= MAX_DURATION_MS);
     prop_assert!((0.0..=1.0).contains(&u.max_failure_ratio));
     prop_assert!(s.stop_grace_period_ms <= MAX_DURATION_MS);
