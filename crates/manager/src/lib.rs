@@ -165,17 +165,22 @@ pub async fn init_cluster(
     let cluster = Cluster {
         id: shoal_api::id::new_id(),
         meta,
+        // Within the bounds of `swarm update` (see swarm::validate_init).
         task_history_limit: if task_history_limit == 0 {
             reaper::DEFAULT_HISTORY_LIMIT
         } else {
-            task_history_limit
+            task_history_limit.min(swarm::MAX_TASK_HISTORY_LIMIT)
         },
         dispatcher_heartbeat_ms: if heartbeat.is_zero() {
             DEFAULT_HEARTBEAT
         } else {
             heartbeat
         }
-        .as_millis() as u64,
+        .as_millis()
+        .clamp(
+            u128::from(swarm::MIN_HEARTBEAT_MS),
+            u128::from(swarm::MAX_HEARTBEAT_MS),
+        ) as u64,
         ingress_subnet: allocator::DEFAULT_INGRESS_SUBNET.into(),
         root_ca_pem: ca.cert_pem().to_string(),
         root_ca_key_pem: ca.key_pem().to_string(),

@@ -35,3 +35,20 @@ fn bad_values_name_the_flag() {
         "dispatcher-heartbeat: 99ms is too short; use at least 100ms"
     );
 }
+
+#[test]
+fn values_past_the_maxima_name_the_flag() {
+    let e = validate_update(&req(Some(u64::MAX), None)).unwrap_err();
+    assert!(
+        e.starts_with("task-history-limit: 18446744073709551615 is more than the maximum 1000"),
+        "{e}"
+    );
+    let e = validate_update(&req(None, Some(u64::MAX))).unwrap_err();
+    assert!(
+        e.starts_with("dispatcher-heartbeat: 18446744073709551615ms is more than the maximum 24h"),
+        "{e}"
+    );
+    assert!(validate_update(&req(Some(MAX_TASK_HISTORY_LIMIT), Some(MAX_HEARTBEAT_MS))).is_ok());
+    assert!(validate_init(0, 0).is_ok());
+    assert!(validate_init(u64::MAX, 0).is_err());
+}
