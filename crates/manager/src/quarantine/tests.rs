@@ -97,3 +97,47 @@ fn objects_over_the_size_bound_do_not_fit_a_message() {
     let task = orchestrator::new_task(&big, 1, "n1", 0, 0);
     assert!(!task_fits(&task));
 }
+
+/// The same through a real store and the reconcile loop's pass: a store that
+/// already holds the absurd service is served as if it were not there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_holding_an_absurd_service_still_runs_the_rest() {
+    use crate::cache::ViewCache;
+    use crate::reconciler::reconcile_once;
+    use crate::state;
+    use shoal_store::Txn;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::test_support::leading_store(dir.path(), 1000).await;
+    let mut web = service("web", ServiceMode::Replicated, 2);
+    web.endpoint = Some(shoal_api::pb::ServiceEndpoint {
+        ports: vec![shoal_api::pb::PortConfig {
+            target_port: 80,
+            published_port: 8080,
+            ..Default::default()
+        }],
+    });
+    let v = view(vec![
+        service("absurd", ServiceMode::Replicated, u64::MAX),
+        huge(service("huge", ServiceMode::Replicated, 3)),
+        web,
+    ]);
+    let mut txn = Txn::new().put(state::CLUSTER_KEY, codec::encode(&v.cluster));
+    for n in v.nodes.values() {
+        txn = txn.put(state::node_key(&n.id), codec::encode(n));
+    }
+    for s in v.services.values() {
+        txn = txn.put(state::service_key(&s.id), codec::encode(s));
+    }
+    store.write(txn).await.unwrap();
+    let cache = ViewCache::new(store.clone());
+    for _ in 0..3 {
+        reconcile_once(&store, &cache).await.unwrap();
+    }
+    let view = cache.current();
+    let of = |id: &str| view.tasks.values().filter(|t| t.service_id == id).count();
+    assert_eq!((of("web"), of("absurd"), of("huge")), (2, 0, 0));
+    // What the feed publishes is built for the rest as well.
+    let routes = crate::dispatcher::feed::build_routes(&view);
+    assert!(routes.contains_key("web"));
+}
