@@ -192,6 +192,7 @@ fn update_status_appears_only_for_a_real_update() {
 
     // A task killed with SIGKILL, then replaced: still no update.
     let before = inspect(n, "web");
+    assert!(!before["Version"].is_null() && !before["UpdatedAt"].is_null());
     let ids = n.shoal_ok(&["service", "ps", "-q", "--no-trunc", "web"]);
     let victim = ids.lines().next().expect("a task").trim().to_string();
     let pid = n.shoal_ok(&["inspect", "-f", "{{.Status.ContainerStatus.PID}}", &victim]);
