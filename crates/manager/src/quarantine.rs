@@ -50,7 +50,7 @@ pub fn runnable(service: &Service) -> bool {
     match service_problem(service) {
         None => true,
         Some(problem) => {
-            warn_once(
+            let _logged = warn_once(
                 "service",
                 &service.id,
                 &format!(
@@ -76,7 +76,7 @@ fn fits(kind: &str, id: &str, size: usize) -> bool {
     if size <= MAX_OBJECT_BYTES {
         return true;
     }
-    warn_once(
+    let _logged = warn_once(
         kind,
         id,
         &format!("it is {size} bytes, more than the maximum {MAX_OBJECT_BYTES}; it is left out of what this manager sends"),
@@ -84,8 +84,9 @@ fn fits(kind: &str, id: &str, size: usize) -> bool {
     false
 }
 
-/// Logs a problem with a stored object the first time this process sees it.
-pub fn warn_once(kind: &str, id: &str, problem: &str) {
+/// Logs a problem with a stored object the first time this process sees it;
+/// returns whether it logged.
+pub fn warn_once(kind: &str, id: &str, problem: &str) -> bool {
     static SEEN: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
     let first = SEEN
         .lock()
@@ -94,6 +95,7 @@ pub fn warn_once(kind: &str, id: &str, problem: &str) {
     if first {
         tracing::warn!(%kind, %id, "stored {kind} {id} is out of bounds: {problem}");
     }
+    first
 }
 
 #[cfg(test)]

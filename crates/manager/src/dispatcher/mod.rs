@@ -571,7 +571,7 @@ pub fn fit_assignments(mut tasks: Vec<Task>, node_id: &str, budget: usize) -> Ve
         used += shoal_api::codec::encoded_len(t) + 8;
         used <= budget
     });
-    crate::quarantine::warn_once(
+    let _logged = crate::quarantine::warn_once(
         "node",
         node_id,
         &format!(

@@ -101,3 +101,33 @@ fn assignments_are_kept_under_the_message_budget() {
         "finished tasks go first"
     );
 }
+
+proptest::proptest! {
+    /// Any mix of task sizes and states: the kept set fits the budget, and
+    /// everything is kept when it all fits.
+    #[test]
+    fn fit_assignments_always_fits_the_budget(
+        sizes in proptest::collection::vec((0usize..20_000, proptest::bool::ANY), 0..40),
+        budget in 0usize..400_000,
+    ) {
+        let tasks: Vec<Task> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, (size, done))| {
+                let mut t = task(&format!("t{i}"), "n1", 1);
+                t.spec.get_or_insert_with(Default::default).image = "x".repeat(*size);
+                if *done {
+                    t.status.as_mut().unwrap().state = TaskState::Complete as i32;
+                }
+                t
+            })
+            .collect();
+        let total: usize = tasks.iter().map(|t| shoal_api::codec::encoded_len(t) + 8).sum();
+        let kept = fit_assignments(tasks.clone(), "n1", budget);
+        let used: usize = kept.iter().map(|t| shoal_api::codec::encoded_len(t) + 8).sum();
+        proptest::prop_assert!(used <= budget);
+        if total <= budget {
+            proptest::prop_assert_eq!(kept.len(), tasks.len());
+        }
+    }
+}

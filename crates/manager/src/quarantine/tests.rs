@@ -141,3 +141,11 @@ async fn a_store_holding_an_absurd_service_still_runs_the_rest() {
     let routes = crate::dispatcher::feed::build_routes(&view);
     assert!(routes.contains_key("web"));
 }
+
+#[test]
+fn each_problem_is_logged_once() {
+    assert!(warn_once("service", "once-a", "replicas 1 is odd"));
+    assert!(!warn_once("service", "once-a", "replicas 1 is odd"));
+    assert!(warn_once("service", "once-a", "another problem"));
+    assert!(warn_once("service", "once-b", "replicas 1 is odd"));
+}
