@@ -17,6 +17,7 @@ fn refused(n: &Node, args: &[&str]) -> String {
         "shoal {shown:?} should fail but printed: {stdout}"
     );
     let err = stderr.trim().to_string();
+    eprintln!("refused: {}", &err[..err.len().min(200)]);
     assert_eq!(err.lines().count(), 1, "one line for {shown:?}: {err}");
     err
 }
@@ -130,6 +131,57 @@ fn absurd_specs_are_refused_and_the_node_keeps_serving() {
         err.contains("update_delay") || err.contains("update-delay"),
         "{err}"
     );
+
+    // The other bounded fields, found by trying: each refused naming it
+    // (by the CLI's flag or by the manager's field name).
+    let big_env = format!("E={}", "x".repeat(40_000));
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--mode",
+                "replicated-job",
+                "--max-concurrent",
+                "18446744073709551615",
+            ],
+            "max_concurrent",
+        ),
+        (
+            &["--restart-max-attempts", "18446744073709551615"],
+            "restart_max_attempts",
+        ),
+        (&["--restart-window", "1000y"], "restart_window"),
+        (&["--restart-delay", "1000y"], "restart_delay"),
+        (&["--stop-grace-period", "1000y"], "stop_grace_period"),
+        (
+            &["--update-parallelism", "18446744073709551615"],
+            "update_parallelism",
+        ),
+        (&["--rollback-monitor", "1000y"], "rollback_monitor"),
+        (
+            &["--replicas-max-per-node", "18446744073709551615"],
+            "replicas_max_per_node",
+        ),
+        (
+            &["--health-cmd", "true", "--health-interval", "1000y"],
+            "health_interval",
+        ),
+        (&["-e", &big_env], "env"),
+        (&["--name", "web-"], "name"),
+    ];
+    for (flags, field) in cases {
+        let mut args = vec!["service", "create", "-d"];
+        if !flags.contains(&"--name") {
+            args.extend(["--name", "probe"]);
+        }
+        args.extend_from_slice(flags);
+        args.push("shoal/echo");
+        let err = refused(n, &args);
+        let flag = field.replace('_', "-");
+        assert!(
+            err.contains(field) || err.contains(&flag),
+            "{flags:?}: {err}"
+        );
+    }
 
     // Nothing stored changed, and the node still serves and still takes a
     // normal service.
