@@ -108,6 +108,7 @@ pub(crate) async fn run_session(
     // it has not opened a session within a few periods, so reconnecting must
     // never wait longer than one.
     let mut period = DEFAULT_HEARTBEAT;
+    let mut failures = FailureLog::default();
     loop {
         if shutdown.is_cancelled() {
             return;
@@ -117,10 +118,12 @@ pub(crate) async fn run_session(
             assignments: &assignments,
             directives: &directives,
         };
-        match one_session(&client, &config, &channels, &mut period, &shutdown).await {
+        let result = one_session(&client, &config, &channels, &mut period, &shutdown).await;
+        let was_connected = session_id.borrow().is_some();
+        match result {
             Ok(()) => backoff.reset(),
             Err(status) => {
-                tracing::debug!(error = %status, "dispatcher session ended");
+                failures.failed(was_connected, &status);
             }
         }
         backoff.cap(period);
@@ -128,6 +131,37 @@ pub(crate) async fn run_session(
         if !backoff.wait(&shutdown).await {
             return;
         }
+    }
+}
+
+/// Logs a session failure at warn once per failure episode (from the first
+/// failure until a session delivers a message again), at debug after that:
+/// a node that cannot reach its manager, or whose messages cannot be read,
+/// says so without flooding the log every few seconds.
+#[derive(Debug, Default)]
+pub(crate) struct FailureLog {
+    /// A failure was logged at warn and no session has worked since.
+    in_episode: bool,
+}
+
+// === impl FailureLog ===
+
+impl FailureLog {
+    /// Records one failure; returns whether it was logged at warn.
+    pub(crate) fn failed(&mut self, was_connected: bool, status: &tonic::Status) -> bool {
+        if was_connected {
+            self.in_episode = false;
+        }
+        if self.in_episode {
+            tracing::debug!(error = %status, "dispatcher session failed again; retrying");
+            return false;
+        }
+        self.in_episode = true;
+        tracing::warn!(
+            error = %status,
+            "dispatcher session failed; retrying with backoff (further failures are logged at debug until it works)"
+        );
+        true
     }
 }
 
@@ -147,7 +181,9 @@ async fn one_session(
     period: &mut Duration,
     shutdown: &CancellationToken,
 ) -> Result<(), tonic::Status> {
-    let mut client = client.clone();
+    let mut client = client
+        .clone()
+        .max_decoding_message_size(shoal_api::MAX_MESSAGE_BYTES);
     let open = tokio::select! {
         _ = shutdown.cancelled() => return Ok(()),
         r = client.session(session_request(config)) => r?,
@@ -236,5 +272,16 @@ mod tests {
         // A cap below the first delay keeps the first delay.
         b.cap(Duration::from_millis(50));
         assert_eq!(b.next_delay(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_failure_episode_warns_once() {
+        let mut log = FailureLog::default();
+        let err = tonic::Status::out_of_range("message too large");
+        let warned: Vec<bool> = (0..4).map(|_| log.failed(false, &err)).collect();
+        assert_eq!(warned, [true, false, false, false]);
+        // A session that worked, then broke: a new episode.
+        assert!(log.failed(true, &err));
+        assert!(!log.failed(false, &err));
     }
 }

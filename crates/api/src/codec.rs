@@ -23,3 +23,8 @@ pub fn decode<M: prost::Message + Default>(bytes: &[u8]) -> Result<M, DecodeErro
         source,
     })
 }
+
+/// The size of a message once encoded, without encoding it.
+pub fn encoded_len<M: prost::Message>(msg: &M) -> usize {
+    msg.encoded_len()
+}

@@ -31,6 +31,12 @@ pub fn task_name(task: &pb::Task) -> String {
     }
 }
 
+/// The largest gRPC message a Shoal client or server takes (tonic's default
+/// is 4 MiB): a node's assignment set or a `service ls` answer can exceed
+/// 4 MiB with many tasks of large specs. Every single object is bounded far
+/// below this (a service spec at 512 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -105,7 +105,9 @@ pub async fn connect(host: &Host) -> anyhow::Result<Control> {
         }
     };
     match channel {
-        Ok(channel) => Ok(ControlClient::new(channel)),
+        Ok(channel) => {
+            Ok(ControlClient::new(channel).max_decoding_message_size(shoal_api::MAX_MESSAGE_BYTES))
+        }
         Err(_) => Err(CannotConnect.into()),
     }
 }

@@ -18,7 +18,7 @@ use crate::cache::ViewCache;
 use crate::dispatcher::DispatcherApi;
 use crate::orchestrator::{self, task_state};
 use crate::state::{self, ClusterView};
-use crate::{allocator, ca, join, spec, ManagerConfig};
+use crate::{allocator, ca, join, quarantine, spec, ManagerConfig};
 
 /// Implements `shoal.v1.Control` on a manager.
 #[derive(Clone)]
@@ -592,6 +592,7 @@ impl Control for ControlApi {
         let mut services: Vec<ServiceListEntry> = view
             .services
             .values()
+            .filter(|s| quarantine::service_fits(s))
             .map(|s| {
                 let (running, desired, completed) = orchestrator::service_counts(&view, s);
                 ServiceListEntry {
@@ -771,6 +772,7 @@ impl Control for ControlApi {
             .filter(|t| desired.is_empty() || desired.contains(&t.desired_state)
                 // Docker's "accepted" filter means "not yet running or done".
                 || (desired.contains(&(TaskState::Accepted as i32)) && t.desired_state <= TaskState::Running as i32 && !is_terminal(task_state(t))))
+            .filter(|t| quarantine::task_fits(t))
             .cloned()
             .collect();
         Ok(Response::new(ListTasksResponse { tasks }))
@@ -820,6 +822,7 @@ impl Control for ControlApi {
         let new = req
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        spec::bounds::labels("labels", new.labels.iter()).map_err(Status::invalid_argument)?;
         let old = node.spec.clone().unwrap_or_default();
         if new.role != old.role {
             check_role_change(&view, &node, &req.node, new.role())?;

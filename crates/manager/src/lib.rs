@@ -11,7 +11,8 @@
 //! - [`state`]: key layout and [`state::ClusterView`].
 //! - [`cache`]: [`cache::ViewCache`], the view every component shares, kept
 //!   current from the store's change history.
-//! - [`spec`]: service spec validation.
+//! - [`spec`]: service spec validation and bounds.
+//! - [`quarantine`]: stored objects out of bounds, left alone and logged once.
 //! - [`swarm`]: `swarm update` of the cluster-wide settings.
 //! - [`ca`]: the cluster CA, node certificates, join tokens, TLS configs.
 //! - [`controlapi`]: the `Control` gRPC service (what the CLI calls).
@@ -31,6 +32,7 @@ pub mod dispatcher;
 pub mod join;
 pub mod orchestrator;
 pub mod placement;
+pub mod quarantine;
 pub mod reaper;
 pub mod reconciler;
 pub mod role;
@@ -180,17 +182,22 @@ pub async fn init_cluster(
     let cluster = Cluster {
         id: shoal_api::id::new_id(),
         meta,
+        // Within the bounds of `swarm update` (see swarm::validate_init).
         task_history_limit: if settings.task_history_limit == 0 {
             reaper::DEFAULT_HISTORY_LIMIT
         } else {
-            settings.task_history_limit
+            settings.task_history_limit.min(swarm::MAX_TASK_HISTORY_LIMIT)
         },
         dispatcher_heartbeat_ms: if settings.heartbeat.is_zero() {
             DEFAULT_HEARTBEAT
         } else {
             settings.heartbeat
         }
-        .as_millis() as u64,
+        .as_millis()
+        .clamp(
+            u128::from(swarm::MIN_HEARTBEAT_MS),
+            u128::from(swarm::MAX_HEARTBEAT_MS),
+        ) as u64,
         ingress_subnet: if settings.ingress_subnet.is_empty() {
             allocator::DEFAULT_INGRESS_SUBNET.into()
         } else {

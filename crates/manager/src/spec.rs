@@ -2,6 +2,8 @@
 //! orchestrators. Error texts name the field and the fix: they reach users
 //! verbatim as `Error response from daemon: ...`.
 
+pub mod bounds;
+
 use shoal_api::pb::{PortConfig, Runtime, ServiceMode, ServiceSpec};
 
 /// First port handed out when a spec publishes a port without a number.
@@ -11,6 +13,7 @@ pub const DYNAMIC_PORT_END: u32 = 32767;
 
 /// Checks everything that does not need the store.
 pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
+    bounds::check(spec)?;
     validate_name(&spec.name)?;
     if spec.image.trim().is_empty() {
         return Err("image: an image is required (e.g. shoal/echo)".into());
@@ -156,9 +159,12 @@ fn validate_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("name: a service name is required (--name web)".into());
     }
-    if !ok_first || !ok_rest || name.len() > 63 {
+    // Swarmkit's rule: a DNS-friendly name, `[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*`.
+    let ok_last = name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok_first || !ok_rest || !ok_last || name.len() > 63 {
         return Err(format!(
-            "name: invalid service name {name:?}: use 1-63 letters, digits, '-' or '_', starting with a letter or digit"
+            "name: invalid service name {:?}: use 1-63 letters, digits, '-' or '_', starting and ending with a letter or digit",
+            bounds::shorten(name)
         ));
     }
     Ok(())

@@ -8,6 +8,11 @@ use shoal_api::pb::{Cluster, UpdateSwarmRequest};
 /// The shortest `--dispatcher-heartbeat` (as `swarm init` takes it).
 pub const MIN_HEARTBEAT_MS: u64 = 100;
 
+/// The longest `--dispatcher-heartbeat`: 24h (a node is Down after three).
+pub const MAX_HEARTBEAT_MS: u64 = 24 * 3600 * 1000;
+/// The most tasks kept per slot (`--task-history-limit`).
+pub const MAX_TASK_HISTORY_LIMIT: u64 = 1000;
+
 /// Refuses values the cluster cannot run with; the text names the flag.
 pub fn validate_update(req: &UpdateSwarmRequest) -> Result<(), String> {
     if req.task_history_limit == Some(0) {
@@ -16,14 +21,36 @@ pub fn validate_update(req: &UpdateSwarmRequest) -> Result<(), String> {
                 .into(),
         );
     }
+    if let Some(n) = req
+        .task_history_limit
+        .filter(|n| *n > MAX_TASK_HISTORY_LIMIT)
+    {
+        return Err(format!(
+            "task-history-limit: {n} is more than the maximum {MAX_TASK_HISTORY_LIMIT}; use at most {MAX_TASK_HISTORY_LIMIT}"
+        ));
+    }
     if let Some(ms) = req.dispatcher_heartbeat_ms {
         if ms < MIN_HEARTBEAT_MS {
             return Err(format!(
                 "dispatcher-heartbeat: {ms}ms is too short; use at least {MIN_HEARTBEAT_MS}ms"
             ));
         }
+        if ms > MAX_HEARTBEAT_MS {
+            return Err(format!(
+                "dispatcher-heartbeat: {ms}ms is more than the maximum 24h; use at most 24h"
+            ));
+        }
     }
     Ok(())
+}
+
+/// `swarm init`'s settings within the bounds [`validate_update`] enforces
+/// (0 keeps the default): the daemon checks before it initialises anything.
+pub fn validate_init(task_history_limit: u64, dispatcher_heartbeat_ms: u64) -> Result<(), String> {
+    validate_update(&UpdateSwarmRequest {
+        task_history_limit: Some(task_history_limit).filter(|n| *n != 0),
+        dispatcher_heartbeat_ms: Some(dispatcher_heartbeat_ms).filter(|ms| *ms != 0),
+    })
 }
 
 /// Sets what the request sets; the rest stays.

@@ -261,6 +261,8 @@ impl Daemon {
         if self.membership() != Membership::None {
             return Err(Status::already_exists(ALREADY_IN_SWARM));
         }
+        shoal_manager::swarm::validate_init(req.task_history_limit, req.dispatcher_heartbeat_ms)
+            .map_err(Status::invalid_argument)?;
         let advertise = self.requested_advertise_addr(&req.advertise_addr)?;
         let pools = AddressPools::parse(&req.default_addr_pool, req.default_addr_pool_mask_length)
             .map_err(Status::invalid_argument)?;

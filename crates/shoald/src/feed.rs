@@ -61,7 +61,9 @@ pub async fn run(
     overlay: Option<Overlay>,
     shutdown: CancellationToken,
 ) {
-    let mut client = DispatcherClient::new(channel);
+    // A snapshot of many services' endpoints may pass tonic's 4 MiB default.
+    let mut client =
+        DispatcherClient::new(channel).max_decoding_message_size(shoal_api::MAX_MESSAGE_BYTES);
     let mut revision = 0u64;
     let mut backoff = Duration::from_millis(100);
     loop {

@@ -538,9 +538,48 @@ impl AssignmentIndex {
             .get(node_id)
             .into_iter()
             .flatten()
-            .filter_map(|id| view.tasks.get(id).cloned())
+            .filter_map(|id| view.tasks.get(id))
+            .filter(|t| crate::quarantine::task_fits(t))
+            .cloned()
             .collect()
     }
+}
+
+/// What a session message may carry in tasks: a margin under the transport
+/// limit for the rest of the message.
+pub const ASSIGNMENTS_BUDGET_BYTES: usize = shoal_api::MAX_MESSAGE_BYTES - 1024 * 1024;
+
+/// Keeps a node's assignment set under `budget` bytes, so one message never
+/// breaks the session: past it, finished tasks (history the agent only
+/// reports) go first, then the newest tasks are left for a later message,
+/// logged once per node and count.
+pub fn fit_assignments(mut tasks: Vec<Task>, node_id: &str, budget: usize) -> Vec<Task> {
+    let size = |tasks: &[Task]| -> usize {
+        tasks
+            .iter()
+            .map(|t| shoal_api::codec::encoded_len(t) + 8)
+            .sum()
+    };
+    if size(&tasks) <= budget {
+        return tasks;
+    }
+    let total = tasks.len();
+    tasks.retain(|t| !shoal_api::state::is_terminal(crate::orchestrator::task_state(t)));
+    let mut used = 0;
+    tasks.sort_by_key(|t| t.meta.as_ref().map_or(0, |m| m.created_at_ms));
+    tasks.retain(|t| {
+        used += shoal_api::codec::encoded_len(t) + 8;
+        used <= budget
+    });
+    let _logged = crate::quarantine::warn_once(
+        "node",
+        node_id,
+        &format!(
+            "its assignments exceed {budget} bytes; {} of {total} tasks sent (finished ones left out first)",
+            tasks.len()
+        ),
+    );
+    tasks
 }
 
 /// What a node's session carries now: its assignments, its role, and the
@@ -629,6 +668,7 @@ impl Dispatcher for DispatcherApi {
                         .lock()
                         .expect("assignments lock")
                         .tasks_of(&view, &req.node_id);
+                    let tasks = fit_assignments(tasks, &req.node_id, ASSIGNMENTS_BUDGET_BYTES);
                     session_message(&view, tasks, &req.node_id, &session_id, heartbeat)
                 };
                 if last.as_ref() != Some(&msg) {

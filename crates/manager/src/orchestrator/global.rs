@@ -54,6 +54,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
                 .as_ref()
                 .is_some_and(|sp| sp.mode() == ServiceMode::Global)
         })
+        .filter(|s| crate::quarantine::runnable(s))
         .cloned()
         .collect();
     let eligible = eligible_nodes(view);

@@ -122,6 +122,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
         .services
         .values()
         .filter(|s| s.spec.as_ref().is_some_and(is_job))
+        .filter(|s| crate::quarantine::runnable(s))
         .cloned()
         .collect();
     for service in jobs {

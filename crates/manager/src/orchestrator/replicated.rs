@@ -28,6 +28,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
                 .as_ref()
                 .is_some_and(|sp| sp.mode() == ServiceMode::Replicated)
         })
+        .filter(|s| crate::quarantine::runnable(s))
         .cloned()
         .collect();
     for service in services {

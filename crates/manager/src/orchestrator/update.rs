@@ -171,33 +171,37 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
     let status = service.update_status.clone().unwrap_or_default();
     let started = status.started_at_ms;
 
+    // Only a real update (a new spec version, from `service update`,
+    // `service rollback` or an automatic rollback) has a status: tasks that
+    // start after `service create`, a `scale` or a restart are not an update.
+    if outdated.is_empty() && !in_progress(&service) {
+        return;
+    }
     if outdated.is_empty() && in_flight == 0 {
-        if in_progress(&service) {
-            // Done once the last new task has been stable for the monitor period.
-            let last_running = newest
-                .values()
-                .filter(|t| routable(t))
-                .map(state_since)
-                .max()
-                .unwrap_or(now);
-            if now >= last_running + cfg.monitor_ms as i64 {
-                let (state, message) = if back {
-                    (UpdateState::RollbackCompleted, "rollback completed")
-                } else {
-                    (UpdateState::Completed, "update completed")
-                };
-                set_status(
-                    view,
-                    changes,
-                    service_id,
-                    UpdateStatus {
-                        state: state as i32,
-                        started_at_ms: started,
-                        completed_at_ms: now,
-                        message: message.into(),
-                    },
-                );
-            }
+        // Done once the last new task has been stable for the monitor period.
+        let last_running = newest
+            .values()
+            .filter(|t| routable(t))
+            .map(state_since)
+            .max()
+            .unwrap_or(now);
+        if now >= last_running + cfg.monitor_ms as i64 {
+            let (state, message) = if back {
+                (UpdateState::RollbackCompleted, "rollback completed")
+            } else {
+                (UpdateState::Completed, "update completed")
+            };
+            set_status(
+                view,
+                changes,
+                service_id,
+                UpdateStatus {
+                    state: state as i32,
+                    started_at_ms: started,
+                    completed_at_ms: now,
+                    message: message.into(),
+                },
+            );
         }
         return;
     }

@@ -35,3 +35,42 @@ fn bad_values_name_the_flag() {
         "dispatcher-heartbeat: 99ms is too short; use at least 100ms"
     );
 }
+
+#[test]
+fn values_past_the_maxima_name_the_flag() {
+    let e = validate_update(&req(Some(u64::MAX), None)).unwrap_err();
+    assert!(
+        e.starts_with("task-history-limit: 18446744073709551615 is more than the maximum 1000"),
+        "{e}"
+    );
+    let e = validate_update(&req(None, Some(u64::MAX))).unwrap_err();
+    assert!(
+        e.starts_with("dispatcher-heartbeat: 18446744073709551615ms is more than the maximum 24h"),
+        "{e}"
+    );
+    assert!(validate_update(&req(Some(MAX_TASK_HISTORY_LIMIT), Some(MAX_HEARTBEAT_MS))).is_ok());
+    assert!(validate_init(0, 0).is_ok());
+    assert!(validate_init(u64::MAX, 0).is_err());
+}
+
+/// `swarm init` with values past the maxima starts a cluster within them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_keeps_settings_within_the_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::test_support::leading_store(dir.path(), 1000).await;
+    let node = crate::LocalNode {
+        id: "manager1".into(),
+        hostname: "m1".into(),
+        addr: "10.0.0.1".into(),
+        manager_addr: "10.0.0.1:2377".into(),
+        engine_version: "test".into(),
+        raft_id: 1,
+    };
+    let (ca, certs) = crate::new_cluster_ca(&node.id, &node.addr).unwrap();
+    let huge = std::time::Duration::from_millis(u64::MAX);
+    let init = crate::init_cluster(&store, &node, u64::MAX, huge, &ca, certs)
+        .await
+        .unwrap();
+    assert_eq!(init.cluster.task_history_limit, MAX_TASK_HISTORY_LIMIT);
+    assert_eq!(init.cluster.dispatcher_heartbeat_ms, MAX_HEARTBEAT_MS);
+}

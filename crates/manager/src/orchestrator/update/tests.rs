@@ -588,3 +588,103 @@ fn seeded_rolling_update_simulation() {
         }
     }
 }
+
+/// Steps the world like [`converge`], failing if any pass writes the service
+/// (its update status or spec): none of these passes is an update.
+fn converge_without_service_writes(
+    v: &mut ClusterView,
+    now: &mut i64,
+    done: impl Fn(&ClusterView) -> bool,
+) {
+    for _ in 0..200 {
+        let c = pass(v, *now);
+        assert!(c.services.is_empty(), "a pass wrote the service at {now}");
+        agents_act(v, *now);
+        *now += 100;
+        if done(v) {
+            return;
+        }
+    }
+    panic!("did not converge");
+}
+
+fn kill_one(v: &mut ClusterView, version: u64, now: i64) -> String {
+    let id = v
+        .tasks
+        .values()
+        .find(|t| is_live(t) && t.spec_version == version && task_state(t) == TaskState::Running)
+        .unwrap()
+        .id
+        .clone();
+    set_state(v, &id, TaskState::Failed, now);
+    id
+}
+
+#[test]
+fn a_new_service_has_no_update_status() {
+    let mut v = view(3, config(1, UpdateOrder::StopFirst, FailureAction::Pause));
+    let mut now = 1_000;
+    converge_without_service_writes(&mut v, &mut now, |v| running_of(v, 1) == 3);
+    assert_eq!(v.services["web"].update_status, None);
+}
+
+#[test]
+fn a_task_dying_before_the_first_update_pauses_nothing() {
+    let mut v = view(3, config(1, UpdateOrder::StopFirst, FailureAction::Pause));
+    let mut now = 1_000;
+    // A task of a service just created fails while the others start.
+    pass(&mut v, now);
+    agents_act(&mut v, now);
+    now += 100;
+    kill_one(&mut v, 1, now);
+    converge_without_service_writes(&mut v, &mut now, |v| running_of(v, 1) == 3);
+    // Later again, once everything ran for a while.
+    now += 10_000;
+    kill_one(&mut v, 1, now);
+    converge_without_service_writes(&mut v, &mut now, |v| running_of(v, 1) == 3);
+    assert_eq!(v.services["web"].update_status, None);
+}
+
+#[test]
+fn scaling_is_not_an_update() {
+    let mut v = view(2, config(1, UpdateOrder::StopFirst, FailureAction::Pause));
+    let mut now = 1_000;
+    converge(&mut v, &mut now, |v| running_of(v, 1) == 2);
+    v.services
+        .get_mut("web")
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .replicas = 5;
+    converge_without_service_writes(&mut v, &mut now, |v| running_of(v, 1) == 5);
+    v.services
+        .get_mut("web")
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .replicas = 1;
+    converge_without_service_writes(&mut v, &mut now, |v| running_of(v, 1) == 1);
+    assert_eq!(v.services["web"].update_status, None);
+}
+
+#[test]
+fn a_task_killed_after_a_completed_update_records_nothing() {
+    let mut v = view(3, config(1, UpdateOrder::StopFirst, FailureAction::Pause));
+    let mut now = 1_000;
+    converge(&mut v, &mut now, |v| running_of(v, 1) == 3);
+    new_spec(&mut v, "shoal/echo:2");
+    converge(&mut v, &mut now, |v| {
+        running_of(v, 2) == 3 && status(v) == UpdateState::Completed
+    });
+    let completed = v.services["web"].update_status.clone();
+    now += 10_000;
+    kill_one(&mut v, 2, now);
+    converge_without_service_writes(&mut v, &mut now, |v| running_of(v, 2) == 3);
+    for _ in 0..20 {
+        assert!(pass(&mut v, now).services.is_empty());
+        now += 1_000;
+    }
+    assert_eq!(v.services["web"].update_status, completed);
+}
