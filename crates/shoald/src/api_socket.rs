@@ -196,6 +196,10 @@ impl<A: Acceptor> AcceptLoop<A> {
                 }
                 Err(err) if out_of_descriptors(&err) && self.reserve.pop().is_some() => {
                     // One descriptor back to the kernel: accept again now.
+                    tracing::debug!(
+                        left = self.reserve.len(),
+                        "API socket: out of descriptors, accepting with a reserved one"
+                    );
                 }
                 Err(err) => {
                     if !std::mem::replace(&mut self.failing, true) {
