@@ -1,9 +1,9 @@
 //! What another user of the host, or a flood of connections, can do to a
-//! node: the data root and every file in it are closed to other users, the
-//! API socket too (the CLI says so in one line); an install with readable
-//! files is fixed at start; the descriptor limit is raised to the hard
-//! limit; at descriptor exhaustion the API socket still answers and shoald
-//! does not spin.
+//! node: the data root and every file in it are closed to other users (task
+//! processes still get umask 022), the API socket too (the CLI says so in
+//! one line); an install with readable files is fixed at start; the
+//! descriptor limit is raised to the hard limit; at descriptor exhaustion
+//! the API socket still answers and shoald does not spin.
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -84,6 +84,28 @@ fn data_root_and_socket_are_closed_to_other_users() {
         "SECRET=hunter2",
         "shoal/echo",
     ]);
+    // Task processes get Docker's umask, not shoald's 077.
+    n.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "umask",
+        "--runtime",
+        "process",
+        "sh-img",
+        "sh",
+        "-c",
+        "echo umask=$(umask); sleep 600",
+    ]);
+    shoal_testkit::assert_eventually("the task logs its umask", Duration::from_secs(20), || {
+        let logs = n.shoal_ok(&["service", "logs", "umask"]);
+        if logs.contains("umask=0022") {
+            Ok(())
+        } else {
+            Err(logs)
+        }
+    });
     // The test's directory is private to root; open it so that only the
     // modes shoald chose stand between `nobody` and the node.
     chmod(n.dir.path(), 0o755);

@@ -82,7 +82,7 @@ impl SocketAccess {
         }
         lookup(name)?.with_context(|| {
             format!(
-                "--group {name:?}: no such group; create it (groupadd {name}), \
+                "--group {name:?}: no such group; create it with groupadd, \
                  or pass --group \"\" for a socket only root can use"
             )
         })

@@ -9,6 +9,27 @@ use nix::unistd::Gid;
 
 use super::{bind, AcceptLoop, Acceptor, Backoff, SocketAccess};
 
+proptest::proptest! {
+    /// Any `--group` value: no panic; a refusal is one line naming the flag.
+    #[test]
+    fn any_group_flag_is_taken_or_refused_in_one_line(flag in proptest::prelude::any::<String>()) {
+        if let Err(err) = SocketAccess::from_flag(Some(&flag)) {
+            let err = format!("{err:#}");
+            proptest::prop_assert!(err.starts_with("--group ") && !err.contains('\n'), "{}", err);
+        }
+    }
+
+    /// A numeric `--group` is that GID, whatever the group database says.
+    #[test]
+    fn a_numeric_group_flag_is_that_gid(gid in proptest::prelude::any::<u32>()) {
+        let access = SocketAccess::from_flag(Some(&gid.to_string())).unwrap();
+        proptest::prop_assert_eq!(
+            access,
+            SocketAccess::Group { name: gid.to_string(), gid: Gid::from_raw(gid) }
+        );
+    }
+}
+
 #[test]
 fn group_flag_takes_a_name_a_gid_or_empty_for_root_only() {
     assert_eq!(
