@@ -178,7 +178,7 @@ impl Agent {
         directives: watch::Sender<Option<NodeDirective>>,
     ) -> Result<(), AgentError> {
         let tasks_dir = config.data_root.join("tasks");
-        tokio::fs::create_dir_all(&tasks_dir)
+        logs::create_private_dir(&tasks_dir)
             .await
             .map_err(|source| AgentError::DataRoot {
                 path: tasks_dir.clone(),

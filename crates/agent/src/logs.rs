@@ -5,6 +5,7 @@
 //! logs of finished tasks still carry their names.
 
 use std::io;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -176,9 +177,15 @@ impl LogStore {
 
     pub async fn write_meta(&self, meta: &TaskLogMeta) -> io::Result<()> {
         let dir = self.task_dir(&meta.task_id);
-        tokio::fs::create_dir_all(&dir).await?;
+        create_private_dir(&dir).await?;
         let json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-        tokio::fs::write(dir.join("meta.json"), json).await
+        let mut file = open_private(
+            dir.join("meta.json"),
+            tokio::fs::OpenOptions::new().write(true).truncate(true),
+        )
+        .await?;
+        file.write_all(&json).await?;
+        file.flush().await
     }
 
     pub async fn read_meta(&self, task_id: &str) -> TaskLogMeta {
@@ -223,6 +230,38 @@ impl LogStore {
     }
 }
 
+/// Mode of the task log directories: logs and metadata can hold secrets
+/// (services' environment values, whatever a task prints).
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Mode of the task log files, whatever the umask.
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` (and missing parents) readable by its owner only.
+pub(crate) async fn create_private_dir(dir: &Path) -> io::Result<()> {
+    tokio::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+        .await?;
+    tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE)).await
+}
+
+/// Opens (creating) `path` with `options`, readable by its owner only.
+async fn open_private(
+    path: impl AsRef<Path>,
+    options: &mut tokio::fs::OpenOptions,
+) -> io::Result<tokio::fs::File> {
+    let file = options
+        .create(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+        .await?;
+    file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))
+        .await?;
+    Ok(file)
+}
+
 /// Task ids are used as directory names: refuse anything path-like.
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -242,11 +281,7 @@ pub(crate) struct LogWriter {
 impl LogWriter {
     /// Opens (creates) the log file for appending.
     pub(crate) async fn open(path: &Path) -> io::Result<Self> {
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .await?;
+        let mut file = open_private(path, tokio::fs::OpenOptions::new().append(true)).await?;
         let (tx, mut rx) = mpsc::unbounded_channel::<(LogStream, Vec<u8>)>();
         let done = tokio::spawn(async move {
             while let Some((stream, data)) = rx.recv().await {

@@ -61,7 +61,10 @@ impl fmt::Display for Host {
 
 /// The daemon could not be reached at all.
 #[derive(Debug)]
-pub struct CannotConnect;
+pub struct CannotConnect {
+    /// The socket exists but its mode or group keeps this user out.
+    pub permission_denied: bool,
+}
 
 impl fmt::Display for CannotConnect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -108,8 +111,25 @@ pub async fn connect(host: &Host) -> anyhow::Result<Control> {
         Ok(channel) => {
             Ok(ControlClient::new(channel).max_decoding_message_size(shoal_api::MAX_MESSAGE_BYTES))
         }
-        Err(_) => Err(CannotConnect.into()),
+        Err(err) => Err(CannotConnect {
+            permission_denied: is_permission_denied(&err),
+        }
+        .into()),
     }
+}
+
+/// Whether an io::Error in `err`'s source chain is EACCES/EPERM.
+fn is_permission_denied(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Unwraps a gRPC response, turning a status into [`DaemonError`].
@@ -178,8 +198,15 @@ fn is_transport_failure(status: &tonic::Status) -> bool {
 /// Renders an error as the single stderr line the user sees.
 pub fn one_line(err: &anyhow::Error, host: &str) -> String {
     let cannot = || format!("cannot connect to shoald at {host}: is it running?");
-    let msg = if err.downcast_ref::<CannotConnect>().is_some() {
-        cannot()
+    let msg = if let Some(c) = err.downcast_ref::<CannotConnect>() {
+        if c.permission_denied {
+            format!(
+                "permission denied while trying to connect to shoald at {host}: \
+                 run as root or as a member of the socket's group (shoald --group)"
+            )
+        } else {
+            cannot()
+        }
     } else if let Some(DaemonError(status)) = err.downcast_ref::<DaemonError>() {
         if is_transport_failure(status) {
             cannot()
@@ -234,10 +261,23 @@ mod tests {
             one_line(&err, DEFAULT_HOST),
             "Error response from daemon: no such service: x"
         );
-        let err: anyhow::Error = CannotConnect.into();
+        let err: anyhow::Error = CannotConnect {
+            permission_denied: false,
+        }
+        .into();
         assert_eq!(
             one_line(&err, DEFAULT_HOST),
             "cannot connect to shoald at unix:///run/shoal/shoal.sock: is it running?"
+        );
+        let err: anyhow::Error = CannotConnect {
+            permission_denied: true,
+        }
+        .into();
+        assert_eq!(
+            one_line(&err, DEFAULT_HOST),
+            "permission denied while trying to connect to shoald at \
+             unix:///run/shoal/shoal.sock: run as root or as a member of the socket's group \
+             (shoald --group)"
         );
     }
 }

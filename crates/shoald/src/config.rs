@@ -53,6 +53,11 @@ pub struct DaemonConfig {
         default_value = "unix:///run/shoal/shoal.sock"
     )]
     pub host: String,
+    /// Group that may use the API socket besides root (a name or a GID), as
+    /// dockerd's: the socket is then 0660 root:GROUP. Default: `docker` when
+    /// that group exists, else root only (0600); `--group ""` for root only.
+    #[arg(short = 'G', long)]
+    pub group: Option<String>,
     /// Prometheus metrics and admin HTTP (`/metrics`, `/healthz`, `/routes`).
     #[arg(long, default_value = "0.0.0.0:9323")]
     pub metrics_addr: SocketAddr,

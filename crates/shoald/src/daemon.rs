@@ -26,11 +26,10 @@ use shoal_api::pb::{
 use shoal_manager::{ca, InitSettings, LocalNode, Manager, ManagerConfig, NodeCertificates};
 use shoal_mesh::{Mesh, MeshConfig};
 use shoal_store::{Store, StoreConfig};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::Status;
@@ -748,28 +747,9 @@ fn local_channel(socket: &Path) -> Channel {
     ))
 }
 
-/// Binds the API socket, refusing to steal it from a live daemon.
-async fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            anyhow::bail!(
-                "another shoald is already serving {}; stop it first",
-                path.display()
-            );
-        }
-        std::fs::remove_file(path)
-            .with_context(|| format!("remove stale socket {}", path.display()))?;
-    }
-    UnixListener::bind(path).with_context(|| format!("bind API socket {}", path.display()))
-}
-
 pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     ca::install_crypto_provider();
-    std::fs::create_dir_all(&cfg.data_root)
-        .with_context(|| format!("create --data-root {}", cfg.data_root.display()))?;
+    crate::data_root::prepare(&cfg.data_root)?;
     let identity = NodeIdentity::load_or_create(&cfg.data_root, cfg.hostname.as_deref())?;
     let registry = Registry::new();
     let mesh = Mesh::new(
@@ -783,7 +763,8 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     .context("start the mesh")?;
     tracing::info!(data_path = %mesh.data_path(), "mesh workers started");
     let socket = cfg.socket_path()?;
-    let listener = bind_socket(&socket).await?;
+    let access = crate::api_socket::SocketAccess::from_flag(cfg.group.as_deref())?;
+    let listener = crate::api_socket::bind(&socket, &access).await?;
     let stop = CancellationToken::new();
     let admin = crate::admin::bind(cfg.metrics_addr, registry, mesh.clone(), stop.clone()).await?;
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
@@ -809,7 +790,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
             remote: false,
         }))
         .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listener),
+            crate::api_socket::incoming(listener),
             stop.clone().cancelled_owned(),
         );
     let server = tokio::spawn(server);

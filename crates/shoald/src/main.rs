@@ -10,6 +10,9 @@
 //! # Layout
 //! - `config`: command-line flags.
 //! - `node`: the node's persistent identity.
+//! - `data_root`: the data root's permissions and crash-safe private writes.
+//! - `api_socket`: the API socket: its owner, group and mode, and an accept
+//!   loop that survives descriptor exhaustion.
 //! - `daemon`: role wiring, start-up and the ordered shutdown.
 //! - `control`: the `Control` service before and after `swarm init`.
 //! - `feed`: discovery feed → mesh routing table.
@@ -18,9 +21,11 @@
 //! - `tls`: the manager's mTLS listener for other nodes, and channels to it.
 
 mod admin;
+mod api_socket;
 mod config;
 mod control;
 mod daemon;
+mod data_root;
 mod feed;
 mod host_network;
 mod node;
@@ -41,6 +46,16 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Whatever the daemon creates is private unless it says otherwise (the
+    // API socket, its directory); task processes get Docker's 022 back.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+    match raise_open_file_limit() {
+        Ok(limit) => tracing::info!(
+            limit,
+            "open file limit (RLIMIT_NOFILE) raised to the hard limit"
+        ),
+        Err(err) => tracing::warn!(%err, "could not raise the open file limit (RLIMIT_NOFILE)"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,4 +75,26 @@ fn run_workload(name: &config::Workload) -> anyhow::Result<()> {
         }
     })?;
     Ok(())
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (each proxied connection
+/// takes two descriptors; the usual soft default of 1024 is reached at about
+/// 500) and returns the new soft limit.
+fn raise_open_file_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer to ours.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one rlimit through a valid pointer to ours.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
 }

@@ -8,6 +8,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use shoal_manager::NodeCertificates;
 
+use crate::data_root::{create_private_dir, write_private_file};
+
 /// What this node is in a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -77,11 +79,8 @@ impl NodeIdentity {
 
     pub fn save(&self, data_root: &Path) -> anyhow::Result<()> {
         let path = data_root.join("node.json");
-        let tmp = data_root.join("node.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("write node identity {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("write node identity {}", path.display()))
+        let body = serde_json::to_vec_pretty(self).context("encode node identity")?;
+        write_private_file(&path, &body).context("write node identity")
     }
 }
 
@@ -89,26 +88,17 @@ fn cert_dir(data_root: &Path) -> PathBuf {
     data_root.join("certificates")
 }
 
-/// Writes the node's key material (the key readable by root only).
+/// Writes the node's key material, each file whole or not at all, readable
+/// by root only (the data root is private, see [`crate::data_root`]).
 pub fn save_certificates(data_root: &Path, certs: &NodeCertificates) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = cert_dir(data_root);
-    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    for (name, body, mode) in [
-        ("ca.pem", &certs.ca_pem, 0o644),
-        ("node.pem", &certs.cert_pem, 0o644),
-        ("node.key", &certs.key_pem, 0o600),
+    create_private_dir(&dir)?;
+    for (name, body) in [
+        ("ca.pem", &certs.ca_pem),
+        ("node.pem", &certs.cert_pem),
+        ("node.key", &certs.key_pem),
     ] {
-        let path = dir.join(name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&path)
-            .with_context(|| format!("write {}", path.display()))?;
-        std::io::Write::write_all(&mut f, body.as_bytes())
-            .with_context(|| format!("write {}", path.display()))?;
+        write_private_file(&dir.join(name), body.as_bytes())?;
     }
     Ok(())
 }

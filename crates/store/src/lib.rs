@@ -166,6 +166,7 @@ impl Store {
             path: dir.clone(),
             source,
         })?;
+        make_private(dir, PRIVATE_DIR_MODE)?;
         let (log_db, log_closed) = open_db(&dir.join("raft-log.redb"))?;
         let (sm_db, sm_closed) = open_db(&dir.join("state.redb"))?;
         let closed = [log_closed, sm_closed];
@@ -515,8 +516,31 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Mode of the store's directory: the store holds the CA key, join-token
+/// secrets and services' environment values.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Mode of the redb files, whatever the umask.
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Opens (or creates) a redb file, readable and writable by its owner only.
 fn open_db(path: &Path) -> Result<(db::Db, tokio::sync::watch::Receiver<bool>), StoreError> {
-    db::Db::open(path).map_err(|e| StoreError::storage(format!("open {}", path.display()), e))
+    let opened = db::Db::open(path)
+        .map_err(|e| StoreError::storage(format!("open {}", path.display()), e))?;
+    make_private(path, PRIVATE_FILE_MODE)?;
+    Ok(opened)
+}
+
+/// Sets `mode` on `path` (a file or directory of the store).
+fn make_private(path: &Path, mode: u32) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        StoreError::Io {
+            context: "make private",
+            path: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 fn list_prefix(map: &BTreeMap<String, KeyValue>, prefix: &str) -> Vec<KeyValue> {

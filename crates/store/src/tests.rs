@@ -218,6 +218,38 @@ async fn survives_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_directory_and_files_are_private_also_when_they_were_not() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let chmod =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let store = single(&store_dir, 1000).await;
+    store.shutdown().await.unwrap();
+    drop(store);
+    let files = [
+        store_dir.join("raft-log.redb"),
+        store_dir.join("state.redb"),
+    ];
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    assert_eq!(mode(&store_dir), 0o700);
+    // An install from before: world-readable files are made private on open.
+    chmod(&store_dir, 0o755);
+    for file in &files {
+        chmod(file, 0o644);
+    }
+    let store = Store::open(config(&store_dir, 1, 1000)).await.unwrap();
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    assert_eq!(mode(&store_dir), 0o700);
+    store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_resume_and_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let store = single(dir.path(), 1000).await;

@@ -46,6 +46,9 @@ pub struct Node {
     port: Option<Port>,
     /// Flags after the fixed ones, reused by [`Node::start_again`].
     args: Vec<String>,
+    /// A command `shoald` runs under (e.g. `prlimit --nofile=256:256`), one
+    /// that execs it so its pid stays shoald's; empty for none.
+    wrapper: Vec<String>,
     /// The running daemon (`ip netns exec` execs it: same pid).
     child: Option<Child>,
     /// Whether the daemon is SIGSTOPped, so stop can SIGCONT it.
@@ -72,6 +75,24 @@ impl Node {
         name: &str,
         underlay: Option<&Underlay>,
         ip: Option<Ipv4Addr>,
+        extra_args: &[&str],
+    ) -> Node {
+        Node::start_full(test, name, underlay, ip, &[], extra_args)
+    }
+
+    /// Like [`Node::start`], but `shoald` runs under `wrapper`, a command
+    /// that execs its arguments (so the pid stays shoald's), e.g.
+    /// `["prlimit", "--nofile=256:256"]`; [`Node::start_again`] reuses it.
+    pub fn start_under(test: &str, name: &str, wrapper: &[&str], extra_args: &[&str]) -> Node {
+        Node::start_full(test, name, None, None, wrapper, extra_args)
+    }
+
+    fn start_full(
+        test: &str,
+        name: &str,
+        underlay: Option<&Underlay>,
+        ip: Option<Ipv4Addr>,
+        wrapper: &[&str],
         extra_args: &[&str],
     ) -> Node {
         let ns = NetNs::new(test);
@@ -101,6 +122,7 @@ impl Node {
             ip,
             port,
             args,
+            wrapper: wrapper.iter().map(|a| a.to_string()).collect(),
             child: None,
             paused: false,
         };
@@ -139,9 +161,16 @@ impl Node {
             .append(true)
             .open(self.log_path())
             .expect("log file");
-        let child = self
-            .ns
-            .command(bin("shoald").to_str().expect("utf-8 path"))
+        let shoald = bin("shoald");
+        let mut command = match self.wrapper.split_first() {
+            None => self.ns.command(shoald.to_str().expect("utf-8 path")),
+            Some((program, args)) => {
+                let mut command = self.ns.command(program);
+                command.args(args).arg(&shoald);
+                command
+            }
+        };
+        let child = command
             .arg("--data-root")
             .arg(self.data_root())
             .arg("--host")

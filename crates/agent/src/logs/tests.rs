@@ -122,6 +122,31 @@ async fn writer_appends_timestamped_lines() {
     assert!(lines.iter().all(|l| l.timestamp_ms > 1_600_000_000_000));
 }
 
+#[tokio::test]
+async fn task_log_directories_and_files_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::new(dir.path());
+    let meta = TaskLogMeta {
+        task_id: "t1".into(),
+        ..Default::default()
+    };
+    store.write_meta(&meta).await.unwrap();
+    // An existing log file from before keeps its lines but loses its mode.
+    std::fs::write(store.log_path("t1"), b"").unwrap();
+    std::fs::set_permissions(store.log_path("t1"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    LogWriter::open(&store.log_path("t1"))
+        .await
+        .unwrap()
+        .finish()
+        .await;
+    assert_eq!(mode(&store.task_dir("t1")), 0o700);
+    assert_eq!(mode(&dir.path().join("tasks")), 0o700);
+    assert_eq!(mode(&store.task_dir("t1").join("meta.json")), 0o600);
+    assert_eq!(mode(&store.log_path("t1")), 0o600);
+}
+
 // === property tests ===
 
 fn any_stream() -> impl proptest::strategy::Strategy<Value = LogStream> {

@@ -702,7 +702,7 @@ fn spawn_with(
     }
     let cgroup_fds = cgroup_fds.to_vec();
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (write, setns, setsid, prctl); it
+    // async-signal-safe system calls (write, setns, setsid, prctl, umask); it
     // allocates nothing (the fd list was made before the fork) and touches
     // no locks.
     unsafe {
@@ -712,6 +712,8 @@ fn spawn_with(
             if let Some(fd) = netns_fd {
                 crate::netns::enter(fd)?;
             }
+            // shoald runs with umask 077; a task gets Docker's 022.
+            libc::umask(0o022);
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
