@@ -44,8 +44,16 @@ mod workers;
 #[allow(unsafe_code)]
 mod uring;
 
+/// Connection hygiene (every connection freed, descriptor exhaustion), on
+/// each data path in the same way.
+#[cfg(test)]
+mod hygiene_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[path = "hygiene_tests.rs"]
+#[allow(clippy::duplicate_mod)]
+mod uring_hygiene_tests;
 /// The same tests, run on the io_uring data path: the file picks its data
 /// path from its module's name.
 #[cfg(test)]

@@ -229,8 +229,15 @@ struct Conn {
     timeout: types::Timespec,
     connect_started: Instant,
     dirs: [Dir; 2],
+    /// Operations in flight; the slot is freed only at zero, so no
+    /// completion ever names a freed (or reused) slot.
     inflight: u32,
+    /// Ended with an error: its sockets are shut down (and a connect
+    /// cancelled) so that the operations in flight end soon.
     failed: bool,
+    /// `finish` was called with operations in flight: every completion from
+    /// then on only calls `finish` again, and the last one frees the slot.
+    closing: bool,
     /// Sockets shut down to end the operations in flight.
     shut: bool,
     /// Counts the connection for the shutdown drain.
@@ -386,9 +393,12 @@ impl Worker {
             }
             Op::Connect => self.connect_completed(slot, res),
             Op::ConnectTimeout => {
+                // Also the completion of a connect that succeeded or failed
+                // (its timeout is then cancelled): the connection may have
+                // ended in between, and this may be its last completion.
                 let c = self.conn(slot);
                 c.inflight -= 1;
-                if c.failed {
+                if c.closing {
                     self.finish(slot);
                 }
             }
@@ -397,7 +407,7 @@ impl Worker {
             Op::PollIn | Op::PollOut => {
                 let c = self.conns.get_mut(slot).expect("a live connection");
                 c.inflight -= 1;
-                if c.failed {
+                if c.closing {
                     self.finish(slot);
                 } else if res < 0 {
                     self.fail(slot, side, io::Error::from_raw_os_error(-res));
@@ -413,6 +423,13 @@ impl Worker {
                 }
             }
         }
+        // Architecture invariant: an open connection always has an operation
+        // in flight, as only a completion ever frees it.
+        debug_assert!(
+            matches!(op, Op::Wake | Op::Accept | Op::AcceptRetry)
+                || self.conns.get_mut(slot).is_none_or(|c| c.inflight > 0),
+            "connection {slot} is open with nothing in flight after {op:?}: never freed"
+        );
     }
 
     fn conn(&mut self, slot: usize) -> &mut Conn {
@@ -556,13 +573,14 @@ impl Worker {
             dirs: Default::default(),
             inflight: 0,
             failed: false,
+            closing: false,
             shut: false,
             _tracked: shared.connections.token(),
         });
         let slot = self.conns.insert(conn);
         self.open.fetch_add(1, Ordering::Relaxed);
         self.connect_next(slot);
-        if self.conns.get_mut(slot).is_some_and(|c| !c.failed) {
+        if self.conns.get_mut(slot).is_some_and(|c| !c.closing) {
             // The request is often queued already: read it while connecting.
             self.recv(slot, Side::Up);
         }
@@ -626,7 +644,7 @@ impl Worker {
     fn connect_completed(&mut self, slot: usize, res: i32) {
         let c = self.conns.get_mut(slot).expect("a live connection");
         c.inflight -= 1;
-        if c.failed {
+        if c.closing {
             self.finish(slot);
             return;
         }
@@ -708,7 +726,7 @@ impl Worker {
             (n, None) if n > 0 => dir.spare.take().map(Buffer::Own),
             _ => None,
         };
-        if c.failed {
+        if c.closing {
             if let Some(buf) = chunk {
                 self.release(buf);
             }
@@ -776,7 +794,7 @@ impl Worker {
     fn send_completed(&mut self, slot: usize, side: Side, res: i32) {
         let c = self.conn(slot);
         c.inflight -= 1;
-        if c.failed {
+        if c.closing {
             self.finish(slot);
             return;
         }
@@ -901,12 +919,14 @@ impl Worker {
         self.finish(slot);
     }
 
-    /// Closes the connection once nothing is in flight. A failed connection
+    /// Closes the connection once nothing is in flight; until then it is
+    /// `closing`, and each completion calls this again. A failed connection
     /// first shuts its sockets down (and cancels a connect), which ends the
     /// operations in flight.
     fn finish(&mut self, slot: usize) {
         let c = self.conn(slot);
         if c.inflight > 0 {
+            c.closing = true;
             if c.failed && !c.shut {
                 c.shut = true;
                 let _ = SockRef::from(&c.client).shutdown(Shutdown::Both);
