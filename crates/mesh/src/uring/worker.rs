@@ -278,6 +278,9 @@ pub(crate) struct Worker {
     /// The control side dropped its handle: close listeners, exit when idle.
     closing: bool,
     completions: Vec<(u64, i32, u32)>,
+    /// The user data of every entry pushed, for the model test to complete.
+    #[cfg(test)]
+    pushed: Vec<u64>,
 }
 
 impl Worker {
@@ -308,6 +311,8 @@ impl Worker {
             conns: Slab::new(),
             closing: false,
             completions: Vec::with_capacity(RING_ENTRIES as usize),
+            #[cfg(test)]
+            pushed: Vec::new(),
         };
         worker.arm_wake();
         Ok(worker)
@@ -349,6 +354,9 @@ impl Worker {
     /// # Safety
     /// Whatever the entries point at must stay valid until they complete.
     unsafe fn push(&mut self, entries: &[squeue::Entry]) {
+        #[cfg(test)]
+        self.pushed
+            .extend(entries.iter().map(squeue::Entry::get_user_data));
         // SAFETY: forwarded to the caller.
         while unsafe { self.ring.submission().push_multiple(entries) }.is_err() {
             if let Err(e) = self.ring.submit() {
@@ -455,13 +463,7 @@ impl Worker {
                     self.arm_accept(slot);
                 }
                 Ok(Command::Unlisten { port }) => self.unlisten(|l| l.port == port),
-                Ok(Command::Abort) => {
-                    for slot in self.conns.slots() {
-                        let c = self.conn(slot);
-                        c.failed = true;
-                        self.finish(slot);
-                    }
-                }
+                Ok(Command::Abort) => self.abort_connections(),
                 Err(mpsc::TryRecvError::Empty) => return,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     self.closing = true;
@@ -469,6 +471,15 @@ impl Worker {
                     return;
                 }
             }
+        }
+    }
+
+    /// Ends every open connection now (the end of the shutdown grace).
+    fn abort_connections(&mut self) {
+        for slot in self.conns.slots() {
+            let c = self.conn(slot);
+            c.failed = true;
+            self.finish(slot);
         }
     }
 
@@ -990,3 +1001,6 @@ fn backend_socket(addr: SocketAddr, keepalive: Duration) -> io::Result<OwnedFd> 
     crate::listener::tune(&socket, keepalive);
     Ok(socket.into())
 }
+
+#[cfg(test)]
+mod tests;
