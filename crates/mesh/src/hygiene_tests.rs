@@ -417,3 +417,188 @@ fn every_connection_is_freed_whatever_the_order_of_events() {
         })
         .unwrap();
 }
+
+// === descriptor exhaustion ===
+
+/// Set in the child process of [`exhausted_descriptors_back_off_then_serve_again`].
+const EXHAUSTION_CHILD: &str = "SHOAL_MESH_EXHAUSTION_CHILD";
+/// The child's open-file limit, set before its mesh starts (an io_uring
+/// accept takes the limit when it is submitted).
+const CHILD_OPEN_FILE_LIMIT: u64 = 128;
+
+#[test]
+fn accept_backoff_doubles_from_5_ms_to_at_most_1_s() {
+    use crate::listener::accept_backoff;
+    let ms: Vec<u128> = (1..=11).map(|n| accept_backoff(n).as_millis()).collect();
+    assert_eq!(ms, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
+    assert_eq!(accept_backoff(u32::MAX), Duration::from_secs(1));
+}
+
+/// The child's side (a no-op unless [`EXHAUSTION_CHILD`] is set): lowers
+/// its open-file limit, publishes an echo service, fills its descriptor
+/// table, then does what the parent writes on stdin: `one` frees one
+/// descriptor, `all` frees them all, `report` prints the counters and ends.
+#[test]
+#[allow(unsafe_code)] // setrlimit(2)
+fn exhaustion_child() {
+    if std::env::var_os(EXHAUSTION_CHILD).is_none() {
+        return;
+    }
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let limit = libc::rlimit {
+        rlim_cur: CHILD_OPEN_FILE_LIMIT,
+        rlim_max: CHILD_OPEN_FILE_LIMIT,
+    };
+    // SAFETY: setrlimit reads one rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    let runtime = runtime();
+    let (mesh, registry) = mesh();
+    let port = free_port();
+    runtime.block_on(async {
+        let backend = echo_backend().await;
+        let routes = vec![route("s", port, vec![endpoint("t1", backend, false)])];
+        assert!(mesh.apply_snapshot(routes).is_empty());
+    });
+    let mut filler = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => filler.push(f),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
+            Err(e) => panic!("open /dev/null: {e}"),
+        }
+    }
+    println!("child: port {port}");
+    for line in std::io::stdin().lines() {
+        match line.unwrap().as_str() {
+            "one" => drop(filler.pop()),
+            "all" => filler.clear(),
+            "report" => break,
+            other => panic!("unknown command {other:?}"),
+        }
+        println!("child: done");
+    }
+    let count = |name, labels: &[(&str, &str)]| metric(&registry, name, labels);
+    println!(
+        "child: descriptors {} connect_errors {} refused {}",
+        count(
+            "shoal_mesh_accept_errors_total",
+            &[("reason", "descriptors")]
+        ),
+        count("shoal_mesh_task_connect_errors_total", &[]),
+        count("shoal_mesh_port_refused_total", &[]),
+    );
+}
+
+/// User plus system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces): state is the
+    // first, utime the 12th and stime the 13th.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A process out of descriptors: its mesh backs off accepting (little CPU
+/// over a second), logs one warning naming the limit however many accepts
+/// fail, counts them, ejects no endpoint when a backend socket cannot be
+/// had, and serves again once descriptors are free.
+#[test]
+fn exhausted_descriptors_back_off_then_serve_again() {
+    use std::io::{BufRead, Read, Write};
+    use std::process::{Command, Stdio};
+
+    let name = module_path!()
+        .split_once("::")
+        .map_or(module_path!(), |(_, rest)| rest);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", &format!("{name}::exhaustion_child")])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(EXHAUSTION_CHILD, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut to_child = child.stdin.take().unwrap();
+    let mut from_child = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut logs = String::new();
+        stderr.read_to_string(&mut logs).unwrap();
+        logs
+    });
+    let mut reply = |prefix: &str| loop {
+        let line = from_child.next().expect("the child ended").unwrap();
+        // The harness prints the test's name first, on the same line.
+        if let Some((_, rest)) = line.split_once(prefix) {
+            return rest.to_owned();
+        }
+    };
+    let port: u16 = reply("child: port ").parse().unwrap();
+
+    // Out of descriptors: the connection waits in the accept queue.
+    let mut first = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    first.write_all(b"ping").unwrap();
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let ticks = cpu_ticks(child.id()) - before;
+    // SAFETY: sysconf reads a constant.
+    #[allow(unsafe_code)]
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    assert!(
+        ticks * 5 < per_second,
+        "the child used {ticks} ticks of CPU (of {per_second} a second) out of descriptors"
+    );
+    first
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut buf = [0; 4];
+    let waiting = first.read(&mut buf).unwrap_err();
+    assert_eq!(waiting.kind(), std::io::ErrorKind::WouldBlock, "{waiting}");
+
+    // One descriptor free: the client is accepted, but there is none left
+    // for a backend socket; it is closed without ejecting the endpoint.
+    writeln!(to_child, "one").unwrap();
+    reply("child: done");
+    first.set_read_timeout(Some(DRAIN_DEADLINE)).unwrap();
+    match first.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the first client was not closed: {other:?}"),
+    }
+
+    // Descriptors free: served again.
+    writeln!(to_child, "all").unwrap();
+    reply("child: done");
+    let mut second = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    second.set_read_timeout(Some(DRAIN_DEADLINE)).unwrap();
+    second.write_all(b"pong").unwrap();
+    second.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"pong");
+
+    writeln!(to_child, "report").unwrap();
+    let report = reply("child: descriptors ");
+    let numbers: Vec<f64> = report.split(' ').filter_map(|w| w.parse().ok()).collect();
+    let [descriptors, connect_errors, refused] = numbers[..] else {
+        panic!("report {report:?}");
+    };
+    assert!(descriptors >= 1.0, "{report}");
+    assert_eq!(connect_errors, 0.0, "an endpoint was blamed: {report}");
+    assert_eq!(refused, 1.0, "{report}");
+    assert!(child.wait().unwrap().success());
+    let logs = logs.join().unwrap();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("open-file limit"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(
+        warnings[0].contains(&format!("RLIMIT_NOFILE {CHILD_OPEN_FILE_LIMIT}")),
+        "{}",
+        warnings[0]
+    );
+}

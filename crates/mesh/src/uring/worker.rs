@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 use super::buffers::ProvidedBuffers;
 use super::Command;
 use crate::balancer::{self, Plan};
-use crate::listener::Shared;
+use crate::listener::{self, ErrorReason, Shared, ACCEPT_BACKOFF_STEPS};
 use crate::pipe::Pipe;
 use crate::table::{EndpointEntry, ServiceEntry};
 
@@ -41,9 +41,6 @@ const BUF_COUNT: u16 = if cfg!(test) { 4 } else { 512 };
 /// Size of a receive buffer; a receive that fills it switches the direction
 /// to splice, as on the epoll path.
 const BUF_SIZE: usize = 16 * 1024;
-/// How long a listener waits before accepting again after an error
-/// (typically EMFILE).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The slot of a completion that belongs to no connection (a listener's
 /// cancel): no connection slot ever gets this high.
@@ -172,6 +169,8 @@ struct ListenSocket {
     _closed: oneshot::Sender<()>,
     /// Unlisten asked: close once the accept has ended.
     closing: bool,
+    /// Consecutive failed accepts: how long to wait before the next.
+    failures: u32,
 }
 
 /// Where a received chunk's bytes are.
@@ -269,9 +268,10 @@ pub(crate) struct Worker {
     wake: Arc<OwnedFd>,
     /// Where the eventfd read lands.
     wake_buf: Box<[u8; 8]>,
-    /// How long a listener waits after an accept error (read by the kernel
-    /// when its timeout is submitted).
-    accept_backoff: types::Timespec,
+    /// How long a listener waits after consecutive accept errors, by
+    /// [`crate::listener::accept_backoff`] (read by the kernel when a timeout
+    /// is submitted).
+    accept_backoffs: [types::Timespec; ACCEPT_BACKOFF_STEPS],
     open: Arc<AtomicUsize>,
     listeners: Slab<ListenSocket>,
     conns: Slab<Box<Conn>>,
@@ -305,7 +305,9 @@ impl Worker {
             inbox,
             wake,
             wake_buf: Box::new([0; 8]),
-            accept_backoff: types::Timespec::from(ACCEPT_BACKOFF),
+            accept_backoffs: std::array::from_fn(|i| {
+                types::Timespec::from(listener::accept_backoff(i as u32 + 1))
+            }),
             open,
             listeners: Slab::new(),
             conns: Slab::new(),
@@ -459,6 +461,7 @@ impl Worker {
                         socket: socket.into(),
                         _closed: closed,
                         closing: false,
+                        failures: 0,
                     });
                     self.arm_accept(slot);
                 }
@@ -532,6 +535,8 @@ impl Worker {
         let port = l.port;
         let more = cqueue::more(flags);
         if res >= 0 {
+            l.failures = 0;
+            self.shared.accept_errors.succeeded();
             // SAFETY: the kernel made this fd for us.
             let client = unsafe { OwnedFd::from_raw_fd(res) };
             self.accepted(client, port);
@@ -543,8 +548,15 @@ impl Worker {
         if closing || res == -libc::ECANCELED {
             self.close_listener(slot);
         } else if res < 0 {
-            warn!(port, error = %io::Error::from_raw_os_error(-res), "accept failed");
-            let entry = opcode::Timeout::new(&self.accept_backoff)
+            // Typically EMFILE: the connection stays queued and the next
+            // accept fails the same way until descriptors free.
+            self.shared
+                .accept_errors
+                .failed(port, &io::Error::from_raw_os_error(-res));
+            let l = self.listeners.get_mut(slot).expect("checked above");
+            l.failures = l.failures.saturating_add(1);
+            let step = (l.failures as usize).min(ACCEPT_BACKOFF_STEPS) - 1;
+            let entry = opcode::Timeout::new(&self.accept_backoffs[step])
                 .build()
                 .user_data(user_data(Op::AcceptRetry, Side::Up, slot));
             // SAFETY: the timespec is read when the entry is submitted; it
@@ -619,6 +631,17 @@ impl Worker {
             c.attempts += 1;
             let socket = match backend_socket(addr, config.keepalive) {
                 Ok(s) => s,
+                Err(e) if ErrorReason::is_local_exhaustion(&e) => {
+                    // Out of descriptors or memory here: no endpoint is at
+                    // fault (none is ejected), and every one would fail alike.
+                    if let Some(p) = c.service.port(c.port) {
+                        p.metrics.refused.inc();
+                    }
+                    debug!(service = %c.service.name(), port = c.port, error = %e, "no backend socket; closing client");
+                    c.failed = true;
+                    self.finish(slot);
+                    return;
+                }
                 Err(e) => {
                     balancer::connect_failed(
                         &c.service,

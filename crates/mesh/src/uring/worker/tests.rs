@@ -117,7 +117,14 @@ impl Kernel {
                 },
                 0,
             ),
-            Op::Cancel => (if how.is_multiple_of(2) { 0 } else { -libc::ENOENT }, 0),
+            Op::Cancel => (
+                if how.is_multiple_of(2) {
+                    0
+                } else {
+                    -libc::ENOENT
+                },
+                0,
+            ),
             Op::Recv => {
                 let own = std::mem::take(&mut self.own_buffer_next[s]);
                 let len = match how % 6 {
