@@ -353,7 +353,7 @@ async fn handle(
     };
 
     let m = &endpoint.metrics;
-    m.active.inc();
+    let _active = Active::count(&m.active);
     tokio::select! {
         r = forward(&client, &backend, &m.bytes_from_client, &m.bytes_to_client, &shared.held) => {
             if let Err(e) = r {
@@ -364,5 +364,21 @@ async fn handle(
             debug!(service = %service.name(), task = %endpoint.endpoint.task_name, %peer, "closing connection at end of shutdown grace");
         }
     }
-    m.active.dec();
+}
+
+/// Counts a connection in its task's active-connections gauge for as long
+/// as it lives, also should its task be dropped unfinished.
+struct Active<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Active<'a> {
+    fn count(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

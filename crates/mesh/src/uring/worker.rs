@@ -258,6 +258,17 @@ impl Conn {
     }
 }
 
+impl Drop for Conn {
+    /// Also when the worker ends with connections open (its ring failed).
+    fn drop(&mut self) {
+        if self.connected {
+            if let Some((entry, _)) = &self.endpoint {
+                entry.metrics.active.dec();
+            }
+        }
+    }
+}
+
 /// One worker: owns its ring, its provided buffers, listeners and connections.
 pub(crate) struct Worker {
     // Declared first: dropped (closed) before the buffers it reads from.
@@ -979,12 +990,8 @@ impl Worker {
             }
             return;
         }
+        // Dropping it closes its sockets and books it inactive.
         let mut c = self.conns.remove(slot).expect("a live connection");
-        if c.connected {
-            if let Some((entry, _)) = &c.endpoint {
-                entry.metrics.active.dec();
-            }
-        }
         for dir in &mut c.dirs {
             if let Some(chunk) = dir.chunk.take() {
                 self.release(chunk.buf);

@@ -255,6 +255,36 @@ fn connection_whose_connect_timeout_completes_last_is_freed() {
     assert_eq!(shared.connections.len(), 0);
 }
 
+/// A worker that ends with a connection open (its ring failed) leaves no
+/// connection counted as active.
+#[test]
+fn connection_dropped_with_its_worker_is_no_longer_active() {
+    let (_mesh, shared) = shared();
+    let mut kernel = Kernel::new(shared.clone());
+    let (client, _peer) = client();
+    kernel.worker.accepted(client, PORT);
+    kernel.take_queued();
+    let connect = kernel
+        .pending
+        .iter()
+        .copied()
+        .find(|&ud| decode(ud).0 == Op::Connect)
+        .expect("a connect in flight");
+    kernel.worker.complete(connect, 0, 0);
+    let active = || -> i64 {
+        let table = shared.table.load();
+        let service = table.service_for_port(PORT).expect("routed");
+        service
+            .endpoints
+            .iter()
+            .map(|e| e.metrics.active.get())
+            .sum()
+    };
+    assert_eq!(active(), 1);
+    drop(kernel);
+    assert_eq!(active(), 0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 2_000,
