@@ -3,7 +3,11 @@
 //!
 //! A connection is a small state machine in a slab slot. Each operation in
 //! flight for it is counted, and the slot (with the sockets, buffers and
-//! addresses the kernel may still read) is freed only when none is left. A
+//! addresses the kernel may still read) is freed only when none is left:
+//! once it has ended (both directions done, or failed) it is `closing`, and
+//! whichever completion comes last, in any order (a connect's cancelled
+//! timeout often does), frees it. The model test in `worker/tests.rs` plays
+//! the kernel to drive every order of completions through it. A
 //! completion's user data names its operation, the connection's direction
 //! and the slot. Per direction, at most one operation is in flight: a
 //! receive (or, for a bulk direction, a readiness poll), then a send of what
