@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::listener::ErrorReason;
 use crate::table::{EndpointEntry, PortEntry, ServiceEntry};
 use crate::MeshConfig;
 
@@ -225,7 +226,9 @@ pub(crate) fn connect_failed(
 /// trying each candidate at most once, in [`order`]. Draining endpoints and
 /// those that do not expose the target port are never candidates.
 ///
-/// Returns `None` when no endpoint could be reached.
+/// Returns `None` when no endpoint could be reached, or at once when this
+/// process is out of descriptors or memory for a backend socket: then no
+/// endpoint is at fault (none is ejected), and every one would fail alike.
 pub(crate) async fn connect(
     service: &ServiceEntry,
     port: &PortEntry,
@@ -239,6 +242,10 @@ pub(crate) async fn connect(
             Ok(Ok(stream)) => {
                 connected(entry, t0.elapsed());
                 return Some((entry.clone(), stream));
+            }
+            Ok(Err(e)) if ErrorReason::is_local_exhaustion(&e) => {
+                debug!(service = %service.name(), error = %e, "no backend socket");
+                return None;
             }
             Ok(Err(e)) => e,
             Err(_) => io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),

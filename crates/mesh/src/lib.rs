@@ -19,14 +19,17 @@
 //! - `workers`: the epoll data path's threads, one single-threaded tokio runtime
 //!   per core. On either path a connection stays on the worker that accepted it.
 //! - `listener`: binding published ports (socket2; one SO_REUSEPORT socket per
-//!   worker) and the epoll path's accept loops.
+//!   worker), the epoll path's accept loops, and what both paths do when an
+//!   accept fails (out of descriptors, typically): back off, warn once per
+//!   episode, count it in `shoal_mesh_accept_errors_total`.
 //! - `balancer`: round-robin order (`Plan`), connect with timeout, passive
 //!   ejection; shared by both paths.
 //! - `forward`: the epoll path's bidirectional forwarding with half-close
 //!   propagation and byte counting: pooled copy buffers held only while bytes
 //!   move, splice(2) for bulk.
 //! - `pipe`: the pipes splice goes through. It and `uring` are the only
-//!   modules with `unsafe` (the tests read `TCP_INFO` too).
+//!   modules with `unsafe`, besides `listener`'s `getrlimit` for a log line
+//!   (the tests read `TCP_INFO` and set `RLIMIT_NOFILE` too).
 //! - `metrics`: the Prometheus families and the per-task / per-port handles.
 
 #![deny(unsafe_code)]
@@ -44,8 +47,16 @@ mod workers;
 #[allow(unsafe_code)]
 mod uring;
 
+/// Connection hygiene (every connection freed, descriptor exhaustion), on
+/// each data path in the same way.
+#[cfg(test)]
+mod hygiene_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[path = "hygiene_tests.rs"]
+#[allow(clippy::duplicate_mod)]
+mod uring_hygiene_tests;
 /// The same tests, run on the io_uring data path: the file picks its data
 /// path from its module's name.
 #[cfg(test)]
@@ -67,7 +78,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::balancer::Clock;
-use crate::listener::Shared;
+use crate::listener::{AcceptErrors, Shared};
 use crate::metrics::MeshMetrics;
 pub use crate::table::{RoutingTable, ServiceEntry};
 use crate::uring::{Command, UringWorkers};
@@ -297,10 +308,12 @@ impl Mesh {
     pub fn new(config: MeshConfig, registry: &prometheus::Registry) -> Result<Self, MeshError> {
         let metrics = MeshMetrics::register(registry)?;
         let (count, data_path) = (config.workers, config.data_path);
+        let clock = Clock::new();
         let shared = Arc::new(Shared {
             config,
             table: ArcSwap::from_pointee(RoutingTable::default()),
-            clock: Clock::new(),
+            clock,
+            accept_errors: AcceptErrors::new(&metrics.accept_errors, clock),
             connections: TaskTracker::new(),
             abort: CancellationToken::new(),
             held: Default::default(),

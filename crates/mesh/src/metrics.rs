@@ -36,6 +36,9 @@ pub(crate) struct MeshMetrics {
     connect_duration: HistogramVec,
     port_accepted: IntCounterVec,
     port_refused: IntCounterVec,
+    /// Failed accepts on any published port, by reason (see
+    /// [`crate::listener::AcceptErrors`]).
+    pub(crate) accept_errors: IntCounterVec,
     /// Label sets with live handles, so that an entry rebuilt while an older
     /// handle is still held (by a connection) shares that handle instead of
     /// racing its removal.
@@ -137,6 +140,14 @@ impl MeshMetrics {
                 "shoal_mesh_port_refused_total",
                 "Client connections closed because no endpoint of the service could be reached",
                 &PORT_LABELS,
+            )?,
+            accept_errors: counter(
+                registry,
+                "shoal_mesh_accept_errors_total",
+                "Accepts on published ports that failed, by reason: descriptors (the open-file \
+                 limit was reached), memory (socket buffers or kernel memory ran out) or other; \
+                 the mesh waits a little after each before it accepts again",
+                &["reason"],
             )?,
             live: Mutex::new(LiveSeries::default()),
         }))

@@ -57,7 +57,7 @@ fn free_port() -> u16 {
 /// An address nothing listens on, and nothing will for the rest of the test
 /// run: a socket bound there (without SO_REUSEADDR) and never listening is
 /// kept open, so a backend of a test running alongside cannot get the port.
-fn dead_addr() -> SocketAddr {
+pub(crate) fn dead_addr() -> SocketAddr {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket
         .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
@@ -98,7 +98,7 @@ async fn echo_after_eof_backend() -> SocketAddr {
 }
 
 /// A backend that echoes everything as it arrives.
-async fn echo_backend() -> SocketAddr {
+pub(crate) async fn echo_backend() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -129,7 +129,7 @@ async fn ready_bye_backend() -> SocketAddr {
     addr
 }
 
-fn endpoint(task: &str, addr: SocketAddr, draining: bool) -> Endpoint {
+pub(crate) fn endpoint(task: &str, addr: SocketAddr, draining: bool) -> Endpoint {
     Endpoint {
         task_id: task.into(),
         task_name: format!("web.{task}").into(),
@@ -140,7 +140,7 @@ fn endpoint(task: &str, addr: SocketAddr, draining: bool) -> Endpoint {
     }
 }
 
-fn route(id: &str, published: u16, endpoints: Vec<Endpoint>) -> ServiceRoute {
+pub(crate) fn route(id: &str, published: u16, endpoints: Vec<Endpoint>) -> ServiceRoute {
     ServiceRoute {
         service_id: id.into(),
         service_name: format!("svc-{id}").into(),
@@ -203,7 +203,7 @@ async fn fetch_n(port: u16, n: usize) -> HashMap<String, usize> {
 }
 
 /// Sum of a family's samples whose labels include all of `labels`.
-fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn metric(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
     registry
         .gather()
         .iter()
@@ -334,7 +334,7 @@ async fn dead_endpoint_is_skipped_and_ejected() {
 /// A listening socket whose accept queue is full and never drained: the
 /// kernel drops further SYNs, so a connect to it hangs. Returns its address
 /// and what must stay open.
-fn hanging_addr() -> (SocketAddr, (socket2::Socket, std::net::TcpStream)) {
+pub(crate) fn hanging_addr() -> (SocketAddr, (socket2::Socket, std::net::TcpStream)) {
     let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     l.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
         .unwrap();
@@ -839,7 +839,7 @@ fn ejection_backoff_doubles_caps_and_resets() {
     assert_eq!(health.record_failure(0, &config), secs(1));
 }
 
-fn held(mesh: &Mesh) -> usize {
+pub(crate) fn held(mesh: &Mesh) -> usize {
     mesh.inner
         .shared
         .held

@@ -3,7 +3,11 @@
 //!
 //! A connection is a small state machine in a slab slot. Each operation in
 //! flight for it is counted, and the slot (with the sockets, buffers and
-//! addresses the kernel may still read) is freed only when none is left. A
+//! addresses the kernel may still read) is freed only when none is left:
+//! once it has ended (both directions done, or failed) it is `closing`, and
+//! whichever completion comes last, in any order (a connect's cancelled
+//! timeout often does), frees it. The model test in `worker/tests.rs` plays
+//! the kernel to drive every order of completions through it. A
 //! completion's user data names its operation, the connection's direction
 //! and the slot. Per direction, at most one operation is in flight: a
 //! receive (or, for a bulk direction, a readiness poll), then a send of what
@@ -26,7 +30,7 @@ use tracing::{debug, warn};
 use super::buffers::ProvidedBuffers;
 use super::Command;
 use crate::balancer::{self, Plan};
-use crate::listener::Shared;
+use crate::listener::{self, ErrorReason, Shared, ACCEPT_BACKOFF_STEPS};
 use crate::pipe::Pipe;
 use crate::table::{EndpointEntry, ServiceEntry};
 
@@ -41,9 +45,6 @@ const BUF_COUNT: u16 = if cfg!(test) { 4 } else { 512 };
 /// Size of a receive buffer; a receive that fills it switches the direction
 /// to splice, as on the epoll path.
 const BUF_SIZE: usize = 16 * 1024;
-/// How long a listener waits before accepting again after an error
-/// (typically EMFILE).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The slot of a completion that belongs to no connection (a listener's
 /// cancel): no connection slot ever gets this high.
@@ -172,6 +173,8 @@ struct ListenSocket {
     _closed: oneshot::Sender<()>,
     /// Unlisten asked: close once the accept has ended.
     closing: bool,
+    /// Consecutive failed accepts: how long to wait before the next.
+    failures: u32,
 }
 
 /// Where a received chunk's bytes are.
@@ -229,8 +232,15 @@ struct Conn {
     timeout: types::Timespec,
     connect_started: Instant,
     dirs: [Dir; 2],
+    /// Operations in flight; the slot is freed only at zero, so no
+    /// completion ever names a freed (or reused) slot.
     inflight: u32,
+    /// Ended with an error: its sockets are shut down (and a connect
+    /// cancelled) so that the operations in flight end soon.
     failed: bool,
+    /// `finish` was called with operations in flight: every completion from
+    /// then on only calls `finish` again, and the last one frees the slot.
+    closing: bool,
     /// Sockets shut down to end the operations in flight.
     shut: bool,
     /// Counts the connection for the shutdown drain.
@@ -252,6 +262,17 @@ impl Conn {
     }
 }
 
+impl Drop for Conn {
+    /// Also when the worker ends with connections open (its ring failed).
+    fn drop(&mut self) {
+        if self.connected {
+            if let Some((entry, _)) = &self.endpoint {
+                entry.metrics.active.dec();
+            }
+        }
+    }
+}
+
 /// One worker: owns its ring, its provided buffers, listeners and connections.
 pub(crate) struct Worker {
     // Declared first: dropped (closed) before the buffers it reads from.
@@ -262,15 +283,19 @@ pub(crate) struct Worker {
     wake: Arc<OwnedFd>,
     /// Where the eventfd read lands.
     wake_buf: Box<[u8; 8]>,
-    /// How long a listener waits after an accept error (read by the kernel
-    /// when its timeout is submitted).
-    accept_backoff: types::Timespec,
+    /// How long a listener waits after consecutive accept errors, by
+    /// [`crate::listener::accept_backoff`] (read by the kernel when a timeout
+    /// is submitted).
+    accept_backoffs: [types::Timespec; ACCEPT_BACKOFF_STEPS],
     open: Arc<AtomicUsize>,
     listeners: Slab<ListenSocket>,
     conns: Slab<Box<Conn>>,
     /// The control side dropped its handle: close listeners, exit when idle.
     closing: bool,
     completions: Vec<(u64, i32, u32)>,
+    /// The user data of every entry pushed, for the model test to complete.
+    #[cfg(test)]
+    pushed: Vec<u64>,
 }
 
 impl Worker {
@@ -295,12 +320,16 @@ impl Worker {
             inbox,
             wake,
             wake_buf: Box::new([0; 8]),
-            accept_backoff: types::Timespec::from(ACCEPT_BACKOFF),
+            accept_backoffs: std::array::from_fn(|i| {
+                types::Timespec::from(listener::accept_backoff(i as u32 + 1))
+            }),
             open,
             listeners: Slab::new(),
             conns: Slab::new(),
             closing: false,
             completions: Vec::with_capacity(RING_ENTRIES as usize),
+            #[cfg(test)]
+            pushed: Vec::new(),
         };
         worker.arm_wake();
         Ok(worker)
@@ -342,6 +371,9 @@ impl Worker {
     /// # Safety
     /// Whatever the entries point at must stay valid until they complete.
     unsafe fn push(&mut self, entries: &[squeue::Entry]) {
+        #[cfg(test)]
+        self.pushed
+            .extend(entries.iter().map(squeue::Entry::get_user_data));
         // SAFETY: forwarded to the caller.
         while unsafe { self.ring.submission().push_multiple(entries) }.is_err() {
             if let Err(e) = self.ring.submit() {
@@ -386,9 +418,12 @@ impl Worker {
             }
             Op::Connect => self.connect_completed(slot, res),
             Op::ConnectTimeout => {
+                // Also the completion of a connect that succeeded or failed
+                // (its timeout is then cancelled): the connection may have
+                // ended in between, and this may be its last completion.
                 let c = self.conn(slot);
                 c.inflight -= 1;
-                if c.failed {
+                if c.closing {
                     self.finish(slot);
                 }
             }
@@ -397,7 +432,7 @@ impl Worker {
             Op::PollIn | Op::PollOut => {
                 let c = self.conns.get_mut(slot).expect("a live connection");
                 c.inflight -= 1;
-                if c.failed {
+                if c.closing {
                     self.finish(slot);
                 } else if res < 0 {
                     self.fail(slot, side, io::Error::from_raw_os_error(-res));
@@ -413,6 +448,13 @@ impl Worker {
                 }
             }
         }
+        // Architecture invariant: an open connection always has an operation
+        // in flight, as only a completion ever frees it.
+        debug_assert!(
+            matches!(op, Op::Wake | Op::Accept | Op::AcceptRetry)
+                || self.conns.get_mut(slot).is_none_or(|c| c.inflight > 0),
+            "connection {slot} is open with nothing in flight after {op:?}: never freed"
+        );
     }
 
     fn conn(&mut self, slot: usize) -> &mut Conn {
@@ -434,17 +476,12 @@ impl Worker {
                         socket: socket.into(),
                         _closed: closed,
                         closing: false,
+                        failures: 0,
                     });
                     self.arm_accept(slot);
                 }
                 Ok(Command::Unlisten { port }) => self.unlisten(|l| l.port == port),
-                Ok(Command::Abort) => {
-                    for slot in self.conns.slots() {
-                        let c = self.conn(slot);
-                        c.failed = true;
-                        self.finish(slot);
-                    }
-                }
+                Ok(Command::Abort) => self.abort_connections(),
                 Err(mpsc::TryRecvError::Empty) => return,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     self.closing = true;
@@ -452,6 +489,15 @@ impl Worker {
                     return;
                 }
             }
+        }
+    }
+
+    /// Ends every open connection now (the end of the shutdown grace).
+    fn abort_connections(&mut self) {
+        for slot in self.conns.slots() {
+            let c = self.conn(slot);
+            c.failed = true;
+            self.finish(slot);
         }
     }
 
@@ -504,6 +550,8 @@ impl Worker {
         let port = l.port;
         let more = cqueue::more(flags);
         if res >= 0 {
+            l.failures = 0;
+            self.shared.accept_errors.succeeded();
             // SAFETY: the kernel made this fd for us.
             let client = unsafe { OwnedFd::from_raw_fd(res) };
             self.accepted(client, port);
@@ -515,8 +563,15 @@ impl Worker {
         if closing || res == -libc::ECANCELED {
             self.close_listener(slot);
         } else if res < 0 {
-            warn!(port, error = %io::Error::from_raw_os_error(-res), "accept failed");
-            let entry = opcode::Timeout::new(&self.accept_backoff)
+            // Typically EMFILE: the connection stays queued and the next
+            // accept fails the same way until descriptors free.
+            self.shared
+                .accept_errors
+                .failed(port, &io::Error::from_raw_os_error(-res));
+            let l = self.listeners.get_mut(slot).expect("checked above");
+            l.failures = l.failures.saturating_add(1);
+            let step = (l.failures as usize).min(ACCEPT_BACKOFF_STEPS) - 1;
+            let entry = opcode::Timeout::new(&self.accept_backoffs[step])
                 .build()
                 .user_data(user_data(Op::AcceptRetry, Side::Up, slot));
             // SAFETY: the timespec is read when the entry is submitted; it
@@ -556,13 +611,14 @@ impl Worker {
             dirs: Default::default(),
             inflight: 0,
             failed: false,
+            closing: false,
             shut: false,
             _tracked: shared.connections.token(),
         });
         let slot = self.conns.insert(conn);
         self.open.fetch_add(1, Ordering::Relaxed);
         self.connect_next(slot);
-        if self.conns.get_mut(slot).is_some_and(|c| !c.failed) {
+        if self.conns.get_mut(slot).is_some_and(|c| !c.closing) {
             // The request is often queued already: read it while connecting.
             self.recv(slot, Side::Up);
         }
@@ -590,6 +646,17 @@ impl Worker {
             c.attempts += 1;
             let socket = match backend_socket(addr, config.keepalive) {
                 Ok(s) => s,
+                Err(e) if ErrorReason::is_local_exhaustion(&e) => {
+                    // Out of descriptors or memory here: no endpoint is at
+                    // fault (none is ejected), and every one would fail alike.
+                    if let Some(p) = c.service.port(c.port) {
+                        p.metrics.refused.inc();
+                    }
+                    debug!(service = %c.service.name(), port = c.port, error = %e, "no backend socket; closing client");
+                    c.failed = true;
+                    self.finish(slot);
+                    return;
+                }
                 Err(e) => {
                     balancer::connect_failed(
                         &c.service,
@@ -626,7 +693,7 @@ impl Worker {
     fn connect_completed(&mut self, slot: usize, res: i32) {
         let c = self.conns.get_mut(slot).expect("a live connection");
         c.inflight -= 1;
-        if c.failed {
+        if c.closing {
             self.finish(slot);
             return;
         }
@@ -708,7 +775,7 @@ impl Worker {
             (n, None) if n > 0 => dir.spare.take().map(Buffer::Own),
             _ => None,
         };
-        if c.failed {
+        if c.closing {
             if let Some(buf) = chunk {
                 self.release(buf);
             }
@@ -776,7 +843,7 @@ impl Worker {
     fn send_completed(&mut self, slot: usize, side: Side, res: i32) {
         let c = self.conn(slot);
         c.inflight -= 1;
-        if c.failed {
+        if c.closing {
             self.finish(slot);
             return;
         }
@@ -901,12 +968,14 @@ impl Worker {
         self.finish(slot);
     }
 
-    /// Closes the connection once nothing is in flight. A failed connection
+    /// Closes the connection once nothing is in flight; until then it is
+    /// `closing`, and each completion calls this again. A failed connection
     /// first shuts its sockets down (and cancels a connect), which ends the
     /// operations in flight.
     fn finish(&mut self, slot: usize) {
         let c = self.conn(slot);
         if c.inflight > 0 {
+            c.closing = true;
             if c.failed && !c.shut {
                 c.shut = true;
                 let _ = SockRef::from(&c.client).shutdown(Shutdown::Both);
@@ -925,12 +994,8 @@ impl Worker {
             }
             return;
         }
+        // Dropping it closes its sockets and books it inactive.
         let mut c = self.conns.remove(slot).expect("a live connection");
-        if c.connected {
-            if let Some((entry, _)) = &c.endpoint {
-                entry.metrics.active.dec();
-            }
-        }
         for dir in &mut c.dirs {
             if let Some(chunk) = dir.chunk.take() {
                 self.release(chunk.buf);
@@ -970,3 +1035,6 @@ fn backend_socket(addr: SocketAddr, keepalive: Duration) -> io::Result<OwnedFd> 
     crate::listener::tune(&socket, keepalive);
     Ok(socket.into())
 }
+
+#[cfg(test)]
+mod tests;
