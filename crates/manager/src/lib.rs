@@ -186,7 +186,9 @@ pub async fn init_cluster(
         task_history_limit: if settings.task_history_limit == 0 {
             reaper::DEFAULT_HISTORY_LIMIT
         } else {
-            settings.task_history_limit.min(swarm::MAX_TASK_HISTORY_LIMIT)
+            settings
+                .task_history_limit
+                .min(swarm::MAX_TASK_HISTORY_LIMIT)
         },
         dispatcher_heartbeat_ms: if settings.heartbeat.is_zero() {
             DEFAULT_HEARTBEAT

@@ -68,7 +68,12 @@ async fn init_keeps_settings_within_the_bounds() {
     };
     let (ca, certs) = crate::new_cluster_ca(&node.id, &node.addr).unwrap();
     let huge = std::time::Duration::from_millis(u64::MAX);
-    let init = crate::init_cluster(&store, &node, u64::MAX, huge, &ca, certs)
+    let settings = crate::InitSettings {
+        task_history_limit: u64::MAX,
+        heartbeat: huge,
+        ..Default::default()
+    };
+    let init = crate::init_cluster(&store, &node, &settings, &ca, certs)
         .await
         .unwrap();
     assert_eq!(init.cluster.task_history_limit, MAX_TASK_HISTORY_LIMIT);
