@@ -183,6 +183,14 @@ fn absurd_specs_are_refused_and_the_node_keeps_serving() {
         );
     }
 
+    // Node labels follow the same rules.
+    let node_before = n.shoal_ok(&["node", "inspect", "node-1"]);
+    let err = refused(n, &["node", "update", "--label-add", &ten_kb, "node-1"]);
+    assert!(err.contains("labels:"), "{err}");
+    let err = refused(n, &["node", "update", "--label-add", "a\tb=c", "node-1"]);
+    assert!(err.contains("label"), "{err}");
+    assert_eq!(node_before, n.shoal_ok(&["node", "inspect", "node-1"]));
+
     // Nothing stored changed, and the node still serves and still takes a
     // normal service.
     let after = (

@@ -612,6 +612,18 @@ impl Control for ControlApi {
             };
             name(a).cmp(&name(b))
         });
+        quarantine::fit_list(
+            "services",
+            &mut services,
+            quarantine::LIST_BUDGET_BYTES,
+            |e| codec::encoded_len(e) + 8,
+            |e| {
+                if let Some(s) = e.service.as_mut() {
+                    s.previous_spec = None;
+                    s.spec.iter_mut().for_each(quarantine::slim_spec);
+                }
+            },
+        );
         Ok(Response::new(ListServicesResponse { services }))
     }
 
@@ -764,7 +776,7 @@ impl Control for ControlApi {
             })?;
             desired.insert(state as i32);
         }
-        let tasks = view
+        let mut tasks: Vec<Task> = view
             .tasks
             .values()
             .filter(|t| services.is_empty() || services.contains(&t.service_id))
@@ -775,6 +787,13 @@ impl Control for ControlApi {
             .filter(|t| quarantine::task_fits(t))
             .cloned()
             .collect();
+        quarantine::fit_list(
+            "tasks",
+            &mut tasks,
+            quarantine::LIST_BUDGET_BYTES,
+            |t| codec::encoded_len(t) + 8,
+            |t| t.spec.iter_mut().for_each(quarantine::slim_spec),
+        );
         Ok(Response::new(ListTasksResponse { tasks }))
     }
 

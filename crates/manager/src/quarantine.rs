@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use shoal_api::codec;
-use shoal_api::pb::{Service, Task};
+use shoal_api::pb::{Service, ServiceSpec, Task};
 
 use crate::spec::bounds::{MAX_REPLICAS, MAX_SPEC_BYTES};
 
@@ -82,6 +82,44 @@ fn fits(kind: &str, id: &str, size: usize) -> bool {
         &format!("it is {size} bytes, more than the maximum {MAX_OBJECT_BYTES}; it is left out of what this manager sends"),
     );
     false
+}
+
+/// What a list answer (`service ls`, `service ps`) may carry: a margin
+/// under the transport limit.
+pub const LIST_BUDGET_BYTES: usize = shoal_api::MAX_MESSAGE_BYTES - 1024 * 1024;
+
+/// The parts of a spec a list shows (name, mode, replicas, image, ports,
+/// policies), without labels, env, command and placement: what makes a spec
+/// large.
+pub fn slim_spec(spec: &mut ServiceSpec) {
+    spec.labels.clear();
+    spec.env.clear();
+    spec.command.clear();
+    spec.workdir.clear();
+    spec.placement = None;
+    spec.health = None;
+}
+
+/// Keeps a list answer under `budget` bytes: past it, each object's specs
+/// are slimmed ([`slim_spec`]) and a service's previous spec is left out;
+/// `inspect` still shows them whole. Logged once per list kind.
+pub fn fit_list<T>(
+    kind: &str,
+    items: &mut [T],
+    budget: usize,
+    size: impl Fn(&T) -> usize,
+    slim: impl Fn(&mut T),
+) {
+    let total: usize = items.iter().map(&size).sum();
+    if total <= budget {
+        return;
+    }
+    items.iter_mut().for_each(slim);
+    let _logged = warn_once(
+        "list",
+        kind,
+        &format!("the answer would be {total} bytes, more than {budget}; specs are shown slimmed (use inspect)"),
+    );
 }
 
 /// Logs a problem with a stored object the first time this process sees it;

@@ -149,3 +149,25 @@ fn each_problem_is_logged_once() {
     assert!(warn_once("service", "once-a", "another problem"));
     assert!(warn_once("service", "once-b", "replicas 1 is odd"));
 }
+
+#[test]
+fn a_list_over_its_budget_shows_slimmed_specs() {
+    let big = huge(service("huge", ServiceMode::Replicated, 1));
+    let tasks: Vec<_> = (0..3)
+        .map(|slot| orchestrator::new_task(&big, slot, "n1", 0, 0))
+        .collect();
+    let size = |t: &shoal_api::pb::Task| codec::encoded_len(t);
+    let slim = |t: &mut shoal_api::pb::Task| t.spec.iter_mut().for_each(slim_spec);
+    let mut under = tasks.clone();
+    fit_list("tasks-test", &mut under, usize::MAX, size, slim);
+    assert_eq!(under, tasks, "under the budget nothing changes");
+    let mut over = tasks.clone();
+    fit_list("tasks-test", &mut over, 1_000_000, size, slim);
+    assert!(over.iter().map(size).sum::<usize>() < 1_000_000);
+    let spec = over[0].spec.as_ref().unwrap();
+    assert_eq!(
+        (spec.name.as_str(), spec.image.as_str()),
+        ("huge", "shoal/echo")
+    );
+    assert!(spec.labels.is_empty());
+}

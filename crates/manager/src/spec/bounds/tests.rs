@@ -194,16 +194,30 @@ fn the_maxima_themselves_are_accepted() {
     assert_eq!(validate(&s), Ok(()));
 }
 
+/// Mostly `usual` (so that many specs pass validation and the bounds of
+/// accepted specs are exercised), sometimes anything.
+fn usually(usual: &'static str) -> impl Strategy<Value = String> {
+    prop_oneof![3 => Just(usual.to_string()), 1 => any_text()]
+}
+
+/// Mostly `usual`, sometimes anything `any` makes.
+fn sometimes<T: Clone + std::fmt::Debug + 'static>(
+    usual: T,
+    any: impl Strategy<Value = T> + 'static,
+) -> BoxedStrategy<T> {
+    prop_oneof![9 => Just(usual), 1 => any].boxed()
+}
+
 fn any_text() -> impl Strategy<Value = String> {
     prop_oneof![
-        "[a-z0-9._/-]{0,12}",
-        any::<String>(),
-        (0usize..200_000).prop_map(|n| "x".repeat(n)),
+        12 => "[a-z0-9._/-]{0,12}",
+        6 => any::<String>(),
+        1 => (0usize..200_000).prop_map(|n| "x".repeat(n)),
     ]
 }
 
 fn any_u64() -> impl Strategy<Value = u64> {
-    prop_oneof![0u64..10, 0u64..=MAX_REPLICAS * 2, any::<u64>()]
+    prop_oneof![6 => 0u64..10, 2 => 0u64..=MAX_REPLICAS * 2, 1 => any::<u64>()]
 }
 
 fn any_update_config() -> impl Strategy<Value = Option<UpdateConfig>> {
@@ -231,29 +245,37 @@ fn any_update_config() -> impl Strategy<Value = Option<UpdateConfig>> {
 
 prop_compose! {
     fn any_spec()(
-        name in any_text(),
-        image in prop_oneof![Just("shoal/echo".to_string()), any_text()],
-        labels in proptest::collection::btree_map(any_text(), any_text(), 0..20),
-        runtime in any::<i32>(),
-        command in proptest::collection::vec(any_text(), 0..5),
-        env in proptest::collection::vec(any_text(), 0..5),
-        workdir in any_text(),
-        mode in prop_oneof![0i32..4, any::<i32>()],
-        replicas in any_u64(),
+        name in usually("web"),
+        image in sometimes("shoal/echo".to_string(), any_text()),
+        labels in sometimes(Default::default(), proptest::collection::btree_map(
+            prop_oneof!["[a-z.]{1,10}", any_text()], any_text(), 0..20,
+        )),
+        runtime in prop_oneof![Just(0i32), any::<i32>()],
+        command in sometimes(vec![], proptest::collection::vec(any_text(), 0..5)),
+        env in sometimes(vec![], proptest::collection::vec(prop_oneof!["[A-Z]{1,5}=", any_text()]
+            .prop_flat_map(|k| any_text().prop_map(move |v| format!("{k}{v}"))), 0..5)),
+        workdir in sometimes(String::new(), any_text()),
+        mode in prop_oneof![Just(0i32), 0i32..4, any::<i32>()],
+        replicas in sometimes(3, any_u64()),
         ports in proptest::collection::vec(
-            (any::<u32>(), prop_oneof![0u32..70_000, any::<u32>()], any_text(), any_text()),
+            (
+                prop_oneof![1u32..65_536, any::<u32>()],
+                prop_oneof![0u32..70_000, any::<u32>()],
+                usually("tcp"),
+                usually("ingress"),
+            ),
             0..4,
         ),
-        restart in proptest::option::of((any::<i32>(), any_u64(), any_u64(), any_u64())),
-        update_config in any_update_config(),
-        rollback_config in any_update_config(),
-        constraints in proptest::collection::vec(any_text(), 0..3),
-        resources in proptest::option::of(any::<(i64, i64, i64, i64)>()),
-        health in proptest::option::of((
+        restart in sometimes(None, proptest::option::of((any::<i32>(), any_u64(), any_u64(), any_u64()))),
+        update_config in sometimes(None, any_update_config()),
+        rollback_config in sometimes(None, any_update_config()),
+        constraints in sometimes(vec![], proptest::collection::vec(usually("node.role==manager"), 0..3)),
+        resources in sometimes(None, proptest::option::of(any::<(i64, i64, i64, i64)>())),
+        health in sometimes(None, proptest::option::of((
             proptest::collection::vec(any_text(), 0..3), any_u64(), any_u64(), any_u64(), any_u64(),
-        )),
-        stop in (any_u64(), any_text()),
-        max_concurrent in any_u64(),
+        ))),
+        stop in sometimes((0, String::new()), (any_u64(), any_text())),
+        max_concurrent in sometimes(0, any_u64()),
     ) -> ServiceSpec {
         ServiceSpec {
             name,
@@ -314,15 +336,22 @@ fn validation_never_panics_and_accepts_only_bounded_specs() {
         .spawn(|| {
             let mut runner =
                 proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(512));
+            let accepted = std::cell::Cell::new(0);
             runner
                 .run(&any_spec(), |mut s| {
                     normalize(&mut s);
                     if validate(&s).is_ok() {
+                        accepted.set(accepted.get() + 1);
                         accepted_is_bounded(&s)?;
                     }
                     Ok(())
                 })
                 .unwrap();
+            assert!(
+                accepted.get() > 10,
+                "only {} specs accepted",
+                accepted.get()
+            );
         })
         .unwrap()
         .join()
