@@ -239,6 +239,11 @@ impl ControlApi {
         txn.ops.push(Op::Delete {
             key: state::node_key(&node.id),
         });
+        // Its identity is refused from now on; it rejoins as a new node.
+        txn.ops.push(Op::Put {
+            key: crate::join::removed_node_key(&node.id),
+            value: shoal_api::now_ms().to_string().into_bytes(),
+        });
         // Its tasks will never report again: they end as orphaned, which frees
         // their addresses; the orchestrator replaces them elsewhere.
         for t in view

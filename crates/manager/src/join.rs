@@ -30,6 +30,45 @@ pub fn cluster_ca(cluster: &Cluster) -> Result<ClusterCa, Status> {
         .map_err(|e| Status::internal(format!("cluster CA unusable: {e}")))
 }
 
+/// A removed node's id, kept for good (swarmkit's `RemovedNodes`): its
+/// certificate is refused by every manager, and it must join again with a
+/// token, as a new node.
+pub const REMOVED_NODES: &str = "index/removed-nodes/";
+
+/// What a manager answers a removed node; the node recognises it with
+/// [`is_removed_status`].
+const REMOVED_FROM_SWARM: &str = "was removed from the swarm";
+
+pub fn removed_node_key(node_id: &str) -> String {
+    format!("{REMOVED_NODES}{node_id}")
+}
+
+/// True when `node rm` removed `node_id`.
+pub fn is_removed(store: &Store, node_id: &str) -> bool {
+    store.get(&removed_node_key(node_id)).is_some()
+}
+
+/// The refusal of every call a removed node makes.
+pub fn removed_status(node_id: &str) -> Status {
+    Status::permission_denied(format!(
+        "node {node_id} {REMOVED_FROM_SWARM}; join it again with a token (`shoal swarm join --token ...`)"
+    ))
+}
+
+/// True when a manager refused a call because the caller was removed.
+pub fn is_removed_status(status: &Status) -> bool {
+    status.code() == tonic::Code::PermissionDenied && status.message().contains(REMOVED_FROM_SWARM)
+}
+
+/// How long the node certificates this cluster signs last.
+pub fn node_cert_validity(cluster: &Cluster) -> std::time::Duration {
+    if cluster.node_cert_expiry_ms == 0 {
+        ca::NODE_VALIDITY
+    } else {
+        std::time::Duration::from_millis(cluster.node_cert_expiry_ms)
+    }
+}
+
 /// The role a token grants, or why it grants none.
 pub fn token_role(cluster: &Cluster, ca: &ClusterCa, token: &str) -> Result<CertRole, Status> {
     let token = ca::parse_token(token).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -181,6 +220,9 @@ impl NodeCa for NodeCaApi {
         req: Request<RenewNodeCertificateRequest>,
     ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
         let (peer, _) = ca::peer_identity(&req)?;
+        if is_removed(&self.store, &peer) {
+            return Err(removed_status(&peer));
+        }
         let req = req.into_inner();
         let mut attempts = 0;
         let (cluster, node) = loop {
@@ -191,6 +233,11 @@ impl NodeCa for NodeCaApi {
                 Status::not_found(format!("node {peer} is not a member of this swarm"))
             })?;
             let role = node.spec.as_ref().map(|s| s.role()).unwrap_or_default();
+            if req.keep_role {
+                // A renewal before expiry: the role change, if any, is the
+                // role follower's to make.
+                break (view.cluster, node);
+            }
             match (role, node.manager_status.as_ref()) {
                 // Promoted: give it a Raft id and the address it will serve Raft on;
                 // it then asks the leader to join the group (`JoinRaft`).
@@ -236,26 +283,38 @@ impl NodeCa for NodeCaApi {
             break (view.cluster, node);
         };
         let ca = cluster_ca(&cluster)?;
-        let role = node.spec.as_ref().map(|s| s.role()).unwrap_or_default();
-        let cert_role = match role {
-            NodeRole::Manager => CertRole::Manager,
-            NodeRole::Worker => CertRole::Worker,
+        let role = if req.keep_role {
+            // The role it holds: a manager while it is in the Raft group.
+            if node.manager_status.is_some() {
+                NodeRole::Manager
+            } else {
+                NodeRole::Worker
+            }
+        } else {
+            node.spec.as_ref().map(|s| s.role()).unwrap_or_default()
         };
+        let cert_role = CertRole::from(role);
         let underlay = node
             .status
             .as_ref()
             .map(|s| s.addr.clone())
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| host_of(&req.advertise_addr).to_string());
+        let validity = node_cert_validity(&cluster);
         let certificate_pem = ca
-            .sign_node(
+            .sign_node_valid_for(
                 &req.csr_pem,
                 &peer,
                 cert_role,
                 std::slice::from_ref(&underlay),
+                validity,
             )
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
-        tracing::info!(node = %peer, ?role, "node certificate renewed for its new role");
+        if req.keep_role {
+            tracing::info!(node = %peer, ?role, ?validity, "node certificate renewed before expiry");
+        } else {
+            tracing::info!(node = %peer, ?role, "node certificate renewed for its new role");
+        }
         let status = node.status.clone().unwrap_or_default();
         Ok(Response::new(IssueNodeCertificateResponse {
             node_id: peer,
@@ -271,12 +330,30 @@ impl NodeCa for NodeCaApi {
         }))
     }
 
+    async fn node_certificate_status(
+        &self,
+        req: Request<NodeCertificateStatusRequest>,
+    ) -> Result<Response<NodeCertificateStatusResponse>, Status> {
+        let (peer, _) = ca::peer_identity(&req)?;
+        if is_removed(&self.store, &peer) {
+            return Err(removed_status(&peer));
+        }
+        let cluster: Cluster = state::get(&self.store, state::CLUSTER_KEY)
+            .ok_or_else(|| Status::unavailable("the cluster object is not replicated here yet"))?;
+        let ca = cluster_ca(&cluster)?;
+        Ok(Response::new(NodeCertificateStatusResponse {
+            root_ca_digest: ca.digest().to_string(),
+            trusted_roots_pem: ca.cert_pem().to_string(),
+        }))
+    }
+
     async fn issue_node_certificate(
         &self,
         req: Request<IssueNodeCertificateRequest>,
     ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
         let req = req.into_inner();
-        let node_id = if req.node_id.is_empty() {
+        // A removed node comes back as a new node: its old id stays refused.
+        let node_id = if req.node_id.is_empty() || is_removed(&self.store, &req.node_id) {
             shoal_api::id::new_id()
         } else {
             req.node_id.clone()
@@ -354,11 +431,12 @@ impl NodeCa for NodeCaApi {
             }
         };
         let certificate_pem = ca
-            .sign_node(
+            .sign_node_valid_for(
                 &req.csr_pem,
                 &node_id,
                 role,
                 std::slice::from_ref(&underlay),
+                node_cert_validity(&cluster),
             )
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
         tracing::info!(node = %node_id, hostname = %req.hostname, ?role, "node joined");

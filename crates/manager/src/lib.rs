@@ -182,6 +182,7 @@ pub async fn init_cluster(
         manager_addrs: vec![node.manager_addr.clone()],
         ingress_vni: INGRESS_VNI,
         data_path_port: DEFAULT_DATA_PATH_PORT,
+        node_cert_expiry_ms: ca::NODE_VALIDITY.as_millis() as u64,
     };
     let ingress_address = allocator::allocate_node_address(&ClusterView {
         cluster: cluster.clone(),
