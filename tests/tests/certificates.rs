@@ -149,3 +149,86 @@ fn removed_node_is_refused_leaves_the_swarm_and_rejoins_only_with_a_token() {
         },
     );
 }
+
+/// The node certificate on disk.
+fn node_cert(node: &Node) -> String {
+    std::fs::read_to_string(node.data_root().join("certificates/node.pem")).unwrap_or_default()
+}
+
+#[test]
+fn one_minute_certificates_renew_and_the_cluster_keeps_working_past_several_expiries() {
+    if !require_root(
+        "one_minute_certificates_renew_and_the_cluster_keeps_working_past_several_expiries",
+    ) {
+        return;
+    }
+    let c = MultiCluster::new("certexp", 2, 1);
+    let m = c.node(0);
+    web_create(m, "3");
+    for n in &c.nodes {
+        n.wait_routed(8080, 3);
+    }
+
+    let out = m.shoal_ok(&["swarm", "update", "--cert-expiry", "1m"]);
+    assert_eq!(out.trim(), "Swarm updated.");
+    let version = m.shoal_ok(&["version"]);
+    assert!(
+        version.contains("CA Configuration:")
+            && version.contains("Expiry Duration: About a minute"),
+        "{version}"
+    );
+    let err = m.shoal_err(&["swarm", "update", "--cert-expiry", "30s"]);
+    assert!(
+        err.contains("--cert-expiry") && err.contains("at least 1m"),
+        "{err}"
+    );
+
+    // Four minutes: every certificate expires several times over.
+    let mut seen: Vec<Vec<String>> = c.nodes.iter().map(|n| vec![node_cert(n)]).collect();
+    let until = Instant::now() + Duration::from_secs(240);
+    let mut round = 0;
+    while Instant::now() < until {
+        round += 1;
+        for via in [0, 1] {
+            c.wait_ready(via, Duration::from_secs(10));
+        }
+        for n in &c.nodes {
+            assert_eventually(
+                &format!("curl through the mesh on {}", n.name),
+                Duration::from_secs(5),
+                || n.curl(8080),
+            );
+        }
+        if round == 6 {
+            m.shoal_ok(&["service", "scale", "-d", "web=5"]);
+        }
+        for (i, n) in c.nodes.iter().enumerate() {
+            let cert = node_cert(n);
+            if !seen[i].contains(&cert) {
+                seen[i].push(cert);
+            }
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let m = c.node(0);
+    assert_eventually(
+        "web scaled to 5 with 1-minute certificates",
+        Duration::from_secs(30),
+        || {
+            let web = running_per_node(m, "web");
+            (web.values().sum::<usize>() == 5)
+                .then_some(())
+                .ok_or(format!("{web:?}"))
+        },
+    );
+    for (i, n) in c.nodes.iter().enumerate() {
+        // The 90-day certificate, then one a minute, renewed between 30 and 48 s.
+        assert!(
+            seen[i].len() >= 5,
+            "{}: only {} distinct certificates on disk in 4 minutes",
+            n.name,
+            seen[i].len()
+        );
+        assert!(n.log().contains("node certificate renewed"), "{}", n.name);
+    }
+}

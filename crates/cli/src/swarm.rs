@@ -30,6 +30,9 @@ pub enum SwarmCommand {
         /// Dispatcher heartbeat period (ns|us|ms|s|m|h) (default 5s).
         #[arg(long = "dispatcher-heartbeat", allow_hyphen_values = true)]
         dispatcher_heartbeat: Option<String>,
+        /// Validity period for node certificates (ns|us|ms|s|m|h) (default 2160h0m0s).
+        #[arg(long = "cert-expiry", allow_hyphen_values = true)]
+        cert_expiry: Option<String>,
     },
     /// Join a swarm as a node and/or manager.
     Join {
@@ -105,6 +108,7 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
         SwarmCommand::Update {
             task_history_limit,
             dispatcher_heartbeat,
+            cert_expiry,
         } => {
             let req = pb::UpdateSwarmRequest {
                 task_history_limit: task_history_limit
@@ -115,6 +119,7 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
                     .as_deref()
                     .map(parse_heartbeat)
                     .transpose()?,
+                node_cert_expiry_ms: cert_expiry.as_deref().map(parse_cert_expiry).transpose()?,
             };
             let mut c = client::connect(host).await?;
             c.update_swarm(req).await.daemon()?;
@@ -179,6 +184,20 @@ pub fn parse_heartbeat(v: &str) -> anyhow::Result<u64> {
     let d = opts::parse_duration(v, flag)?;
     if d < std::time::Duration::from_millis(100) {
         return Err(opts::invalid(v, flag, "must be at least 100ms"));
+    }
+    Ok(d.as_millis() as u64)
+}
+
+/// `--cert-expiry`: how long node certificates last, in ms: at least a
+/// minute (Docker's minimum is an hour), at most 20 years (the CA's life).
+pub fn parse_cert_expiry(v: &str) -> anyhow::Result<u64> {
+    let flag = "--cert-expiry";
+    let d = opts::parse_duration(v, flag)?;
+    if d < std::time::Duration::from_secs(60) {
+        return Err(opts::invalid(v, flag, "must be at least 1m"));
+    }
+    if d > std::time::Duration::from_secs(20 * 365 * 24 * 3600) {
+        return Err(opts::invalid(v, flag, "must be at most 175200h (20 years)"));
     }
     Ok(d.as_millis() as u64)
 }

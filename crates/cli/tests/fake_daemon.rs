@@ -136,6 +136,7 @@ impl pb::control_server::Control for Fake {
             cluster_id: "c".into(),
             engine_version: "0.1.0".into(),
             managers: vec!["10.0.0.1:2377".into()],
+            ..Default::default()
         }))
     }
 

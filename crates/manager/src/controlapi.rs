@@ -445,7 +445,11 @@ type LogStream = Pin<Box<dyn Stream<Item = Result<LogMessage, Status>> + Send>>;
 impl Control for ControlApi {
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let cluster: Option<Cluster> = state::get(&self.store, state::CLUSTER_KEY);
+        let node_cert_expiry_ms = cluster
+            .as_ref()
+            .map_or(0, |c| crate::join::node_cert_validity(c).as_millis() as u64);
         Ok(Response::new(InfoResponse {
+            node_cert_expiry_ms,
             node_id: self.config.node_id.clone(),
             hostname: self.config.hostname.clone(),
             local_node_state: "active".into(),
@@ -489,12 +493,14 @@ impl Control for ControlApi {
                 tracing::info!(
                     task_history_limit = cluster.task_history_limit,
                     dispatcher_heartbeat_ms = cluster.dispatcher_heartbeat_ms,
+                    node_cert_expiry_ms = cluster.node_cert_expiry_ms,
                     "swarm updated"
                 );
             }
             return Ok(Response::new(UpdateSwarmResponse {
                 task_history_limit: cluster.task_history_limit,
                 dispatcher_heartbeat_ms: cluster.dispatcher_heartbeat_ms,
+                node_cert_expiry_ms: crate::join::node_cert_validity(&cluster).as_millis() as u64,
             }));
         }
         Err(Status::aborted(

@@ -344,6 +344,7 @@ impl NodeCa for NodeCaApi {
         Ok(Response::new(NodeCertificateStatusResponse {
             root_ca_digest: ca.digest().to_string(),
             trusted_roots_pem: ca.cert_pem().to_string(),
+            node_cert_expiry_ms: node_cert_validity(&cluster).as_millis() as u64,
         }))
     }
 

@@ -1,5 +1,5 @@
 //! `swarm update`: checks and applies changes to the cluster-wide settings
-//! (`--task-history-limit`, `--dispatcher-heartbeat`). Sans-IO: the control
+//! (`--task-history-limit`, `--dispatcher-heartbeat`, `--cert-expiry`). Sans-IO: the control
 //! API reads the cluster object, calls [`apply_update`], and writes it back;
 //! the reaper and the dispatcher read the new values from the store.
 
@@ -7,6 +7,11 @@ use shoal_api::pb::{Cluster, UpdateSwarmRequest};
 
 /// The shortest `--dispatcher-heartbeat` (as `swarm init` takes it).
 pub const MIN_HEARTBEAT_MS: u64 = 100;
+/// The shortest `--cert-expiry`: one minute (Docker's is one hour; a minute
+/// lets a test watch several renewals).
+pub const MIN_CERT_EXPIRY_MS: u64 = 60_000;
+/// The longest `--cert-expiry`: the cluster CA's own validity, 20 years.
+pub const MAX_CERT_EXPIRY_MS: u64 = 20 * 365 * 24 * 3600 * 1000;
 
 /// Refuses values the cluster cannot run with; the text names the flag.
 pub fn validate_update(req: &UpdateSwarmRequest) -> Result<(), String> {
@@ -23,6 +28,13 @@ pub fn validate_update(req: &UpdateSwarmRequest) -> Result<(), String> {
             ));
         }
     }
+    if let Some(ms) = req.node_cert_expiry_ms {
+        if !(MIN_CERT_EXPIRY_MS..=MAX_CERT_EXPIRY_MS).contains(&ms) {
+            return Err(format!(
+                "cert-expiry: {ms}ms is out of range; use at least 1m and at most 175200h (20 years)"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -33,6 +45,9 @@ pub fn apply_update(cluster: &mut Cluster, req: &UpdateSwarmRequest) {
     }
     if let Some(ms) = req.dispatcher_heartbeat_ms {
         cluster.dispatcher_heartbeat_ms = ms;
+    }
+    if let Some(ms) = req.node_cert_expiry_ms {
+        cluster.node_cert_expiry_ms = ms;
     }
 }
 

@@ -4,6 +4,7 @@ fn req(limit: Option<u64>, heartbeat_ms: Option<u64>) -> UpdateSwarmRequest {
     UpdateSwarmRequest {
         task_history_limit: limit,
         dispatcher_heartbeat_ms: heartbeat_ms,
+        node_cert_expiry_ms: None,
     }
 }
 

@@ -66,10 +66,12 @@ pub(super) async fn renew_certificates(daemon: Arc<Daemon>, shutdown: Cancellati
                         return;
                     }
                     Err(s) => tracing::debug!(error = %s.message(), "certificate status unknown"),
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::info!("the cluster's root CA changed: renewing the node certificate now");
-                        retry_at = Some(Instant::now());
+                    Ok(None) => {}
+                    Ok(Some(why)) => {
+                        if retry_at.is_none() {
+                            tracing::info!("{why}: renewing the node certificate now");
+                            retry_at = Some(Instant::now());
+                        }
                     }
                 }
             }
@@ -86,6 +88,17 @@ fn renewal_due(certs: &NodeCertificates, position: f64) -> Instant {
     Instant::now()
         + at.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO)
+}
+
+/// True when a certificate valid until `not_after` lasts longer (by more
+/// than a tenth, so clock skew and signing time do not count) than the
+/// `expiry_ms` the cluster gives certificates now (0: unknown).
+fn outlives_expiry(not_after: SystemTime, now: SystemTime, expiry_ms: u64) -> bool {
+    if expiry_ms == 0 {
+        return false;
+    }
+    let expiry = Duration::from_millis(expiry_ms);
+    not_after > now + expiry + expiry / 10
 }
 
 impl Daemon {
@@ -131,16 +144,28 @@ impl Daemon {
         Ok(())
     }
 
-    /// Ok(false) when the cluster's root CA is not the one this node's
-    /// certificate chains to; refused once the node was removed.
-    async fn certificate_status(&self) -> Result<bool, Status> {
+    /// Why this node's certificate should be renewed now, if it should:
+    /// another root CA than the one it chains to, or a validity past what
+    /// the cluster now gives (`swarm update --cert-expiry` shortened it).
+    /// Refused once the node was removed.
+    async fn certificate_status(&self) -> Result<Option<&'static str>, Status> {
         let current = self.node_certificates()?;
         let resp = NodeCaClient::new(self.ca_channel()?)
             .node_certificate_status(NodeCertificateStatusRequest {})
             .await?
             .into_inner();
         let ours = ca::pem_digest(&current.ca_pem).map_err(|e| Status::internal(e.to_string()))?;
-        Ok(resp.root_ca_digest.is_empty() || resp.root_ca_digest == ours)
+        if !resp.root_ca_digest.is_empty() && resp.root_ca_digest != ours {
+            return Ok(Some("the cluster's root CA changed"));
+        }
+        let (_, not_after) = ca::cert_validity(current.cert_pem.as_bytes())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if outlives_expiry(not_after, SystemTime::now(), resp.node_cert_expiry_ms) {
+            return Ok(Some(
+                "the cluster's certificate expiry is shorter than this certificate's",
+            ));
+        }
+        Ok(None)
     }
 
     /// The managers refused this node's certificate: `node rm` removed it.
