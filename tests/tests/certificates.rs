@@ -232,3 +232,95 @@ fn one_minute_certificates_renew_and_the_cluster_keeps_working_past_several_expi
         assert!(n.log().contains("node certificate renewed"), "{}", n.name);
     }
 }
+
+/// The roots a node trusts (its `ca.pem`).
+fn trusted_roots(node: &Node) -> String {
+    std::fs::read_to_string(node.data_root().join("certificates/ca.pem")).unwrap_or_default()
+}
+
+#[test]
+fn root_ca_rotation_moves_every_node_to_the_new_root_then_drops_the_old_one() {
+    if !require_root("root_ca_rotation_moves_every_node_to_the_new_root_then_drops_the_old_one") {
+        return;
+    }
+    let c = MultiCluster::new("carot", 2, 1);
+    let m = c.node(0);
+    web_create(m, "3");
+    for n in &c.nodes {
+        n.wait_routed(8080, 3);
+    }
+    let old_root = m.shoal_ok(&["swarm", "ca"]);
+    assert!(
+        old_root.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{old_root}"
+    );
+    assert_eq!(trusted_roots(c.node(2)).trim(), old_root.trim());
+    let old_token = m.shoal_ok(&["swarm", "join-token", "-q", "worker"]);
+
+    let new_root = m.shoal_ok(&["swarm", "ca", "--rotate", "-d"]);
+    assert!(
+        new_root.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{new_root}"
+    );
+    assert_ne!(new_root, old_root);
+    // Every node ends up trusting the new root alone: each renewed, and the
+    // rotation ended once all had.
+    assert_eventually(
+        "every node trusts only the new root",
+        Duration::from_secs(60),
+        || {
+            let pending: Vec<&str> = c
+                .nodes
+                .iter()
+                .filter(|n| trusted_roots(n).trim() != new_root.trim())
+                .map(|n| n.name.as_str())
+                .collect();
+            pending
+                .is_empty()
+                .then_some(())
+                .ok_or(format!("{pending:?}"))
+        },
+    );
+    // Waiting for the rotation returns at once now that it is done.
+    assert_eq!(
+        m.shoal_ok(&["swarm", "ca", "--rotate", "-q"]).is_empty(),
+        false
+    );
+    let newest_root = m.shoal_ok(&["swarm", "ca"]);
+    assert_ne!(
+        newest_root, new_root,
+        "a second rotation makes another root"
+    );
+    assert_eventually(
+        "every node trusts only the newest root",
+        Duration::from_secs(60),
+        || {
+            let pending: Vec<&str> = c
+                .nodes
+                .iter()
+                .filter(|n| trusted_roots(n).trim() != newest_root.trim())
+                .map(|n| n.name.as_str())
+                .collect();
+            pending
+                .is_empty()
+                .then_some(())
+                .ok_or(format!("{pending:?}"))
+        },
+    );
+    let new_token = m.shoal_ok(&["swarm", "join-token", "-q", "worker"]);
+    assert_ne!(new_token, old_token, "join tokens pin the new root");
+
+    // The cluster works on the new root.
+    for via in [0, 1] {
+        c.wait_ready(via, Duration::from_secs(20));
+    }
+    m.shoal_ok(&["service", "scale", "-d", "web=4"]);
+    for n in &c.nodes {
+        n.wait_routed(8080, 4);
+        assert_eventually(
+            &format!("curl through the mesh on {}", n.name),
+            Duration::from_secs(5),
+            || n.curl(8080),
+        );
+    }
+}

@@ -34,6 +34,19 @@ pub enum SwarmCommand {
         #[arg(long = "cert-expiry", allow_hyphen_values = true)]
         cert_expiry: Option<String>,
     },
+    /// Display and rotate the root CA.
+    Ca {
+        /// Rotate the swarm CA: a new root; every node gets a certificate
+        /// signed by it.
+        #[arg(long)]
+        rotate: bool,
+        /// Exit immediately instead of waiting for the root rotation to converge.
+        #[arg(short, long)]
+        detach: bool,
+        /// Suppress progress output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Join a swarm as a node and/or manager.
     Join {
         /// Token for entry into the swarm.
@@ -120,12 +133,18 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
                     .map(parse_heartbeat)
                     .transpose()?,
                 node_cert_expiry_ms: cert_expiry.as_deref().map(parse_cert_expiry).transpose()?,
+                rotate_root_ca: false,
             };
             let mut c = client::connect(host).await?;
             c.update_swarm(req).await.daemon()?;
             writeln!(std::io::stdout(), "Swarm updated.")?;
             Ok(())
         }
+        SwarmCommand::Ca {
+            rotate,
+            detach,
+            quiet,
+        } => root_ca(host, rotate, detach, quiet).await,
         SwarmCommand::Join {
             token,
             advertise_addr,
@@ -176,6 +195,34 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `swarm ca [--rotate [-d] [-q]]`: prints the root CA certificate; with
+/// `--rotate`, after every node holds a certificate of the new root (unless
+/// `-d`).
+async fn root_ca(host: &Host, rotate: bool, detach: bool, quiet: bool) -> anyhow::Result<()> {
+    let mut c = client::connect(host).await?;
+    let mut resp = c
+        .update_swarm(pb::UpdateSwarmRequest {
+            rotate_root_ca: rotate,
+            ..Default::default()
+        })
+        .await
+        .daemon()?;
+    if rotate && !detach {
+        if !quiet {
+            eprintln!("rotating the root CA: waiting for every node to hold a certificate of the new root");
+        }
+        while resp.root_rotation_in_progress {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            resp = c
+                .update_swarm(pb::UpdateSwarmRequest::default())
+                .await
+                .daemon()?;
+        }
+    }
+    write!(std::io::stdout(), "{}", resp.root_ca_pem)?;
+    Ok(())
 }
 
 /// `--dispatcher-heartbeat`: a duration of at least 100ms, in ms.

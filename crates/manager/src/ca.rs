@@ -195,21 +195,7 @@ impl ClusterCa {
                 what: "generate CA key",
                 source,
             })?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, CA_COMMON_NAME);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial()?);
-        let now = SystemTime::now();
-        params.not_before = (now - BACKDATE).into();
-        params.not_after = (now + CA_VALIDITY).into();
-        let cert = params
+        let cert = ca_params()?
             .self_signed(&key)
             .map_err(|source| CaError::Generate {
                 what: "self-sign CA certificate",
@@ -220,6 +206,34 @@ impl ClusterCa {
             key.serialize_pem(),
             cert.der().to_vec(),
         ))
+    }
+
+    /// `new_root`'s certificate signed by this CA (same subject and key as
+    /// the new root), PEM: during a root rotation, a node that trusts only
+    /// this (old) root verifies certificates of the new root through it, so
+    /// nodes on either root accept each other (swarmkit's cross-signed
+    /// intermediate).
+    pub fn cross_sign(&self, new_root: &ClusterCa) -> Result<String, CaError> {
+        let new_key = KeyPair::from_pem(&new_root.key_pem).map_err(|e| CaError::Parse {
+            what: "new CA key",
+            reason: e.to_string(),
+        })?;
+        let key = KeyPair::from_pem(&self.key_pem).map_err(|e| CaError::Parse {
+            what: "CA key",
+            reason: e.to_string(),
+        })?;
+        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.as_slice()), key)
+            .map_err(|source| CaError::Generate {
+                what: "load CA as issuer",
+                source,
+            })?;
+        let cert = ca_params()?
+            .signed_by(&new_key, &issuer)
+            .map_err(|source| CaError::Generate {
+                what: "cross-sign the new root CA",
+                source,
+            })?;
+        Ok(cert.pem())
     }
 
     /// Loads a CA from its certificate and key (as stored by [`Self::cert_pem`]
@@ -394,6 +408,25 @@ impl fmt::Debug for NodeKey {
     }
 }
 
+/// The parameters of a root CA certificate: CN "swarm-ca", 20 years.
+fn ca_params() -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(random_serial()?);
+    let now = SystemTime::now();
+    params.not_before = (now - BACKDATE).into();
+    params.not_after = (now + CA_VALIDITY).into();
+    Ok(params)
+}
+
 // === node keys and identities ===
 
 /// Generates a node's P-256 key and a CSR for it.
@@ -470,10 +503,13 @@ pub fn random_fraction() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// sha256 of the first certificate in `pem`, lowercase hex (how a node tells
-/// which root signed its certificate).
-pub fn pem_digest(pem: &str) -> Result<String, CaError> {
-    Ok(sha256_hex(&first_cert_der(pem, "certificate")?))
+/// sha256 of each certificate in `pem`, lowercase hex, in order (how a node
+/// tells which roots it trusts; the first is the one that signs).
+pub fn pem_digests(pem: &str) -> Result<Vec<String>, CaError> {
+    Ok(cert_chain_der(pem, "certificate")?
+        .iter()
+        .map(|der| sha256_hex(der))
+        .collect())
 }
 
 /// Node id and role from a certificate (PEM or DER) issued by this CA. This
@@ -724,20 +760,23 @@ fn ring_provider() -> Arc<CryptoProvider> {
 /// with [`peer_identity`].
 pub fn server_tls(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<ServerTlsConfig, CaError> {
     install_crypto_provider();
-    let ca_der = first_cert_der(ca_pem, "CA certificate")?;
+    let roots = cert_chain_der(ca_pem, "CA certificate")?;
     let chain = cert_chain_der(cert_pem, "node certificate")?;
     check_key(key_pem)?;
-    let ca_digest = sha256_hex(&ca_der);
     let mut chain_pem = String::new();
     for cert in &chain {
         chain_pem.push_str(&pem_encode_cert(cert));
     }
-    if !chain.iter().any(|c| sha256_hex(c) == ca_digest) {
-        chain_pem.push_str(&pem_encode_cert(&ca_der));
+    let mut roots_pem = String::new();
+    for root in &roots {
+        if !chain.contains(root) {
+            chain_pem.push_str(&pem_encode_cert(root));
+        }
+        roots_pem.push_str(&pem_encode_cert(root));
     }
     Ok(ServerTlsConfig::new()
         .identity(Identity::from_pem(chain_pem, key_pem))
-        .client_ca_root(Certificate::from_pem(pem_encode_cert(&ca_der)))
+        .client_ca_root(Certificate::from_pem(roots_pem))
         .client_auth_optional(true))
 }
 
@@ -749,9 +788,13 @@ pub fn client_tls(
     identity: Option<(&str, &str)>,
 ) -> Result<ClientTlsConfig, CaError> {
     install_crypto_provider();
-    let ca_der = first_cert_der(ca_pem, "CA certificate")?;
+    let roots = cert_chain_der(ca_pem, "CA certificate")?;
     let mut config = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(pem_encode_cert(&ca_der)))
+        .ca_certificates(
+            roots
+                .iter()
+                .map(|root| Certificate::from_pem(pem_encode_cert(root))),
+        )
         .domain_name(TLS_SERVER_NAME);
     if let Some((cert_pem, key_pem)) = identity {
         cert_chain_der(cert_pem, "node certificate")?;

@@ -60,6 +60,92 @@ pub fn is_removed_status(status: &Status) -> bool {
     status.code() == tonic::Code::PermissionDenied && status.message().contains(REMOVED_FROM_SWARM)
 }
 
+/// The root CA each node's certificate chains to, by node id (sha256 of the
+/// root, as [`ClusterCa::digest`]): a root rotation ends once every node's
+/// is the new one.
+pub const NODE_CERT_ROOTS: &str = "index/node-cert-roots/";
+
+/// The roots a node trusts: the current one, and during a rotation the one
+/// it replaces.
+pub fn trusted_roots_pem(cluster: &Cluster) -> String {
+    let mut roots = cluster.root_ca_pem.clone();
+    if !cluster.previous_root_ca_pem.is_empty() {
+        if !roots.ends_with('\n') {
+            roots.push('\n');
+        }
+        roots.push_str(&cluster.previous_root_ca_pem);
+    }
+    roots
+}
+
+/// True while some node of `view` holds a certificate of a root other than
+/// `digest` (the current one), going by what the CA signed last for it.
+pub fn rotation_pending(store: &Store, view: &ClusterView, digest: &str) -> bool {
+    view.nodes.keys().any(|id| {
+        store
+            .get(&format!("{NODE_CERT_ROOTS}{id}"))
+            .is_none_or(|kv| kv.value != digest.as_bytes())
+    })
+}
+
+/// A node certificate as sent to its node: during a root rotation followed
+/// by the new root cross-signed by the previous one.
+fn with_cross_signed(mut certificate_pem: String, cluster: &Cluster) -> String {
+    if !cluster.root_ca_cross_signed_pem.is_empty() {
+        if !certificate_pem.ends_with('\n') {
+            certificate_pem.push('\n');
+        }
+        certificate_pem.push_str(&cluster.root_ca_cross_signed_pem);
+    }
+    certificate_pem
+}
+
+/// Records that `node_id` now holds a certificate of the root `digest`, and
+/// ends a root rotation once every node does (best effort: a renewal does
+/// not fail for it; the next one records again).
+async fn record_certificate_root(store: &Store, node_id: &str, digest: &str) {
+    if let Err(err) = try_record_certificate_root(store, node_id, digest).await {
+        tracing::warn!(node = %node_id, error = %err.message(), "recording the root of a node certificate failed");
+    }
+}
+
+async fn try_record_certificate_root(
+    store: &Store,
+    node_id: &str,
+    digest: &str,
+) -> Result<(), Status> {
+    let key = format!("{NODE_CERT_ROOTS}{node_id}");
+    if store
+        .get(&key)
+        .is_none_or(|kv| kv.value != digest.as_bytes())
+    {
+        store
+            .write(Txn::new().put(key, digest.as_bytes().to_vec()))
+            .await
+            .map_err(|e| Status::unavailable(format!("store: {e}")))?;
+    }
+    for _ in 0..5 {
+        let view = ClusterView::load(store);
+        let mut cluster = view.cluster.clone();
+        if cluster.previous_root_ca_pem.is_empty() || rotation_pending(store, &view, digest) {
+            return Ok(());
+        }
+        cluster.previous_root_ca_pem.clear();
+        cluster.root_ca_cross_signed_pem.clear();
+        let mut txn = Txn::default();
+        state::guarded_put(&mut txn, state::CLUSTER_KEY.into(), &mut cluster);
+        match store.write(txn).await {
+            Err(StoreError::ConditionFailed { .. }) => continue,
+            Err(e) => return Err(Status::unavailable(format!("store: {e}"))),
+            Ok(_) => {
+                tracing::info!(root = %digest, "root CA rotation done: every node holds a certificate of the new root; the previous root is no longer trusted");
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How long the node certificates this cluster signs last.
 pub fn node_cert_validity(cluster: &Cluster) -> std::time::Duration {
     if cluster.node_cert_expiry_ms == 0 {
@@ -315,11 +401,13 @@ impl NodeCa for NodeCaApi {
         } else {
             tracing::info!(node = %peer, ?role, "node certificate renewed for its new role");
         }
+        let certificate_pem = with_cross_signed(certificate_pem, &cluster);
+        record_certificate_root(&self.store, &peer, ca.digest()).await;
         let status = node.status.clone().unwrap_or_default();
         Ok(Response::new(IssueNodeCertificateResponse {
             node_id: peer,
             certificate_pem,
-            ca_certificate_pem: ca.cert_pem().to_string(),
+            ca_certificate_pem: trusted_roots_pem(&cluster),
             role: role as i32,
             manager_addrs: cluster.manager_addrs.clone(),
             raft_id: node.manager_status.as_ref().map(|m| m.raft_id).unwrap_or(0),
@@ -343,7 +431,7 @@ impl NodeCa for NodeCaApi {
         let ca = cluster_ca(&cluster)?;
         Ok(Response::new(NodeCertificateStatusResponse {
             root_ca_digest: ca.digest().to_string(),
-            trusted_roots_pem: ca.cert_pem().to_string(),
+            trusted_roots_pem: trusted_roots_pem(&cluster),
             node_cert_expiry_ms: node_cert_validity(&cluster).as_millis() as u64,
         }))
     }
@@ -441,11 +529,13 @@ impl NodeCa for NodeCaApi {
             )
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
         tracing::info!(node = %node_id, hostname = %req.hostname, ?role, "node joined");
+        let certificate_pem = with_cross_signed(certificate_pem, &cluster);
+        record_certificate_root(&self.store, &node_id, ca.digest()).await;
         let status = node.status.unwrap_or_default();
         Ok(Response::new(IssueNodeCertificateResponse {
             node_id,
             certificate_pem,
-            ca_certificate_pem: ca.cert_pem().to_string(),
+            ca_certificate_pem: trusted_roots_pem(&cluster),
             role: NodeRole::from(role) as i32,
             manager_addrs: cluster.manager_addrs.clone(),
             raft_id: node.manager_status.map_or(0, |m| m.raft_id),

@@ -154,9 +154,13 @@ impl Daemon {
             .node_certificate_status(NodeCertificateStatusRequest {})
             .await?
             .into_inner();
-        let ours = ca::pem_digest(&current.ca_pem).map_err(|e| Status::internal(e.to_string()))?;
-        if !resp.root_ca_digest.is_empty() && resp.root_ca_digest != ours {
+        let digests = |pem: &str| ca::pem_digests(pem).map_err(|e| Status::internal(e.to_string()));
+        let ours = digests(&current.ca_pem)?;
+        if ours.first() != Some(&resp.root_ca_digest) {
             return Ok(Some("the cluster's root CA changed"));
+        }
+        if ours != digests(&resp.trusted_roots_pem)? {
+            return Ok(Some("the cluster's trusted roots changed"));
         }
         let (_, not_after) = ca::cert_validity(current.cert_pem.as_bytes())
             .map_err(|e| Status::internal(e.to_string()))?;
