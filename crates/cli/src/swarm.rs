@@ -378,6 +378,39 @@ mod tests {
     }
 
     #[test]
+    fn cert_expiry_takes_docker_durations_from_a_minute_to_twenty_years() {
+        assert_eq!(parse_cert_expiry("2160h0m0s").unwrap(), 7_776_000_000);
+        assert_eq!(parse_cert_expiry("90d").unwrap(), 7_776_000_000);
+        assert_eq!(parse_cert_expiry("1m").unwrap(), 60_000);
+        assert_eq!(
+            parse_cert_expiry("30s").unwrap_err().to_string(),
+            r#"invalid argument "30s" for "--cert-expiry" flag: must be at least 1m"#
+        );
+        assert!(parse_cert_expiry("175201h")
+            .unwrap_err()
+            .to_string()
+            .contains("at most 175200h"));
+        assert!(parse_cert_expiry("-1h").is_err());
+        assert!(parse_cert_expiry("soon").is_err());
+    }
+
+    proptest::proptest! {
+        /// Any input: no panic; an accepted value is within the bounds.
+        #[test]
+        fn cert_expiry_parser_never_panics(input in "\\PC*") {
+            if let Ok(ms) = parse_cert_expiry(&input) {
+                proptest::prop_assert!((60_000..=20 * 365 * 24 * 3_600_000).contains(&ms));
+            }
+        }
+
+        /// Every whole number of minutes in range is accepted as written.
+        #[test]
+        fn cert_expiry_round_trips_minutes(minutes in 1u64..10_000_000) {
+            proptest::prop_assert_eq!(parse_cert_expiry(&format!("{minutes}m")).unwrap(), minutes * 60_000);
+        }
+    }
+
+    #[test]
     fn joined_lines() {
         assert_eq!(
             joined_text(pb::NodeRole::Worker as i32),

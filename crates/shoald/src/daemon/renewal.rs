@@ -188,3 +188,6 @@ impl Daemon {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
