@@ -399,7 +399,6 @@ fn certificates_last_the_validity_they_are_signed_for() {
 
 /// Verifies `chain` (leaf first) as a client certificate against `roots`.
 fn verify_client(roots: &str, chain: &str) -> Result<(), rustls::Error> {
-    use rustls::server::danger::ClientCertVerifier as _;
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(root_store(roots).unwrap()),
         ring_provider(),
