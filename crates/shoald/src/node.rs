@@ -84,28 +84,42 @@ fn cert_dir(data_root: &Path) -> PathBuf {
     data_root.join("certificates")
 }
 
-/// Writes the node's key material (the key readable by root only).
+/// Writes the node's key material (the key readable by root only). A
+/// renewal replaces it while the node runs, so each file is written whole
+/// to a temporary file, synced, and renamed over the old one (a crash leaves
+/// the old file or the new one, never a truncated one); the three renames
+/// come after all three writes.
 pub fn save_certificates(data_root: &Path, certs: &NodeCertificates) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = cert_dir(data_root);
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    for (name, body, mode) in [
+    let files = [
         ("ca.pem", &certs.ca_pem, 0o644),
         ("node.pem", &certs.cert_pem, 0o644),
         ("node.key", &certs.key_pem, 0o600),
-    ] {
-        let path = dir.join(name);
+    ];
+    for (name, body, mode) in files {
+        let tmp = dir.join(format!("{name}.tmp"));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(mode)
-            .open(&path)
-            .with_context(|| format!("write {}", path.display()))?;
+            .open(&tmp)
+            .with_context(|| format!("write {}", tmp.display()))?;
         std::io::Write::write_all(&mut f, body.as_bytes())
-            .with_context(|| format!("write {}", path.display()))?;
+            .with_context(|| format!("write {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("sync {}", tmp.display()))?;
     }
-    Ok(())
+    for (name, _, _) in files {
+        let (tmp, path) = (dir.join(format!("{name}.tmp")), dir.join(name));
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("replace {} with {}", path.display(), tmp.display()))?;
+    }
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("sync {}", dir.display()))
 }
 
 pub fn load_certificates(data_root: &Path) -> anyhow::Result<NodeCertificates> {
@@ -130,3 +144,6 @@ pub fn remove_membership(data_root: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
