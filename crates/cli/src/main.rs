@@ -210,6 +210,17 @@ async fn version(host: &client::Host) -> anyhow::Result<()> {
                 info.hostname, info.node_id
             )?;
             writeln!(out, " Swarm:             {}", info.local_node_state)?;
+            if info.node_cert_expiry_ms > 0 {
+                // As `docker info` shows the cluster's CAConfig.NodeCertExpiry.
+                writeln!(out, "  CA Configuration:")?;
+                writeln!(
+                    out,
+                    "   Expiry Duration: {}",
+                    format::human_duration(std::time::Duration::from_millis(
+                        info.node_cert_expiry_ms
+                    ))
+                )?;
+            }
         }
     }
     Ok(())

@@ -36,6 +36,22 @@ pub enum SwarmCommand {
         /// Dispatcher heartbeat period (ns|us|ms|s|m|h) (default 5s).
         #[arg(long = "dispatcher-heartbeat", allow_hyphen_values = true)]
         dispatcher_heartbeat: Option<String>,
+        /// Validity period for node certificates (ns|us|ms|s|m|h) (default 2160h0m0s).
+        #[arg(long = "cert-expiry", allow_hyphen_values = true)]
+        cert_expiry: Option<String>,
+    },
+    /// Display and rotate the root CA.
+    Ca {
+        /// Rotate the swarm CA: a new root; every node gets a certificate
+        /// signed by it.
+        #[arg(long)]
+        rotate: bool,
+        /// Exit immediately instead of waiting for the root rotation to converge.
+        #[arg(short, long)]
+        detach: bool,
+        /// Suppress progress output.
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Join a swarm as a node and/or manager.
     Join {
@@ -130,6 +146,7 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
         SwarmCommand::Update {
             task_history_limit,
             dispatcher_heartbeat,
+            cert_expiry,
         } => {
             let req = pb::UpdateSwarmRequest {
                 task_history_limit: task_history_limit
@@ -140,12 +157,19 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
                     .as_deref()
                     .map(parse_heartbeat)
                     .transpose()?,
+                node_cert_expiry_ms: cert_expiry.as_deref().map(parse_cert_expiry).transpose()?,
+                rotate_root_ca: false,
             };
             let mut c = client::connect(host).await?;
             c.update_swarm(req).await.daemon()?;
             writeln!(std::io::stdout(), "Swarm updated.")?;
             Ok(())
         }
+        SwarmCommand::Ca {
+            rotate,
+            detach,
+            quiet,
+        } => root_ca(host, rotate, detach, quiet).await,
         SwarmCommand::Join {
             token,
             advertise_addr,
@@ -198,12 +222,54 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `swarm ca [--rotate [-d] [-q]]`: prints the root CA certificate; with
+/// `--rotate`, after every node holds a certificate of the new root (unless
+/// `-d`).
+async fn root_ca(host: &Host, rotate: bool, detach: bool, quiet: bool) -> anyhow::Result<()> {
+    let mut c = client::connect(host).await?;
+    let mut resp = c
+        .update_swarm(pb::UpdateSwarmRequest {
+            rotate_root_ca: rotate,
+            ..Default::default()
+        })
+        .await
+        .daemon()?;
+    if rotate && !detach {
+        if !quiet {
+            eprintln!("rotating the root CA: waiting for every node to hold a certificate of the new root");
+        }
+        while resp.root_rotation_in_progress {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            resp = c
+                .update_swarm(pb::UpdateSwarmRequest::default())
+                .await
+                .daemon()?;
+        }
+    }
+    write!(std::io::stdout(), "{}", resp.root_ca_pem)?;
+    Ok(())
+}
+
 /// `--dispatcher-heartbeat`: a duration of at least 100ms, in ms.
 pub fn parse_heartbeat(v: &str) -> anyhow::Result<u64> {
     let flag = "--dispatcher-heartbeat";
     let d = opts::parse_duration(v, flag)?;
     if d < std::time::Duration::from_millis(100) {
         return Err(opts::invalid(v, flag, "must be at least 100ms"));
+    }
+    Ok(d.as_millis() as u64)
+}
+
+/// `--cert-expiry`: how long node certificates last, in ms: at least a
+/// minute (Docker's minimum is an hour), at most 20 years (the CA's life).
+pub fn parse_cert_expiry(v: &str) -> anyhow::Result<u64> {
+    let flag = "--cert-expiry";
+    let d = opts::parse_duration(v, flag)?;
+    if d < std::time::Duration::from_secs(60) {
+        return Err(opts::invalid(v, flag, "must be at least 1m"));
+    }
+    if d > std::time::Duration::from_secs(20 * 365 * 24 * 3600) {
+        return Err(opts::invalid(v, flag, "must be at most 175200h (20 years)"));
     }
     Ok(d.as_millis() as u64)
 }
@@ -334,6 +400,39 @@ mod tests {
         );
         assert!(parse_heartbeat("-1s").is_err());
         assert!(parse_heartbeat("abc").is_err());
+    }
+
+    #[test]
+    fn cert_expiry_takes_docker_durations_from_a_minute_to_twenty_years() {
+        assert_eq!(parse_cert_expiry("2160h0m0s").unwrap(), 7_776_000_000);
+        assert_eq!(parse_cert_expiry("90d").unwrap(), 7_776_000_000);
+        assert_eq!(parse_cert_expiry("1m").unwrap(), 60_000);
+        assert_eq!(
+            parse_cert_expiry("30s").unwrap_err().to_string(),
+            r#"invalid argument "30s" for "--cert-expiry" flag: must be at least 1m"#
+        );
+        assert!(parse_cert_expiry("175201h")
+            .unwrap_err()
+            .to_string()
+            .contains("at most 175200h"));
+        assert!(parse_cert_expiry("-1h").is_err());
+        assert!(parse_cert_expiry("soon").is_err());
+    }
+
+    proptest::proptest! {
+        /// Any input: no panic; an accepted value is within the bounds.
+        #[test]
+        fn cert_expiry_parser_never_panics(input in "\\PC*") {
+            if let Ok(ms) = parse_cert_expiry(&input) {
+                proptest::prop_assert!((60_000..=20 * 365 * 24 * 3_600_000).contains(&ms));
+            }
+        }
+
+        /// Every whole number of minutes in range is accepted as written.
+        #[test]
+        fn cert_expiry_round_trips_minutes(minutes in 1u64..10_000_000) {
+            proptest::prop_assert_eq!(parse_cert_expiry(&format!("{minutes}m")).unwrap(), minutes * 60_000);
+        }
     }
 
     #[test]

@@ -136,6 +136,7 @@ impl pb::control_server::Control for Fake {
             cluster_id: "c".into(),
             engine_version: "0.1.0".into(),
             managers: vec!["10.0.0.1:2377".into()],
+            ..Default::default()
         }))
     }
 
@@ -157,6 +158,7 @@ impl pb::control_server::Control for Fake {
         Ok(Response::new(pb::UpdateSwarmResponse {
             task_history_limit: r.task_history_limit.unwrap_or(5),
             dispatcher_heartbeat_ms: r.dispatcher_heartbeat_ms.unwrap_or(5000),
+            ..Default::default()
         }))
     }
 

@@ -47,9 +47,17 @@ pub const CA_COMMON_NAME: &str = "swarm-ca";
 
 const TOKEN_PREFIX: &str = "SWMTKN-1-";
 const CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
-const NODE_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
-/// Certificates start this long in the past, to tolerate clock skew.
+/// How long node certificates last unless `swarm update --cert-expiry` says
+/// otherwise (Docker's default, 2160h).
+pub const NODE_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Certificates start this long in the past (at most a tenth of their
+/// validity), to tolerate clock skew.
 const BACKDATE: Duration = Duration::from_secs(3600);
+/// A node renews its certificate at a random point between these fractions
+/// of its validity (swarmkit's `CertLowerRotationRange`/`CertUpperRotationRange`),
+/// so a cluster's nodes do not all renew at once.
+const RENEW_FROM: f64 = 0.5;
+const RENEW_UNTIL: f64 = 0.8;
 
 /// Errors of the cluster CA, token handling and TLS setup.
 #[derive(Debug, thiserror::Error)]
@@ -189,21 +197,7 @@ impl ClusterCa {
                 what: "generate CA key",
                 source,
             })?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, CA_COMMON_NAME);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.serial_number = Some(random_serial()?);
-        let now = SystemTime::now();
-        params.not_before = (now - BACKDATE).into();
-        params.not_after = (now + CA_VALIDITY).into();
-        let cert = params
+        let cert = ca_params()?
             .self_signed(&key)
             .map_err(|source| CaError::Generate {
                 what: "self-sign CA certificate",
@@ -214,6 +208,34 @@ impl ClusterCa {
             key.serialize_pem(),
             cert.der().to_vec(),
         ))
+    }
+
+    /// `new_root`'s certificate signed by this CA (same subject and key as
+    /// the new root), PEM: during a root rotation, a node that trusts only
+    /// this (old) root verifies certificates of the new root through it, so
+    /// nodes on either root accept each other (swarmkit's cross-signed
+    /// intermediate).
+    pub fn cross_sign(&self, new_root: &ClusterCa) -> Result<String, CaError> {
+        let new_key = KeyPair::from_pem(&new_root.key_pem).map_err(|e| CaError::Parse {
+            what: "new CA key",
+            reason: e.to_string(),
+        })?;
+        let key = KeyPair::from_pem(&self.key_pem).map_err(|e| CaError::Parse {
+            what: "CA key",
+            reason: e.to_string(),
+        })?;
+        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.as_slice()), key)
+            .map_err(|source| CaError::Generate {
+                what: "load CA as issuer",
+                source,
+            })?;
+        let cert = ca_params()?
+            .signed_by(&new_key, &issuer)
+            .map_err(|source| CaError::Generate {
+                what: "cross-sign the new root CA",
+                source,
+            })?;
+        Ok(cert.pem())
     }
 
     /// Loads a CA from its certificate and key (as stored by [`Self::cert_pem`]
@@ -282,6 +304,18 @@ impl ClusterCa {
         role: CertRole,
         addrs: &[String],
     ) -> Result<String, CaError> {
+        self.sign_node_valid_for(csr_pem, node_id, role, addrs, NODE_VALIDITY)
+    }
+
+    /// [`Self::sign_node`] with a certificate lasting `validity`.
+    pub fn sign_node_valid_for(
+        &self,
+        csr_pem: &str,
+        node_id: &str,
+        role: CertRole,
+        addrs: &[String],
+        validity: Duration,
+    ) -> Result<String, CaError> {
         if !valid_node_id(node_id) {
             return Err(CaError::InvalidNodeId {
                 node_id: node_id.to_owned(),
@@ -307,8 +341,8 @@ impl ClusterCa {
         params.use_authority_key_identifier_extension = true;
         params.serial_number = Some(random_serial()?);
         let now = SystemTime::now();
-        params.not_before = (now - BACKDATE).into();
-        params.not_after = (now + NODE_VALIDITY).into();
+        params.not_before = (now - BACKDATE.min(validity / 10)).into();
+        params.not_after = (now + validity).into();
 
         let key = KeyPair::from_pem(&self.key_pem).map_err(|e| CaError::Parse {
             what: "CA key",
@@ -376,6 +410,25 @@ impl fmt::Debug for NodeKey {
     }
 }
 
+/// The parameters of a root CA certificate: CN "swarm-ca", 20 years.
+fn ca_params() -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.serial_number = Some(random_serial()?);
+    let now = SystemTime::now();
+    params.not_before = (now - BACKDATE).into();
+    params.not_after = (now + CA_VALIDITY).into();
+    Ok(params)
+}
+
 // === node keys and identities ===
 
 /// Generates a node's P-256 key and a CSR for it.
@@ -400,6 +453,65 @@ pub fn new_node_key() -> Result<NodeKey, CaError> {
         key_pem: key.serialize_pem(),
         csr_pem: csr,
     })
+}
+
+/// The validity period (not before, not after) of a certificate (PEM or DER).
+pub fn cert_validity(cert: &[u8]) -> Result<(SystemTime, SystemTime), CaError> {
+    let der = cert_der_from(cert)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| CaError::Parse {
+        what: "node certificate",
+        reason: e.to_string(),
+    })?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        let secs = t.timestamp();
+        if secs < 0 {
+            SystemTime::UNIX_EPOCH
+        } else {
+            SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+        }
+    };
+    Ok((
+        at(cert.validity().not_before),
+        at(cert.validity().not_after),
+    ))
+}
+
+/// When a certificate valid from `not_before` to `not_after` should be
+/// renewed: at `position` (0 to 1, drawn at random by the caller) of the way
+/// between half and 80% of its validity, as swarmkit's
+/// `calculateRandomExpiry`. A certificate already past that point (or with
+/// no validity at all) is due at `not_before`, i.e. now.
+pub fn renewal_time(not_before: SystemTime, not_after: SystemTime, position: f64) -> SystemTime {
+    let life = not_after
+        .duration_since(not_before)
+        .unwrap_or(Duration::ZERO);
+    let position = if position.is_finite() {
+        position.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let fraction = RENEW_FROM + (RENEW_UNTIL - RENEW_FROM) * position;
+    not_before + life.mul_f64(fraction)
+}
+
+/// A uniformly random number in [0, 1) from the system's secure generator
+/// (0.5 if it fails).
+pub fn random_fraction() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// sha256 of each certificate in `pem`, lowercase hex, in order (how a node
+/// tells which roots it trusts; the first is the one that signs).
+pub fn pem_digests(pem: &str) -> Result<Vec<String>, CaError> {
+    Ok(cert_chain_der(pem, "certificate")?
+        .iter()
+        .map(|der| sha256_hex(der))
+        .collect())
 }
 
 /// Node id and role from a certificate (PEM or DER) issued by this CA. This
@@ -650,20 +762,23 @@ fn ring_provider() -> Arc<CryptoProvider> {
 /// with [`peer_identity`].
 pub fn server_tls(ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<ServerTlsConfig, CaError> {
     install_crypto_provider();
-    let ca_der = first_cert_der(ca_pem, "CA certificate")?;
+    let roots = cert_chain_der(ca_pem, "CA certificate")?;
     let chain = cert_chain_der(cert_pem, "node certificate")?;
     check_key(key_pem)?;
-    let ca_digest = sha256_hex(&ca_der);
     let mut chain_pem = String::new();
     for cert in &chain {
         chain_pem.push_str(&pem_encode_cert(cert));
     }
-    if !chain.iter().any(|c| sha256_hex(c) == ca_digest) {
-        chain_pem.push_str(&pem_encode_cert(&ca_der));
+    let mut roots_pem = String::new();
+    for root in &roots {
+        if !chain.contains(root) {
+            chain_pem.push_str(&pem_encode_cert(root));
+        }
+        roots_pem.push_str(&pem_encode_cert(root));
     }
     Ok(ServerTlsConfig::new()
         .identity(Identity::from_pem(chain_pem, key_pem))
-        .client_ca_root(Certificate::from_pem(pem_encode_cert(&ca_der)))
+        .client_ca_root(Certificate::from_pem(roots_pem))
         .client_auth_optional(true))
 }
 
@@ -675,15 +790,108 @@ pub fn client_tls(
     identity: Option<(&str, &str)>,
 ) -> Result<ClientTlsConfig, CaError> {
     install_crypto_provider();
-    let ca_der = first_cert_der(ca_pem, "CA certificate")?;
+    let roots = cert_chain_der(ca_pem, "CA certificate")?;
     let mut config = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(pem_encode_cert(&ca_der)))
+        .ca_certificates(
+            roots
+                .iter()
+                .map(|root| Certificate::from_pem(pem_encode_cert(root))),
+        )
         .domain_name(TLS_SERVER_NAME);
     if let Some((cert_pem, key_pem)) = identity {
         cert_chain_der(cert_pem, "node certificate")?;
         check_key(key_pem)?;
         config = config.identity(Identity::from_pem(cert_pem, key_pem));
     }
+    Ok(config)
+}
+
+/// Every certificate of `pem` (one root, or several during a CA rotation)
+/// as a root store.
+fn root_store(pem: &str) -> Result<rustls::RootCertStore, CaError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in cert_chain_der(pem, "CA certificate")? {
+        roots
+            .add(CertificateDer::from(der))
+            .map_err(|e| CaError::Tls {
+                reason: format!("trust the CA certificate: {e}"),
+            })?;
+    }
+    Ok(roots)
+}
+
+fn private_key(key_pem: &str) -> Result<rustls::pki_types::PrivateKeyDer<'static>, CaError> {
+    rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| {
+        CaError::Parse {
+            what: "node key",
+            reason: e.to_string(),
+        }
+    })
+}
+
+/// The node listener's rustls config, as [`server_tls`] but built here so a
+/// node can swap it for each new connection after a renewal: our chain (node
+/// certificate + the roots of `ca_pem`, so [`fetch_root_ca`] finds the CA),
+/// client certificates from any root of `ca_pem` verified but optional,
+/// HTTP/2 by ALPN.
+pub fn rustls_server_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ServerConfig, CaError> {
+    let tls = |e: rustls::Error| CaError::Tls {
+        reason: e.to_string(),
+    };
+    let provider = ring_provider();
+    let roots = Arc::new(root_store(ca_pem)?);
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| CaError::Tls {
+                reason: e.to_string(),
+            })?;
+    let mut chain: Vec<CertificateDer<'static>> = cert_chain_der(cert_pem, "node certificate")?
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    for root in cert_chain_der(ca_pem, "CA certificate")? {
+        if !chain.iter().any(|c| c.as_ref() == root.as_slice()) {
+            chain.push(CertificateDer::from(root));
+        }
+    }
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, private_key(key_pem)?)
+        .map_err(tls)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The rustls config of this node's connections to managers: trusts the
+/// roots of `ca_pem`, presents the node certificate, HTTP/2 by ALPN. Dial
+/// [`TLS_SERVER_NAME`].
+pub fn rustls_client_config(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<rustls::ClientConfig, CaError> {
+    let tls = |e: rustls::Error| CaError::Tls {
+        reason: e.to_string(),
+    };
+    let chain: Vec<CertificateDer<'static>> = cert_chain_der(cert_pem, "node certificate")?
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    let mut config = rustls::ClientConfig::builder_with_provider(ring_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls)?
+        .with_root_certificates(root_store(ca_pem)?)
+        .with_client_auth_cert(chain, private_key(key_pem)?)
+        .map_err(tls)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
 

@@ -239,6 +239,11 @@ impl ControlApi {
         txn.ops.push(Op::Delete {
             key: state::node_key(&node.id),
         });
+        // Its identity is refused from now on; it rejoins as a new node.
+        txn.ops.push(Op::Put {
+            key: crate::join::removed_node_key(&node.id),
+            value: shoal_api::now_ms().to_string().into_bytes(),
+        });
         // Its tasks will never report again: they end as orphaned, which frees
         // their addresses; the orchestrator replaces them elsewhere.
         for t in view
@@ -440,7 +445,11 @@ type LogStream = Pin<Box<dyn Stream<Item = Result<LogMessage, Status>> + Send>>;
 impl Control for ControlApi {
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         let cluster: Option<Cluster> = state::get(&self.store, state::CLUSTER_KEY);
+        let node_cert_expiry_ms = cluster
+            .as_ref()
+            .map_or(0, |c| crate::join::node_cert_validity(c).as_millis() as u64);
         Ok(Response::new(InfoResponse {
+            node_cert_expiry_ms,
             node_id: self.config.node_id.clone(),
             hostname: self.config.hostname.clone(),
             local_node_state: "active".into(),
@@ -466,12 +475,27 @@ impl Control for ControlApi {
     ) -> Result<Response<UpdateSwarmResponse>, Status> {
         let req = req.into_inner();
         crate::swarm::validate_update(&req).map_err(Status::invalid_argument)?;
+        let new_root = if req.rotate_root_ca {
+            Some(
+                crate::ca::ClusterCa::generate()
+                    .map_err(|e| Status::internal(format!("create the new root CA: {e}")))?,
+            )
+        } else {
+            None
+        };
         // The cluster object also changes with token rotations: retry a race.
         for _ in 0..5 {
             let mut cluster: Cluster = state::get(&self.store, state::CLUSTER_KEY)
                 .ok_or_else(|| Status::failed_precondition("the cluster object is missing"))?;
             let before = cluster.clone();
             crate::swarm::apply_update(&mut cluster, &req);
+            if let Some(root) = &new_root {
+                let current = crate::join::cluster_ca(&cluster)?;
+                let cross_signed = current
+                    .cross_sign(root)
+                    .map_err(|e| Status::internal(format!("cross-sign the new root CA: {e}")))?;
+                crate::swarm::rotate_root(&mut cluster, root, cross_signed);
+            }
             if cluster != before {
                 let mut txn = Txn::default();
                 state::guarded_put(&mut txn, state::CLUSTER_KEY.into(), &mut cluster);
@@ -484,12 +508,16 @@ impl Control for ControlApi {
                 tracing::info!(
                     task_history_limit = cluster.task_history_limit,
                     dispatcher_heartbeat_ms = cluster.dispatcher_heartbeat_ms,
+                    node_cert_expiry_ms = cluster.node_cert_expiry_ms,
                     "swarm updated"
                 );
             }
             return Ok(Response::new(UpdateSwarmResponse {
                 task_history_limit: cluster.task_history_limit,
                 dispatcher_heartbeat_ms: cluster.dispatcher_heartbeat_ms,
+                node_cert_expiry_ms: crate::join::node_cert_validity(&cluster).as_millis() as u64,
+                root_ca_pem: cluster.root_ca_pem.clone(),
+                root_rotation_in_progress: !cluster.previous_root_ca_pem.is_empty(),
             }));
         }
         Err(Status::aborted(

@@ -30,6 +30,131 @@ pub fn cluster_ca(cluster: &Cluster) -> Result<ClusterCa, Status> {
         .map_err(|e| Status::internal(format!("cluster CA unusable: {e}")))
 }
 
+/// A removed node's id, kept for good (swarmkit's `RemovedNodes`): its
+/// certificate is refused by every manager, and it must join again with a
+/// token, as a new node.
+pub const REMOVED_NODES: &str = "index/removed-nodes/";
+
+/// What a manager answers a removed node; the node recognises it with
+/// [`is_removed_status`].
+const REMOVED_FROM_SWARM: &str = "was removed from the swarm";
+
+pub fn removed_node_key(node_id: &str) -> String {
+    format!("{REMOVED_NODES}{node_id}")
+}
+
+/// True when `node rm` removed `node_id`.
+pub fn is_removed(store: &Store, node_id: &str) -> bool {
+    store.get(&removed_node_key(node_id)).is_some()
+}
+
+/// The refusal of every call a removed node makes.
+pub fn removed_status(node_id: &str) -> Status {
+    Status::permission_denied(format!(
+        "node {node_id} {REMOVED_FROM_SWARM}; join it again with a token (`shoal swarm join --token ...`)"
+    ))
+}
+
+/// True when a manager refused a call because the caller was removed.
+pub fn is_removed_status(status: &Status) -> bool {
+    status.code() == tonic::Code::PermissionDenied && status.message().contains(REMOVED_FROM_SWARM)
+}
+
+/// The root CA each node's certificate chains to, by node id (sha256 of the
+/// root, as [`ClusterCa::digest`]): a root rotation ends once every node's
+/// is the new one.
+pub const NODE_CERT_ROOTS: &str = "index/node-cert-roots/";
+
+/// The roots a node trusts: the current one, and during a rotation the one
+/// it replaces.
+pub fn trusted_roots_pem(cluster: &Cluster) -> String {
+    let mut roots = cluster.root_ca_pem.clone();
+    if !cluster.previous_root_ca_pem.is_empty() {
+        if !roots.ends_with('\n') {
+            roots.push('\n');
+        }
+        roots.push_str(&cluster.previous_root_ca_pem);
+    }
+    roots
+}
+
+/// True while some node of `view` holds a certificate of a root other than
+/// `digest` (the current one), going by what the CA signed last for it.
+pub fn rotation_pending(store: &Store, view: &ClusterView, digest: &str) -> bool {
+    view.nodes.keys().any(|id| {
+        store
+            .get(&format!("{NODE_CERT_ROOTS}{id}"))
+            .is_none_or(|kv| kv.value != digest.as_bytes())
+    })
+}
+
+/// A node certificate as sent to its node: during a root rotation followed
+/// by the new root cross-signed by the previous one.
+fn with_cross_signed(mut certificate_pem: String, cluster: &Cluster) -> String {
+    if !cluster.root_ca_cross_signed_pem.is_empty() {
+        if !certificate_pem.ends_with('\n') {
+            certificate_pem.push('\n');
+        }
+        certificate_pem.push_str(&cluster.root_ca_cross_signed_pem);
+    }
+    certificate_pem
+}
+
+/// Records that `node_id` now holds a certificate of the root `digest`, and
+/// ends a root rotation once every node does (best effort: a renewal does
+/// not fail for it; the next one records again).
+async fn record_certificate_root(store: &Store, node_id: &str, digest: &str) {
+    if let Err(err) = try_record_certificate_root(store, node_id, digest).await {
+        tracing::warn!(node = %node_id, error = %err.message(), "recording the root of a node certificate failed");
+    }
+}
+
+async fn try_record_certificate_root(
+    store: &Store,
+    node_id: &str,
+    digest: &str,
+) -> Result<(), Status> {
+    let key = format!("{NODE_CERT_ROOTS}{node_id}");
+    if store
+        .get(&key)
+        .is_none_or(|kv| kv.value != digest.as_bytes())
+    {
+        store
+            .write(Txn::new().put(key, digest.as_bytes().to_vec()))
+            .await
+            .map_err(|e| Status::unavailable(format!("store: {e}")))?;
+    }
+    for _ in 0..5 {
+        let view = ClusterView::load(store);
+        let mut cluster = view.cluster.clone();
+        if cluster.previous_root_ca_pem.is_empty() || rotation_pending(store, &view, digest) {
+            return Ok(());
+        }
+        cluster.previous_root_ca_pem.clear();
+        cluster.root_ca_cross_signed_pem.clear();
+        let mut txn = Txn::default();
+        state::guarded_put(&mut txn, state::CLUSTER_KEY.into(), &mut cluster);
+        match store.write(txn).await {
+            Err(StoreError::ConditionFailed { .. }) => continue,
+            Err(e) => return Err(Status::unavailable(format!("store: {e}"))),
+            Ok(_) => {
+                tracing::info!(root = %digest, "root CA rotation done: every node holds a certificate of the new root; the previous root is no longer trusted");
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long the node certificates this cluster signs last.
+pub fn node_cert_validity(cluster: &Cluster) -> std::time::Duration {
+    if cluster.node_cert_expiry_ms == 0 {
+        ca::NODE_VALIDITY
+    } else {
+        std::time::Duration::from_millis(cluster.node_cert_expiry_ms)
+    }
+}
+
 /// The role a token grants, or why it grants none.
 pub fn token_role(cluster: &Cluster, ca: &ClusterCa, token: &str) -> Result<CertRole, Status> {
     let token = ca::parse_token(token).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -181,6 +306,9 @@ impl NodeCa for NodeCaApi {
         req: Request<RenewNodeCertificateRequest>,
     ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
         let (peer, _) = ca::peer_identity(&req)?;
+        if is_removed(&self.store, &peer) {
+            return Err(removed_status(&peer));
+        }
         let req = req.into_inner();
         let mut attempts = 0;
         let (cluster, node) = loop {
@@ -191,6 +319,11 @@ impl NodeCa for NodeCaApi {
                 Status::not_found(format!("node {peer} is not a member of this swarm"))
             })?;
             let role = node.spec.as_ref().map(|s| s.role()).unwrap_or_default();
+            if req.keep_role {
+                // A renewal before expiry: the role change, if any, is the
+                // role follower's to make.
+                break (view.cluster, node);
+            }
             match (role, node.manager_status.as_ref()) {
                 // Promoted: give it a Raft id and the address it will serve Raft on;
                 // it then asks the leader to join the group (`JoinRaft`).
@@ -236,31 +369,45 @@ impl NodeCa for NodeCaApi {
             break (view.cluster, node);
         };
         let ca = cluster_ca(&cluster)?;
-        let role = node.spec.as_ref().map(|s| s.role()).unwrap_or_default();
-        let cert_role = match role {
-            NodeRole::Manager => CertRole::Manager,
-            NodeRole::Worker => CertRole::Worker,
+        let role = if req.keep_role {
+            // The role it holds: a manager while it is in the Raft group.
+            if node.manager_status.is_some() {
+                NodeRole::Manager
+            } else {
+                NodeRole::Worker
+            }
+        } else {
+            node.spec.as_ref().map(|s| s.role()).unwrap_or_default()
         };
+        let cert_role = CertRole::from(role);
         let underlay = node
             .status
             .as_ref()
             .map(|s| s.addr.clone())
             .filter(|a| !a.is_empty())
             .unwrap_or_else(|| host_of(&req.advertise_addr).to_string());
+        let validity = node_cert_validity(&cluster);
         let certificate_pem = ca
-            .sign_node(
+            .sign_node_valid_for(
                 &req.csr_pem,
                 &peer,
                 cert_role,
                 std::slice::from_ref(&underlay),
+                validity,
             )
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
-        tracing::info!(node = %peer, ?role, "node certificate renewed for its new role");
+        if req.keep_role {
+            tracing::info!(node = %peer, ?role, ?validity, "node certificate renewed before expiry");
+        } else {
+            tracing::info!(node = %peer, ?role, "node certificate renewed for its new role");
+        }
+        let certificate_pem = with_cross_signed(certificate_pem, &cluster);
+        record_certificate_root(&self.store, &peer, ca.digest()).await;
         let status = node.status.clone().unwrap_or_default();
         Ok(Response::new(IssueNodeCertificateResponse {
             node_id: peer,
             certificate_pem,
-            ca_certificate_pem: ca.cert_pem().to_string(),
+            ca_certificate_pem: trusted_roots_pem(&cluster),
             role: role as i32,
             manager_addrs: cluster.manager_addrs.clone(),
             raft_id: node.manager_status.as_ref().map(|m| m.raft_id).unwrap_or(0),
@@ -271,12 +418,31 @@ impl NodeCa for NodeCaApi {
         }))
     }
 
+    async fn node_certificate_status(
+        &self,
+        req: Request<NodeCertificateStatusRequest>,
+    ) -> Result<Response<NodeCertificateStatusResponse>, Status> {
+        let (peer, _) = ca::peer_identity(&req)?;
+        if is_removed(&self.store, &peer) {
+            return Err(removed_status(&peer));
+        }
+        let cluster: Cluster = state::get(&self.store, state::CLUSTER_KEY)
+            .ok_or_else(|| Status::unavailable("the cluster object is not replicated here yet"))?;
+        let ca = cluster_ca(&cluster)?;
+        Ok(Response::new(NodeCertificateStatusResponse {
+            root_ca_digest: ca.digest().to_string(),
+            trusted_roots_pem: trusted_roots_pem(&cluster),
+            node_cert_expiry_ms: node_cert_validity(&cluster).as_millis() as u64,
+        }))
+    }
+
     async fn issue_node_certificate(
         &self,
         req: Request<IssueNodeCertificateRequest>,
     ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
         let req = req.into_inner();
-        let node_id = if req.node_id.is_empty() {
+        // A removed node comes back as a new node: its old id stays refused.
+        let node_id = if req.node_id.is_empty() || is_removed(&self.store, &req.node_id) {
             shoal_api::id::new_id()
         } else {
             req.node_id.clone()
@@ -354,19 +520,22 @@ impl NodeCa for NodeCaApi {
             }
         };
         let certificate_pem = ca
-            .sign_node(
+            .sign_node_valid_for(
                 &req.csr_pem,
                 &node_id,
                 role,
                 std::slice::from_ref(&underlay),
+                node_cert_validity(&cluster),
             )
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
         tracing::info!(node = %node_id, hostname = %req.hostname, ?role, "node joined");
+        let certificate_pem = with_cross_signed(certificate_pem, &cluster);
+        record_certificate_root(&self.store, &node_id, ca.digest()).await;
         let status = node.status.unwrap_or_default();
         Ok(Response::new(IssueNodeCertificateResponse {
             node_id,
             certificate_pem,
-            ca_certificate_pem: ca.cert_pem().to_string(),
+            ca_certificate_pem: trusted_roots_pem(&cluster),
             role: NodeRole::from(role) as i32,
             manager_addrs: cluster.manager_addrs.clone(),
             raft_id: node.manager_status.map_or(0, |m| m.raft_id),

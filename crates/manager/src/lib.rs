@@ -222,6 +222,9 @@ pub async fn init_cluster(
         manager_addrs: vec![node.manager_addr.clone()],
         ingress_vni: INGRESS_VNI,
         data_path_port: DEFAULT_DATA_PATH_PORT,
+        node_cert_expiry_ms: ca::NODE_VALIDITY.as_millis() as u64,
+        previous_root_ca_pem: String::new(),
+        root_ca_cross_signed_pem: String::new(),
     };
     let ingress_address = allocator::allocate_node_address(&ClusterView {
         cluster: cluster.clone(),

@@ -1,5 +1,5 @@
 //! `swarm update`: checks and applies changes to the cluster-wide settings
-//! (`--task-history-limit`, `--dispatcher-heartbeat`). Sans-IO: the control
+//! (`--task-history-limit`, `--dispatcher-heartbeat`, `--cert-expiry`). Sans-IO: the control
 //! API reads the cluster object, calls [`apply_update`], and writes it back;
 //! the reaper and the dispatcher read the new values from the store.
 
@@ -7,6 +7,11 @@ use shoal_api::pb::{Cluster, UpdateSwarmRequest};
 
 /// The shortest `--dispatcher-heartbeat` (as `swarm init` takes it).
 pub const MIN_HEARTBEAT_MS: u64 = 100;
+/// The shortest `--cert-expiry`: one minute (Docker's is one hour; a minute
+/// lets a test watch several renewals).
+pub const MIN_CERT_EXPIRY_MS: u64 = 60_000;
+/// The longest `--cert-expiry`: the cluster CA's own validity, 20 years.
+pub const MAX_CERT_EXPIRY_MS: u64 = 20 * 365 * 24 * 3600 * 1000;
 
 /// The longest `--dispatcher-heartbeat`: 24h (a node is Down after three).
 pub const MAX_HEARTBEAT_MS: u64 = 24 * 3600 * 1000;
@@ -41,6 +46,13 @@ pub fn validate_update(req: &UpdateSwarmRequest) -> Result<(), String> {
             ));
         }
     }
+    if let Some(ms) = req.node_cert_expiry_ms {
+        if !(MIN_CERT_EXPIRY_MS..=MAX_CERT_EXPIRY_MS).contains(&ms) {
+            return Err(format!(
+                "cert-expiry: {ms}ms is out of range; use at least 1m and at most 175200h (20 years)"
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -50,6 +62,7 @@ pub fn validate_init(task_history_limit: u64, dispatcher_heartbeat_ms: u64) -> R
     validate_update(&UpdateSwarmRequest {
         task_history_limit: Some(task_history_limit).filter(|n| *n != 0),
         dispatcher_heartbeat_ms: Some(dispatcher_heartbeat_ms).filter(|ms| *ms != 0),
+        ..Default::default()
     })
 }
 
@@ -61,6 +74,21 @@ pub fn apply_update(cluster: &mut Cluster, req: &UpdateSwarmRequest) {
     if let Some(ms) = req.dispatcher_heartbeat_ms {
         cluster.dispatcher_heartbeat_ms = ms;
     }
+    if let Some(ms) = req.node_cert_expiry_ms {
+        cluster.node_cert_expiry_ms = ms;
+    }
+}
+
+/// `swarm ca --rotate`: `new_root` becomes the root CA (new certificates
+/// and join tokens use it); the current one stays trusted, and signs the new
+/// one (`cross_signed`, from [`crate::ca::ClusterCa::cross_sign`]), until
+/// every node holds a certificate of the new one. A rotation during a
+/// rotation drops the oldest root.
+pub fn rotate_root(cluster: &mut Cluster, new_root: &crate::ca::ClusterCa, cross_signed: String) {
+    cluster.previous_root_ca_pem = std::mem::take(&mut cluster.root_ca_pem);
+    cluster.root_ca_pem = new_root.cert_pem().to_string();
+    cluster.root_ca_key_pem = new_root.key_pem().to_string();
+    cluster.root_ca_cross_signed_pem = cross_signed;
 }
 
 #[cfg(test)]

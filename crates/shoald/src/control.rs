@@ -103,6 +103,7 @@ impl Control for NodeControl {
                     cluster_id: String::new(),
                     engine_version: env!("CARGO_PKG_VERSION").into(),
                     managers: identity.manager_addrs.clone(),
+                    ..Default::default()
                 }))
             }
         }

@@ -39,8 +39,9 @@ use crate::control::{NodeControl, NodeDispatcher};
 use crate::feed::Overlay;
 use crate::host_network::{self, AddressPools};
 use crate::node::{self, Membership, NodeIdentity};
-use crate::tls::ManagersChannel;
+use crate::tls::{ManagersChannel, NodeTls};
 
+mod renewal;
 mod role;
 
 const ALREADY_IN_SWARM: &str =
@@ -66,8 +67,9 @@ pub struct Daemon {
     /// Serialises init, join, leave and start-up.
     membership_lock: Mutex<()>,
     roles: Mutex<Option<Roles>>,
-    /// This node's key material once it is a member.
-    certs: StdMutex<Option<NodeCertificates>>,
+    /// This node's key material once it is a member, as every new
+    /// connection presents it (swapped by renewals and role changes).
+    tls: NodeTls,
     /// A channel to the current Raft leader (followers proxy dispatcher calls).
     leader_channel: StdMutex<Option<(String, Channel)>>,
     /// Stops the manager components and the node listener alone (`node demote`).
@@ -114,10 +116,8 @@ impl Daemon {
         }
         let mut config = StoreConfig::new(self.store_dir(), raft_id);
         config.advertise_addr = self.manager_addr();
-        config.client_tls = Some(
-            ca::client_tls(&certs.ca_pem, Some((&certs.cert_pem, &certs.key_pem)))
-                .context("Raft client TLS config")?,
-        );
+        self.tls.install(certs)?;
+        config.peer_channels = Some(crate::tls::raft_peer_channels(&self.tls));
         let store = Store::open(config)
             .await
             .with_context(|| format!("open store in {}", self.store_dir().display()))?;
@@ -159,19 +159,16 @@ impl Daemon {
                 return Ok(Some(DispatcherClient::new(ch.clone())));
             }
         }
-        let certs = self.node_certificates()?;
-        let ch =
-            crate::tls::manager_channel(&addr, &certs).map_err(|e| internal(format!("{e:#}")))?;
+        let ch = crate::tls::manager_channel(&addr, &self.tls)
+            .map_err(|e| internal(format!("{e:#}")))?;
         *cached = Some((addr, ch.clone()));
         Ok(Some(DispatcherClient::new(ch)))
     }
 
     /// This node's key material (a member always has it).
     fn node_certificates(&self) -> Result<NodeCertificates, Status> {
-        self.certs
-            .lock()
-            .expect("certs lock")
-            .clone()
+        self.tls
+            .certificates()
             .ok_or_else(|| internal("no node certificate"))
     }
 
@@ -190,8 +187,7 @@ impl Daemon {
             .into_iter()
             .filter(|a| *a != own)
             .collect();
-        let certs = self.node_certificates()?;
-        let channel = Arc::new(ManagersChannel::new(&others, &certs).map_err(|e| {
+        let channel = Arc::new(ManagersChannel::new(&others, &self.tls).map_err(|e| {
             Status::unavailable(format!(
                 "this manager is outside the Raft group and knows no other manager: {e:#}"
             ))
@@ -437,7 +433,7 @@ impl Daemon {
                 .map_err(|e| internal(format!("{e:#}")))?;
             let mut via = vec![remote.clone()];
             via.extend(resp.manager_addrs.iter().filter(|a| **a != remote).cloned());
-            self.join_raft(&via, &certs, resp.raft_id).await?;
+            self.join_raft(&via, resp.raft_id).await?;
             tracing::info!(manager = %remote, node = %resp.node_id, raft_id = resp.raft_id, "joined the swarm as a manager");
         } else {
             tracing::info!(manager = %remote, node = %resp.node_id, "joined the swarm as a worker");
@@ -468,7 +464,7 @@ impl Daemon {
         }
         self.mesh.apply_snapshot(Vec::new());
         self.remove_host_links().await;
-        *self.certs.lock().expect("certs lock") = None;
+        self.tls.clear();
         *self.upstream.lock().expect("upstream lock") = None;
         node::remove_membership(&self.cfg.data_root).map_err(|e| internal(format!("{e:#}")))?;
         self.update_identity(|id| {
@@ -502,7 +498,7 @@ impl Daemon {
         certs: &NodeCertificates,
         parent: &CancellationToken,
     ) -> anyhow::Result<()> {
-        *self.certs.lock().expect("certs lock") = Some(certs.clone());
+        self.tls.install(certs)?;
         let token = parent.child_token();
         let identity = self.identity();
         let manager = Manager::start(
@@ -526,7 +522,7 @@ impl Daemon {
         crate::tls::serve_manager_listener(
             self.clone(),
             self.cfg.listen_addr,
-            certs,
+            &self.tls,
             token.clone(),
         )
         .await?;
@@ -536,9 +532,9 @@ impl Daemon {
 
     /// Worker roles: agent and feed over mTLS to a manager.
     async fn start_worker(self: &Arc<Self>, certs: &NodeCertificates) -> anyhow::Result<()> {
-        *self.certs.lock().expect("certs lock") = Some(certs.clone());
+        self.tls.install(certs)?;
         let identity = self.identity();
-        let upstream = Arc::new(ManagersChannel::new(&identity.manager_addrs, certs)?);
+        let upstream = Arc::new(ManagersChannel::new(&identity.manager_addrs, &self.tls)?);
         *self.upstream.lock().expect("upstream lock") = Some(upstream.clone());
         self.start_node_roles(upstream.channel(), CancellationToken::new())
             .await
@@ -579,6 +575,7 @@ impl Daemon {
             directives,
             token.clone(),
         ));
+        tokio::spawn(renewal::renew_certificates(self.clone(), token.clone()));
         tokio::spawn(crate::feed::run(
             channel,
             self.mesh.clone(),
@@ -777,7 +774,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         store: StdMutex::new(None),
         membership_lock: Mutex::new(()),
         roles: Mutex::new(None),
-        certs: StdMutex::new(None),
+        tls: NodeTls::default(),
         leader_channel: StdMutex::new(None),
         manager_token: StdMutex::new(None),
         upstream: StdMutex::new(None),

@@ -89,7 +89,9 @@ fn cert_dir(data_root: &Path) -> PathBuf {
 }
 
 /// Writes the node's key material, each file whole or not at all, readable
-/// by root only (the data root is private, see [`crate::data_root`]).
+/// by root only (the data root is private, see [`crate::data_root`]). A
+/// renewal replaces it while the node runs: a crash leaves the old file or
+/// the new one, never a truncated one.
 pub fn save_certificates(data_root: &Path, certs: &NodeCertificates) -> anyhow::Result<()> {
     let dir = cert_dir(data_root);
     create_private_dir(&dir)?;
@@ -125,3 +127,6 @@ pub fn remove_membership(data_root: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,6 +2,11 @@
 //! 2377) and the channels other nodes dial it with. Dispatcher calls over TLS
 //! must carry a node certificate from the cluster CA naming the node they
 //! speak for; the join endpoint (`NodeCA`) is the only call allowed without one.
+//! A removed node's certificate is refused on every call.
+//!
+//! The node's certificate changes at run time (renewal, role changes): the
+//! listener and the channels read the current one ([`NodeTls`]) for each new
+//! connection, and connections already open keep theirs.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -9,11 +14,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwapOption;
+use hyper_util::rt::TokioIo;
 use shoal_api::pb::dispatcher_server::DispatcherServer;
 use shoal_api::pb::node_ca_server::NodeCaServer;
-use shoal_manager::{ca, NodeCertificates};
+use shoal_manager::{ca, join, NodeCertificates};
+use shoal_store::Store;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint, Server};
@@ -21,22 +31,142 @@ use tonic::transport::{Channel, Endpoint, Server};
 use crate::control::NodeDispatcher;
 use crate::daemon::Daemon;
 
+/// How long a peer may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// This node's certificate and the rustls configs made from it, shared by
+/// the listener and every channel; [`NodeTls::install`] swaps them at once.
+#[derive(Clone, Default)]
+pub struct NodeTls {
+    current: Arc<ArcSwapOption<TlsConfigs>>,
+}
+
+struct TlsConfigs {
+    certs: NodeCertificates,
+    /// For connections the node listener accepts.
+    server: Arc<rustls::ServerConfig>,
+    /// For connections this node opens to managers.
+    client: Arc<rustls::ClientConfig>,
+}
+
+// === impl NodeTls ===
+
+impl NodeTls {
+    /// Serves `certs` to every connection made from now on.
+    pub fn install(&self, certs: &NodeCertificates) -> anyhow::Result<()> {
+        let server = ca::rustls_server_config(&certs.ca_pem, &certs.cert_pem, &certs.key_pem)
+            .context("TLS config of the node listener")?;
+        let client = ca::rustls_client_config(&certs.ca_pem, &certs.cert_pem, &certs.key_pem)
+            .context("TLS config of connections to managers")?;
+        self.current.store(Some(Arc::new(TlsConfigs {
+            certs: certs.clone(),
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })));
+        Ok(())
+    }
+
+    /// Forgets the certificate (`swarm leave`).
+    pub fn clear(&self) {
+        self.current.store(None);
+    }
+
+    /// The certificate now served (None outside a swarm).
+    pub fn certificates(&self) -> Option<NodeCertificates> {
+        self.current.load().as_ref().map(|c| c.certs.clone())
+    }
+
+    fn server_config(&self) -> Option<Arc<rustls::ServerConfig>> {
+        self.current.load().as_ref().map(|c| c.server.clone())
+    }
+
+    fn client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.current.load().as_ref().map(|c| c.client.clone())
+    }
+}
+
+/// Accepts TCP connections on `listener` and completes each TLS handshake
+/// (in a task of its own, bounded by [`HANDSHAKE_TIMEOUT`]) with the node's
+/// current certificate, until `shutdown`.
+async fn accept_tls(
+    listener: TcpListener,
+    tls: NodeTls,
+    streams: mpsc::Sender<std::io::Result<tokio_rustls::server::TlsStream<TcpStream>>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(err) => {
+                tracing::warn!(%err, "node listener: accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(config) = tls.server_config() else {
+            continue;
+        };
+        let (streams, shutdown) = (streams.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let handshake = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => r,
+            };
+            match stream {
+                Ok(Ok(stream)) => {
+                    let _ = streams.send(Ok(stream)).await;
+                }
+                Ok(Err(err)) => tracing::debug!(%peer, %err, "node listener: TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "node listener: TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+/// Refuses every call whose certificate names a node `node rm` removed.
+fn refuse_removed(
+    store: Store,
+) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone {
+    move |req: tonic::Request<()>| {
+        if let Some(certs) = req.peer_certs() {
+            if let Some(leaf) = certs.first() {
+                if let Ok((node, _)) = ca::cert_identity(leaf.as_ref()) {
+                    if join::is_removed(&store, &node) {
+                        return Err(join::removed_status(&node));
+                    }
+                }
+            }
+        }
+        Ok(req)
+    }
+}
+
 /// Binds `addr` now (a taken port fails `swarm init` clearly) and serves the
 /// node-to-node API with mTLS until `shutdown`.
 pub async fn serve_manager_listener(
     daemon: Arc<Daemon>,
     addr: SocketAddr,
-    certs: &NodeCertificates,
+    tls: &NodeTls,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
     let manager = daemon
         .manager()
         .context("the node-to-node listener needs a manager")?;
-    let tls = ca::server_tls(&certs.ca_pem, &certs.cert_pem, &certs.key_pem)
-        .context("TLS config for --listen-addr")?;
-    let listener = tokio::net::TcpListener::bind(addr)
+    anyhow::ensure!(
+        tls.server_config().is_some(),
+        "the node-to-node listener needs a node certificate"
+    );
+    let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind --listen-addr {addr}"))?;
+    let (streams, incoming) = mpsc::channel(64);
+    tokio::spawn(accept_tls(listener, tls.clone(), streams, shutdown.clone()));
     // Only managers speak Raft.
     let raft =
         manager
@@ -48,15 +178,16 @@ pub async fn serve_manager_listener(
                 ))),
             }));
     let server = Server::builder()
-        .tls_config(tls)
-        .context("TLS config for --listen-addr")?
+        .layer(tonic::service::InterceptorLayer::new(refuse_removed(
+            manager.store().clone(),
+        )))
         .add_service(raft)
         .add_service(NodeCaServer::new(manager.node_ca()))
         .add_service(DispatcherServer::new(NodeDispatcher {
             daemon,
             remote: true,
         }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned());
+        .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown.cancelled_owned());
     tracing::info!(%addr, "serving nodes (mTLS)");
     Ok(tokio::spawn(async move {
         if let Err(err) = server.await {
@@ -65,6 +196,8 @@ pub async fn serve_manager_listener(
     }))
 }
 
+/// An endpoint with tonic's own TLS for `certs` (fixed for its life: the
+/// balancer's endpoints are made again when the certificate changes).
 fn manager_endpoint(addr: &str, certs: &NodeCertificates) -> anyhow::Result<Endpoint> {
     let tls = ca::client_tls(&certs.ca_pem, Some((&certs.cert_pem, &certs.key_pem)))
         .context("client TLS config")?;
@@ -78,9 +211,60 @@ fn manager_endpoint(addr: &str, certs: &NodeCertificates) -> anyhow::Result<Endp
         .keep_alive_timeout(Duration::from_secs(3)))
 }
 
-/// An mTLS channel to one manager, connecting lazily (and reconnecting).
-pub fn manager_channel(addr: &str, certs: &NodeCertificates) -> anyhow::Result<Channel> {
-    Ok(manager_endpoint(addr, certs)?.connect_lazy())
+/// An mTLS channel to one manager, connecting lazily (and reconnecting),
+/// each connection with the node's certificate of the moment.
+pub fn manager_channel(addr: &str, tls: &NodeTls) -> anyhow::Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .with_context(|| format!("manager address {addr:?}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .http2_keep_alive_interval(Duration::from_secs(2))
+        .keep_alive_timeout(Duration::from_secs(3));
+    let (addr, tls) = (addr.to_owned(), tls.clone());
+    Ok(
+        endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
+            let (addr, tls) = (addr.clone(), tls.clone());
+            async move {
+                tokio::time::timeout(Duration::from_secs(5), connect_tls(&addr, &tls))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("connect to manager {addr}: timed out"),
+                        )
+                    })?
+            }
+        })),
+    )
+}
+
+/// TCP, then TLS as this node, to the manager at `addr`.
+async fn connect_tls(
+    addr: &str,
+    tls: &NodeTls,
+) -> std::io::Result<TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
+    let config = tls.client_config().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "this node has no certificate (not in a swarm)",
+        )
+    })?;
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from(ca::TLS_SERVER_NAME)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    Ok(TokioIo::new(stream))
+}
+
+/// Raft peer channels that dial as this node (see [`manager_channel`]).
+pub fn raft_peer_channels(tls: &NodeTls) -> shoal_store::PeerChannels {
+    let tls = tls.clone();
+    Arc::new(move |addr: &str| {
+        let addr = addr.strip_prefix("https://").unwrap_or(addr);
+        manager_channel(addr, &tls).map_err(|e| format!("{e:#}"))
+    })
 }
 
 /// An mTLS channel spread over every known manager, whose set follows the
@@ -97,6 +281,9 @@ pub struct ManagersChannel {
 
 struct Balance {
     changes: tokio::sync::mpsc::Sender<Change<String, Endpoint>>,
+    /// The node's certificate, followed by the prober.
+    tls: NodeTls,
+    /// The certificate the inserted endpoints present.
     certs: NodeCertificates,
     /// Every manager the cluster names.
     known: BTreeSet<String>,
@@ -128,15 +315,39 @@ impl Balance {
         self.inserted = wanted;
         Ok(())
     }
+
+    /// After a renewal, new connections present the new certificate: the
+    /// endpoints are made again (connections already open keep serving the
+    /// calls they carry).
+    fn follow_certificate(&mut self) -> anyhow::Result<()> {
+        let Some(current) = self.tls.certificates() else {
+            return Ok(());
+        };
+        if current.cert_pem == self.certs.cert_pem && current.ca_pem == self.certs.ca_pem {
+            return Ok(());
+        }
+        self.certs = current;
+        for addr in &self.inserted {
+            let endpoint = manager_endpoint(addr, &self.certs)?;
+            self.changes
+                .try_send(Change::Insert(addr.clone(), endpoint))
+                .map_err(|e| anyhow::anyhow!("update manager list: {e}"))?;
+        }
+        Ok(())
+    }
 }
 
 impl ManagersChannel {
-    pub fn new(addrs: &[String], certs: &NodeCertificates) -> anyhow::Result<Self> {
+    pub fn new(addrs: &[String], tls: &NodeTls) -> anyhow::Result<Self> {
         anyhow::ensure!(!addrs.is_empty(), "no manager address known; join again");
+        let certs = tls
+            .certificates()
+            .context("no node certificate to dial the managers with")?;
         let (channel, changes) = Channel::balance_channel(64);
         let state = Arc::new(std::sync::Mutex::new(Balance {
             changes,
-            certs: certs.clone(),
+            tls: tls.clone(),
+            certs,
             known: BTreeSet::new(),
             inserted: BTreeSet::new(),
         }));
@@ -209,6 +420,9 @@ async fn probe_managers(state: Arc<std::sync::Mutex<Balance>>, stop: Cancellatio
             if let Err(err) = state.apply(&reachable) {
                 tracing::warn!("{err:#}");
             }
+        }
+        if let Err(err) = state.follow_certificate() {
+            tracing::warn!("{err:#}");
         }
     }
 }

@@ -40,7 +40,7 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, RaftMetrics, ServerState, SnapshotPolicy};
 
 pub use crate::error::StoreError;
-pub use crate::network::{NetworkFactory, RaftAuthorizer, RaftServer, RaftService};
+pub use crate::network::{NetworkFactory, PeerChannels, RaftAuthorizer, RaftServer, RaftService};
 pub use crate::types::{
     Compare, EventKind, KeyValue, Op, Proposal, StoreRaft, Txn, TxnOutcome, TypeConfig, WatchEvent,
 };
@@ -53,7 +53,7 @@ use crate::state_machine::{Shared, StateMachine};
 pub const DEFAULT_WATCH_HISTORY: usize = 100_000;
 
 /// Where and as whom a store runs.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StoreConfig {
     /// Directory of the redb files (`raft-log.redb`, `state.redb`); created if missing.
     pub data_dir: PathBuf,
@@ -65,9 +65,21 @@ pub struct StoreConfig {
     /// How many past events are kept in memory: watches may resume from any revision
     /// within this window, older starts get [`StoreError::Compacted`].
     pub watch_history: usize,
-    /// mTLS for peer connections (Raft RPCs and forwarded writes); None
-    /// speaks plain HTTP/2 (tests, single node).
-    pub client_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Dials peers for Raft RPCs and forwarded writes (mTLS in shoald);
+    /// None speaks plain HTTP/2 (tests, single node).
+    pub peer_channels: Option<PeerChannels>,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("data_dir", &self.data_dir)
+            .field("node_id", &self.node_id)
+            .field("advertise_addr", &self.advertise_addr)
+            .field("watch_history", &self.watch_history)
+            .field("peer_channels", &self.peer_channels.is_some())
+            .finish()
+    }
 }
 
 /// How long a write may wait for its commit. A leader that lost its quorum
@@ -83,7 +95,7 @@ impl StoreConfig {
             node_id,
             advertise_addr: String::new(),
             watch_history: DEFAULT_WATCH_HISTORY,
-            client_tls: None,
+            peer_channels: None,
         }
     }
 }
@@ -144,7 +156,7 @@ struct Inner {
     shared: Arc<Shared>,
     node_id: u64,
     advertise_addr: String,
-    client_tls: Option<tonic::transport::ClientTlsConfig>,
+    peer_channels: Option<PeerChannels>,
     /// Turn true when the redb files (held by the Raft tasks only) are closed: shutdown
     /// waits for them so the same data_dir can be opened again.
     closed: [tokio::sync::watch::Receiver<bool>; 2],
@@ -183,7 +195,7 @@ impl Store {
             config.node_id,
             raft_config,
             NetworkFactory {
-                tls: config.client_tls.clone(),
+                peers: config.peer_channels.clone(),
             },
             log_store,
             sm,
@@ -202,7 +214,7 @@ impl Store {
                 shared,
                 node_id: config.node_id,
                 advertise_addr: config.advertise_addr,
-                client_tls: config.client_tls,
+                peer_channels: config.peer_channels,
                 closed,
             }),
         })
@@ -317,9 +329,12 @@ impl Store {
                 match f.leader_node.map(|n| n.addr).filter(|a| !a.is_empty()) {
                     // A follower forwards to the leader, so any manager takes writes.
                     Some(addr) => {
-                        let rev =
-                            network::write_remote(&addr, proposal, self.inner.client_tls.as_ref())
-                                .await?;
+                        let rev = network::write_remote(
+                            &addr,
+                            proposal,
+                            self.inner.peer_channels.as_ref(),
+                        )
+                        .await?;
                         // Read-your-writes: answer once this replica has it too.
                         self.wait_applied(rev, Duration::from_secs(2)).await;
                         Ok(rev)

@@ -16,7 +16,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use shoal_api::pb::raft_transport_client::RaftTransportClient;
 use shoal_api::pb::raft_transport_server::{RaftTransport, RaftTransportServer};
 use shoal_api::pb::RaftPayload;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::error::StoreError;
 use crate::types::{Proposal, StoreRaft, TypeConfig};
@@ -28,22 +28,33 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Turns a node address ("host:port" or a full URI) into a lazily connecting
-/// channel; with `tls`, an mTLS one (`https://`).
-fn channel(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, tonic::transport::Error> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
+/// channel: made by `peers` (the node's mTLS dialer) when given, else plain
+/// HTTP/2.
+fn channel(addr: &str, peers: Option<&PeerChannels>) -> Result<Channel, ChannelError> {
+    if let Some(peers) = peers {
+        return peers(addr).map_err(ChannelError);
+    }
     let uri = if addr.contains("://") {
         addr.to_owned()
     } else {
-        format!("{scheme}://{addr}")
+        format!("http://{addr}")
     };
-    let mut endpoint = Endpoint::from_shared(uri)?
+    let endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| ChannelError(e.to_string()))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
-    if let Some(tls) = tls {
-        endpoint = endpoint.tls_config(tls.clone())?;
-    }
     Ok(endpoint.connect_lazy())
 }
+
+/// Makes the channel to a Raft peer ("host:port"). shoald's dials mTLS with
+/// the node's current certificate, so a renewed certificate serves every
+/// later connection.
+pub type PeerChannels = std::sync::Arc<dyn Fn(&str) -> Result<Channel, String> + Send + Sync>;
+
+/// A peer channel could not be made (a bad address or TLS setup).
+#[derive(Debug, thiserror::Error)]
+#[error("peer channel: {0}")]
+pub struct ChannelError(String);
 
 fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
     RaftTransportClient::new(channel)
@@ -52,10 +63,10 @@ fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
 }
 
 /// Creates one [`NetworkClient`] per target node.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct NetworkFactory {
-    /// mTLS settings for peer connections (None: plain HTTP/2, for tests).
-    pub tls: Option<ClientTlsConfig>,
+    /// Dials peers (None: plain HTTP/2, for tests).
+    pub peers: Option<PeerChannels>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -65,7 +76,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         NetworkClient {
             target,
             addr: node.addr.clone(),
-            tls: self.tls.clone(),
+            peers: self.peers.clone(),
             client: None,
         }
     }
@@ -76,7 +87,7 @@ pub struct NetworkClient {
     target: NodeId,
     /// The peer's advertised address (BasicNode.addr).
     addr: String,
-    tls: Option<ClientTlsConfig>,
+    peers: Option<PeerChannels>,
     /// Created on first use; tonic reconnects it as needed.
     client: Option<RaftTransportClient<Channel>>,
 }
@@ -106,7 +117,7 @@ impl NetworkClient {
         let data =
             postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         if self.client.is_none() {
-            let channel = channel(&self.addr, self.tls.as_ref())
+            let channel = channel(&self.addr, self.peers.as_ref())
                 .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
             self.client = Some(transport_client(channel));
         }
@@ -175,11 +186,12 @@ enum ForwardedWrite {
 pub(crate) async fn write_remote(
     addr: &str,
     proposal: &Proposal,
-    tls: Option<&ClientTlsConfig>,
+    peers: Option<&PeerChannels>,
 ) -> Result<u64, StoreError> {
     let data = postcard::to_allocvec(proposal)
         .map_err(|e| StoreError::storage("encode forwarded proposal", e))?;
-    let channel = channel(addr, tls).map_err(|e| StoreError::raft("forward write: connect", e))?;
+    let channel =
+        channel(addr, peers).map_err(|e| StoreError::raft("forward write: connect", e))?;
     let reply = transport_client(channel)
         .client_write(RaftPayload { data })
         .await

@@ -15,7 +15,7 @@ fn config(dir: &Path, node_id: u64, watch_history: usize) -> StoreConfig {
         node_id,
         advertise_addr: String::new(),
         watch_history,
-        client_tls: None,
+        peer_channels: None,
     }
 }
 

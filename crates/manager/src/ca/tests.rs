@@ -185,6 +185,14 @@ impl NodeCa for Echo {
             ..Default::default()
         }))
     }
+
+    async fn node_certificate_status(
+        &self,
+        request: tonic::Request<shoal_api::pb::NodeCertificateStatusRequest>,
+    ) -> Result<tonic::Response<shoal_api::pb::NodeCertificateStatusResponse>, tonic::Status> {
+        peer_identity(&request)?;
+        Ok(tonic::Response::new(Default::default()))
+    }
 }
 
 /// A cluster CA, a manager serving `Echo` with mTLS on 127.0.0.1:0.
@@ -349,4 +357,133 @@ fn pem_encoding_matches_rcgen() {
     let ca = ClusterCa::generate().unwrap();
     let der = first_cert_der(ca.cert_pem(), "CA").unwrap();
     assert_eq!(pem_encode_cert(&der), ca.cert_pem().replace("\r\n", "\n"));
+}
+
+// === renewal and rotation ===
+
+#[test]
+fn certificates_last_the_validity_they_are_signed_for() {
+    let ca = ClusterCa::generate().unwrap();
+    let key = new_node_key().unwrap();
+    let cert = ca
+        .sign_node_valid_for(
+            &key.csr_pem,
+            "n1",
+            CertRole::Worker,
+            &[],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let (not_before, not_after) = cert_validity(cert.as_bytes()).unwrap();
+    let now = SystemTime::now();
+    // Backdated by a tenth of the validity (not an hour), lasting a minute from now.
+    let life = not_after.duration_since(not_before).unwrap();
+    assert!(
+        (Duration::from_secs(65)..=Duration::from_secs(67)).contains(&life),
+        "{life:?}"
+    );
+    let left = not_after.duration_since(now).unwrap();
+    assert!(left <= Duration::from_secs(60) && left >= Duration::from_secs(55));
+    assert!(ca.verify(cert.as_bytes()).is_ok());
+
+    // Renewal falls between half and 80% of the life.
+    assert_eq!(
+        renewal_time(not_before, not_after, 0.0),
+        not_before + life / 2
+    );
+    assert_eq!(
+        renewal_time(not_before, not_after, 1.0),
+        not_before + life.mul_f64(0.8)
+    );
+}
+
+/// Verifies `chain` (leaf first) as a client certificate against `roots`.
+fn verify_client(roots: &str, chain: &str) -> Result<(), rustls::Error> {
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(root_store(roots).unwrap()),
+        ring_provider(),
+    )
+    .build()
+    .unwrap();
+    let certs: Vec<CertificateDer<'static>> = cert_chain_der(chain, "chain")
+        .unwrap()
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    verifier
+        .verify_client_cert(&certs[0], &certs[1..], UnixTime::now())
+        .map(drop)
+}
+
+#[test]
+fn a_cross_signed_new_root_is_accepted_by_nodes_that_trust_only_the_old_one() {
+    let old = ClusterCa::generate().unwrap();
+    let new = ClusterCa::generate().unwrap();
+    let cross = old.cross_sign(&new).unwrap();
+    let key = new_node_key().unwrap();
+    let leaf = new
+        .sign_node(&key.csr_pem, "n1", CertRole::Worker, &[])
+        .unwrap();
+
+    // Without the cross-signed root, a node on the old root refuses it.
+    assert!(verify_client(old.cert_pem(), &leaf).is_err());
+    // With it, the old root verifies the new certificate.
+    let chain = format!("{leaf}{cross}");
+    verify_client(old.cert_pem(), &chain).unwrap();
+    // Nodes on the new root, or on both, accept either form.
+    verify_client(new.cert_pem(), &leaf).unwrap();
+    verify_client(new.cert_pem(), &chain).unwrap();
+    let bundle = format!("{}{}", new.cert_pem(), old.cert_pem());
+    verify_client(&bundle, &leaf).unwrap();
+    let old_leaf = old
+        .sign_node(&key.csr_pem, "n2", CertRole::Worker, &[])
+        .unwrap();
+    verify_client(&bundle, &old_leaf).unwrap();
+    assert!(verify_client(new.cert_pem(), &old_leaf).is_err());
+    assert_eq!(
+        pem_digests(&bundle).unwrap(),
+        [new.digest().to_string(), old.digest().to_string()]
+    );
+
+    // Both rustls configs take the chain and the bundle.
+    rustls_server_config(&bundle, &chain, &key.key_pem).unwrap();
+    rustls_client_config(&bundle, &chain, &key.key_pem).unwrap();
+}
+
+proptest::proptest! {
+    /// Renewal lands in [50%, 80%] of any validity, whatever the position
+    /// (out of range and NaN included), and never panics.
+    #[test]
+    fn renewal_time_stays_in_the_window(
+        start in 0u64..4_000_000_000,
+        life in 0u64..1_000_000_000,
+        position in proptest::num::f64::ANY,
+    ) {
+        let not_before = SystemTime::UNIX_EPOCH + Duration::from_secs(start);
+        let not_after = not_before + Duration::from_secs(life);
+        let at = renewal_time(not_before, not_after, position);
+        let life = Duration::from_secs(life);
+        proptest::prop_assert!(at >= not_before + life.mul_f64(0.5) - Duration::from_millis(1));
+        proptest::prop_assert!(at <= not_before + life.mul_f64(0.8) + Duration::from_millis(1));
+        // A validity that ends before it starts renews at once.
+        proptest::prop_assert_eq!(renewal_time(not_after + Duration::from_secs(1), not_before, position), not_after + Duration::from_secs(1));
+    }
+
+    /// The certificate parsers take any input without panicking.
+    #[test]
+    fn certificate_parsers_never_panic(input in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let _ = cert_validity(&input);
+        let _ = cert_identity(&input);
+        let text = String::from_utf8_lossy(&input);
+        let _ = pem_digests(&text);
+        let pem = format!("-----BEGIN CERTIFICATE-----\n{text}\n-----END CERTIFICATE-----\n");
+        let _ = pem_digests(&pem);
+        let _ = cert_validity(pem.as_bytes());
+    }
+
+    #[test]
+    fn random_fractions_are_in_zero_one(_n in 0u8..50) {
+        let f = random_fraction();
+        proptest::prop_assert!((0.0..1.0).contains(&f));
+    }
 }

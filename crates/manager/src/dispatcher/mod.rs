@@ -430,6 +430,14 @@ impl DispatcherApi {
     }
 
     fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), Status> {
+        if crate::join::is_removed(&self.inner.store, node_id) {
+            self.inner
+                .sessions
+                .lock()
+                .expect("sessions lock")
+                .remove(node_id);
+            return Err(crate::join::removed_status(node_id));
+        }
         // Sessions live on the leader: one that lost leadership (or a
         // restarted manager that led before) sends its agents to the new one.
         if !self.inner.store.is_leader() {
@@ -630,6 +638,9 @@ impl Dispatcher for DispatcherApi {
         if req.node_id.is_empty() {
             return Err(Status::invalid_argument("node_id: required"));
         }
+        if crate::join::is_removed(&self.inner.store, &req.node_id) {
+            return Err(crate::join::removed_status(&req.node_id));
+        }
         if !self.inner.store.is_leader() {
             return Err(Status::unavailable(
                 "this manager does not lead the swarm; open the session with the leader",
@@ -658,6 +669,13 @@ impl Dispatcher for DispatcherApi {
         tokio::spawn(async move {
             let mut last: Option<SessionMessage> = None;
             loop {
+                // `node rm --force` of a connected node ends its session.
+                if crate::join::is_removed(&this.inner.store, &req.node_id) {
+                    let _ = tx
+                        .send(Err(crate::join::removed_status(&req.node_id)))
+                        .await;
+                    return;
+                }
                 let heartbeat = this.heartbeat_period();
                 // The view is dropped before any await (see AssignmentIndex).
                 let msg = {

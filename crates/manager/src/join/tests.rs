@@ -1,4 +1,5 @@
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use super::*;
 use crate::test_support::leading_store;
@@ -79,4 +80,58 @@ async fn joins_at_once_get_distinct_raft_ids_and_addresses_never_reused() {
     store.write(txn).await.unwrap();
     assert_eq!(join(&api, &token, 7).await.raft_id, 8);
     store.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_rejoins_only_as_a_new_node_with_the_configured_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, cluster) = cluster(dir.path()).await;
+    let api = NodeCaApi::new(store.clone());
+    let ca = cluster_ca(&cluster).unwrap();
+    let token = ca::format_token(ca.digest(), &cluster.worker_token_secret);
+
+    // Certificates last what the cluster object says.
+    let mut c: Cluster = state::get(&store, state::CLUSTER_KEY).unwrap();
+    c.node_cert_expiry_ms = 120_000;
+    let mut txn = Txn::default();
+    state::guarded_put(&mut txn, state::CLUSTER_KEY.into(), &mut c);
+    store.write(txn).await.unwrap();
+
+    let first = join(&api, &token, 1).await;
+    let (not_before, not_after) = ca::cert_validity(first.certificate_pem.as_bytes()).unwrap();
+    let life = not_after.duration_since(not_before).unwrap();
+    assert!(
+        (Duration::from_secs(120)..=Duration::from_secs(133)).contains(&life),
+        "{life:?}"
+    );
+    assert!(!is_removed(&store, &first.node_id));
+
+    // `node rm` records the id; a join under it gets a new one.
+    store
+        .write(Txn::new().put(removed_node_key(&first.node_id), b"1".to_vec()))
+        .await
+        .unwrap();
+    assert!(is_removed(&store, &first.node_id));
+    let status = removed_status(&first.node_id);
+    assert!(is_removed_status(&status), "{status:?}");
+    assert!(status.message().contains(&first.node_id));
+    assert!(!is_removed_status(&Status::permission_denied("other")));
+    let again = api
+        .issue_node_certificate(Request::new(IssueNodeCertificateRequest {
+            token: token.clone(),
+            csr_pem: ca::new_node_key().unwrap().csr_pem,
+            hostname: "node-1".into(),
+            advertise_addr: "10.0.1.1:2377".into(),
+            node_id: first.node_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(again.node_id, first.node_id);
+    assert_eq!(
+        ca::cert_identity(again.certificate_pem.as_bytes())
+            .unwrap()
+            .0,
+        again.node_id
+    );
 }

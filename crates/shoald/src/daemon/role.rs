@@ -84,16 +84,19 @@ impl Daemon {
         Ok(())
     }
 
-    /// A fresh key and a certificate for the role the node's spec names.
-    async fn renew_certificate(
+    /// A fresh key and a certificate: for the role the node's spec names, or
+    /// (`keep_role`, a renewal before expiry) for the role it holds.
+    pub(super) async fn renew_certificate(
         &self,
         channel: Channel,
+        keep_role: bool,
     ) -> Result<(NodeCertificates, IssueNodeCertificateResponse), Status> {
         let key = ca::new_node_key().map_err(|e| Status::internal(e.to_string()))?;
         let resp = NodeCaClient::new(channel)
             .renew_node_certificate(RenewNodeCertificateRequest {
                 csr_pem: key.csr_pem.clone(),
                 advertise_addr: self.manager_addr(),
+                keep_role,
             })
             .await?
             .into_inner();
@@ -118,13 +121,14 @@ impl Daemon {
             .clone()
             .context("no channel to the managers")?;
         let (certs, resp) = self
-            .renew_certificate(upstream.channel())
+            .renew_certificate(upstream.channel(), false)
             .await
             .map_err(|s| anyhow::anyhow!("renew the node certificate: {}", s.message()))?;
         if resp.role() != NodeRole::Manager || resp.raft_id == 0 {
             return Ok(()); // demoted again meanwhile
         }
         node::save_certificates(&self.cfg.data_root, &certs)?;
+        self.tls.install(&certs)?;
         if self.manager().is_none() {
             let dir = self.store_dir();
             if dir.exists() {
@@ -142,7 +146,7 @@ impl Daemon {
             self.start_manager_components(store, &certs, &parent)
                 .await?;
         }
-        self.join_raft(&resp.manager_addrs, &certs, resp.raft_id)
+        self.join_raft(&resp.manager_addrs, resp.raft_id)
             .await
             .map_err(|s| anyhow::anyhow!("join the Raft group: {}", s.message()))?;
         let mut managers = resp.manager_addrs.clone();
@@ -169,14 +173,8 @@ impl Daemon {
         }
         let own = self.manager_addr();
         let others: Vec<String> = d.managers.iter().filter(|a| **a != own).cloned().collect();
-        let current = self
-            .certs
-            .lock()
-            .expect("certs lock")
-            .clone()
-            .context("no node certificate")?;
-        let via = ManagersChannel::new(&others, &current)?;
-        let (certs, resp) = match self.renew_certificate(via.channel()).await {
+        let via = ManagersChannel::new(&others, &self.tls)?;
+        let (certs, resp) = match self.renew_certificate(via.channel(), false).await {
             Ok(r) => r,
             // Still in the Raft group: the leader removes it first.
             Err(s) if s.code() == tonic::Code::FailedPrecondition => return Ok(()),
@@ -209,9 +207,9 @@ impl Daemon {
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("remove {}", dir.display()))?;
         }
-        let upstream = Arc::new(ManagersChannel::new(&resp.manager_addrs, &certs)?);
+        self.tls.install(&certs)?;
+        let upstream = Arc::new(ManagersChannel::new(&resp.manager_addrs, &self.tls)?);
         *self.upstream.lock().expect("upstream lock") = Some(upstream);
-        *self.certs.lock().expect("certs lock") = Some(certs);
         self.update_identity(|id| {
             id.membership = Membership::Worker;
             id.raft_id = 0;
@@ -223,12 +221,7 @@ impl Daemon {
 
     /// Asks the Raft leader to add this manager to the group, through any of
     /// `via` (only the leader accepts; the others are tried in turn).
-    pub(super) async fn join_raft(
-        &self,
-        via: &[String],
-        certs: &NodeCertificates,
-        raft_id: u64,
-    ) -> Result<(), Status> {
+    pub(super) async fn join_raft(&self, via: &[String], raft_id: u64) -> Result<(), Status> {
         let deadline = tokio::time::Instant::now() + JOIN_RAFT_DEADLINE;
         let own = self.manager_addr();
         loop {
@@ -242,7 +235,7 @@ impl Daemon {
             }
             let mut last = Status::unavailable("no manager to join through");
             for addr in via.iter().filter(|a| **a != own) {
-                let channel = crate::tls::manager_channel(addr, certs)
+                let channel = crate::tls::manager_channel(addr, &self.tls)
                     .map_err(|e| Status::internal(format!("{e:#}")))?;
                 let req = JoinRaftRequest {
                     raft_id,
