@@ -326,3 +326,24 @@ fn root_ca_rotation_moves_every_node_to_the_new_root_then_drops_the_old_one() {
         );
     }
 }
+
+#[test]
+fn swarm_init_takes_cert_expiry_and_refuses_one_out_of_range() {
+    if !require_root("swarm_init_takes_cert_expiry_and_refuses_one_out_of_range") {
+        return;
+    }
+    let node = Node::start("initexp", "node-1");
+    let err = node.shoal_err(&["swarm", "init", "--cert-expiry", "30s"]);
+    assert!(
+        err.contains(r#"invalid argument "30s" for "--cert-expiry" flag: must be at least 1m"#),
+        "{err}"
+    );
+    assert_eq!(
+        swarm_state(&node),
+        "inactive",
+        "a refused init stores nothing"
+    );
+    node.shoal_ok(&["swarm", "init", "--cert-expiry", "2h"]);
+    let version = node.shoal_ok(&["version"]);
+    assert!(version.contains("Expiry Duration: 2 hours"), "{version}");
+}

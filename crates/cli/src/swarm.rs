@@ -27,6 +27,9 @@ pub enum SwarmCommand {
         /// Default address pool subnet mask length (default 24).
         #[arg(long = "default-addr-pool-mask-length", allow_hyphen_values = true)]
         default_addr_pool_mask_length: Option<String>,
+        /// Validity period for node certificates (ns|us|ms|s|m|h) (default 2160h0m0s).
+        #[arg(long = "cert-expiry", allow_hyphen_values = true)]
+        cert_expiry: Option<String>,
     },
     /// Update the swarm.
     Update {
@@ -106,7 +109,13 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
             dispatcher_heartbeat,
             default_addr_pool,
             default_addr_pool_mask_length,
+            cert_expiry,
         } => {
+            let node_cert_expiry_ms = cert_expiry
+                .as_deref()
+                .map(parse_cert_expiry)
+                .transpose()?
+                .unwrap_or(0);
             let mask_length = match default_addr_pool_mask_length {
                 Some(v) => parse_mask_length(&v)?,
                 None => 0,
@@ -128,6 +137,7 @@ pub async fn run(host: &Host, cmd: SwarmCommand) -> anyhow::Result<()> {
                     dispatcher_heartbeat_ms: heartbeat,
                     default_addr_pool,
                     default_addr_pool_mask_length: mask_length,
+                    node_cert_expiry_ms,
                 })
                 .await
                 .daemon()?;

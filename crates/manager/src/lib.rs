@@ -131,6 +131,8 @@ pub struct InitSettings {
     /// `--default-addr-pool-mask-length` (default
     /// [`allocator::DEFAULT_SUBNET_SIZE`]).
     pub subnet_size: u32,
+    /// `--cert-expiry`: validity of node certificates (default 90 days).
+    pub node_cert_expiry: Duration,
 }
 
 /// VXLAN id of the ingress overlay.
@@ -222,7 +224,12 @@ pub async fn init_cluster(
         manager_addrs: vec![node.manager_addr.clone()],
         ingress_vni: INGRESS_VNI,
         data_path_port: DEFAULT_DATA_PATH_PORT,
-        node_cert_expiry_ms: ca::NODE_VALIDITY.as_millis() as u64,
+        node_cert_expiry_ms: if settings.node_cert_expiry.is_zero() {
+            ca::NODE_VALIDITY
+        } else {
+            settings.node_cert_expiry
+        }
+        .as_millis() as u64,
         previous_root_ca_pem: String::new(),
         root_ca_cross_signed_pem: String::new(),
     };

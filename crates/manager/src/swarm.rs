@@ -58,10 +58,15 @@ pub fn validate_update(req: &UpdateSwarmRequest) -> Result<(), String> {
 
 /// `swarm init`'s settings within the bounds [`validate_update`] enforces
 /// (0 keeps the default): the daemon checks before it initialises anything.
-pub fn validate_init(task_history_limit: u64, dispatcher_heartbeat_ms: u64) -> Result<(), String> {
+pub fn validate_init(
+    task_history_limit: u64,
+    dispatcher_heartbeat_ms: u64,
+    node_cert_expiry_ms: u64,
+) -> Result<(), String> {
     validate_update(&UpdateSwarmRequest {
         task_history_limit: Some(task_history_limit).filter(|n| *n != 0),
         dispatcher_heartbeat_ms: Some(dispatcher_heartbeat_ms).filter(|ms| *ms != 0),
+        node_cert_expiry_ms: Some(node_cert_expiry_ms).filter(|ms| *ms != 0),
         ..Default::default()
     })
 }

@@ -256,8 +256,12 @@ impl Daemon {
         if self.membership() != Membership::None {
             return Err(Status::already_exists(ALREADY_IN_SWARM));
         }
-        shoal_manager::swarm::validate_init(req.task_history_limit, req.dispatcher_heartbeat_ms)
-            .map_err(Status::invalid_argument)?;
+        shoal_manager::swarm::validate_init(
+            req.task_history_limit,
+            req.dispatcher_heartbeat_ms,
+            req.node_cert_expiry_ms,
+        )
+        .map_err(Status::invalid_argument)?;
         let advertise = self.requested_advertise_addr(&req.advertise_addr)?;
         let pools = AddressPools::parse(&req.default_addr_pool, req.default_addr_pool_mask_length)
             .map_err(Status::invalid_argument)?;
@@ -314,6 +318,7 @@ impl Daemon {
             ingress_subnet: ingress.to_string(),
             default_addr_pool: pools.to_strings(),
             subnet_size: u32::from(pools.subnet_size),
+            node_cert_expiry: Duration::from_millis(req.node_cert_expiry_ms),
         };
         let init = shoal_manager::init_cluster(&store, &local, &settings, &cluster_ca, certs)
             .await

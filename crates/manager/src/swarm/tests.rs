@@ -51,8 +51,12 @@ fn values_past_the_maxima_name_the_flag() {
         "{e}"
     );
     assert!(validate_update(&req(Some(MAX_TASK_HISTORY_LIMIT), Some(MAX_HEARTBEAT_MS))).is_ok());
-    assert!(validate_init(0, 0).is_ok());
-    assert!(validate_init(u64::MAX, 0).is_err());
+    assert!(validate_init(0, 0, 0).is_ok());
+    assert!(validate_init(u64::MAX, 0, 0).is_err());
+    assert!(validate_init(0, 0, 60_000).is_ok());
+    assert!(validate_init(0, 0, 1)
+        .unwrap_err()
+        .starts_with("cert-expiry: "));
 }
 
 /// `swarm init` with values past the maxima starts a cluster within them.
