@@ -74,6 +74,31 @@ struct Inner {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// `node`'s feed until `node rm` removes it: once `removed(node)` holds, the
+/// next message is the refusal every call of a removed node gets, and the
+/// stream ends (a stream opened before the removal carries nothing after it).
+fn until_removed<S>(
+    feed: S,
+    removed: impl Fn(&str) -> bool + Send + 'static,
+    node: String,
+) -> impl Stream<Item = Result<FeedMessage, Status>> + Send
+where
+    S: Stream<Item = Result<FeedMessage, Status>> + Send,
+{
+    use futures::StreamExt;
+    feed.scan(false, move |ended, msg| {
+        let next = if *ended {
+            None
+        } else if removed(&node) {
+            *ended = true;
+            Some(Err(crate::join::removed_status(&node)))
+        } else {
+            Some(msg)
+        };
+        futures::future::ready(next)
+    })
+}
+
 impl DispatcherApi {
     pub fn new(
         store: Store,
@@ -734,9 +759,16 @@ impl Dispatcher for DispatcherApi {
 
     async fn feed(&self, req: Request<FeedRequest>) -> Result<Response<Self::FeedStream>, Status> {
         let req = req.into_inner();
-        Ok(Response::new(Box::pin(
-            self.inner.feed.subscribe(req.from_revision),
-        )))
+        let store = self.inner.store.clone();
+        if crate::join::is_removed(&store, &req.node_id) {
+            return Err(crate::join::removed_status(&req.node_id));
+        }
+        let feed = self.inner.feed.subscribe(req.from_revision);
+        Ok(Response::new(Box::pin(until_removed(
+            feed,
+            move |node| crate::join::is_removed(&store, node),
+            req.node_id,
+        ))))
     }
 
     async fn feed_applied(

@@ -131,3 +131,24 @@ proptest::proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn a_feed_opened_before_node_rm_ends_with_the_refusal() {
+    use futures::StreamExt;
+    let removed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel(4);
+    let flag = removed.clone();
+    let mut feed = Box::pin(until_removed(
+        ReceiverStream::new(rx),
+        move |node| node == "n1" && flag.load(std::sync::atomic::Ordering::SeqCst),
+        "n1".into(),
+    ));
+    tx.send(Ok(FeedMessage::default())).await.unwrap();
+    assert!(feed.next().await.unwrap().is_ok(), "served while a member");
+    removed.store(true, std::sync::atomic::Ordering::SeqCst);
+    tx.send(Ok(FeedMessage::default())).await.unwrap();
+    tx.send(Ok(FeedMessage::default())).await.unwrap();
+    let refusal = feed.next().await.unwrap().unwrap_err();
+    assert!(crate::join::is_removed_status(&refusal), "{refusal:?}");
+    assert!(feed.next().await.is_none(), "nothing after the refusal");
+}
