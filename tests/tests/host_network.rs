@@ -132,6 +132,15 @@ fn init_takes_a_subnet_the_host_does_not_use_and_leave_gives_everything_back() {
     assert_eq!(bridge_address(&node).as_deref(), Some("10.2.255.254/16"));
     let addr = node.shoal_ok(&["node", "inspect", "self", "-f", "{{.Status.Addr}}"]);
     assert_eq!(addr.trim(), "10.0.5.1");
+    let version = node.shoal_ok(&["version"]);
+    for want in [
+        "Default Address Pool: 10.0.0.0/8",
+        "SubnetSize: 24",
+        "Data Path Port: 4789",
+        "Ingress Subnet: 10.2.0.0/16",
+    ] {
+        assert!(version.contains(want), "{want}: {version}");
+    }
     let join = node.shoal_ok(&["swarm", "join-token", "worker"]);
     assert!(join.contains("10.0.5.1:2377"), "{join}");
 

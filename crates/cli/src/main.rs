@@ -221,6 +221,18 @@ async fn version(host: &client::Host) -> anyhow::Result<()> {
                     ))
                 )?;
             }
+            if !info.ingress_subnet.is_empty() {
+                // As `docker info` shows them, plus the ingress subnet the
+                // pools gave (Docker shows it in `network inspect ingress`).
+                writeln!(
+                    out,
+                    "  Default Address Pool: {}",
+                    info.default_addr_pool.join(" ")
+                )?;
+                writeln!(out, "  SubnetSize: {}", info.subnet_size)?;
+                writeln!(out, "  Data Path Port: {}", info.data_path_port)?;
+                writeln!(out, "  Ingress Subnet: {}", info.ingress_subnet)?;
+            }
         }
     }
     Ok(())

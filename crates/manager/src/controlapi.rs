@@ -448,15 +448,20 @@ impl Control for ControlApi {
         let node_cert_expiry_ms = cluster
             .as_ref()
             .map_or(0, |c| crate::join::node_cert_validity(c).as_millis() as u64);
+        let view = self.view();
         Ok(Response::new(InfoResponse {
             node_cert_expiry_ms,
+            default_addr_pool: view.cluster.default_addr_pool.clone(),
+            subnet_size: view.cluster.subnet_size,
+            ingress_subnet: view.cluster.ingress_subnet.clone(),
+            data_path_port: view.cluster.data_path_port,
             node_id: self.config.node_id.clone(),
             hostname: self.config.hostname.clone(),
             local_node_state: "active".into(),
             is_manager: true,
             cluster_id: cluster.map(|c| c.id).unwrap_or_default(),
             engine_version: env!("CARGO_PKG_VERSION").into(),
-            managers: self.view().cluster.manager_addrs.clone(),
+            managers: view.cluster.manager_addrs.clone(),
         }))
     }
 
