@@ -2,24 +2,10 @@
 //! node's identity is refused, it leaves the swarm and must join again with
 //! a token, as a new node), and certificates renewed before they expire.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use shoal_testkit::multi::node_states;
 use shoal_testkit::{assert_eventually, require_root, MultiCluster, Node};
-
-/// Running tasks of `svc` per node hostname.
-fn running_per_node(node: &Node, svc: &str) -> BTreeMap<String, usize> {
-    let ps = node.shoal_ok(&["service", "ps", "-f", "desired-state=running", svc]);
-    let mut per = BTreeMap::new();
-    for line in ps.lines().skip(1) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if line.contains("Running") && cols.len() > 3 && !line.contains(r"\_") {
-            *per.entry(cols[3].to_string()).or_default() += 1;
-        }
-    }
-    per
-}
 
 /// `Swarm:` of `shoal version` on `node` (active / inactive).
 fn swarm_state(node: &Node) -> String {
@@ -69,7 +55,7 @@ fn removed_node_is_refused_leaves_the_swarm_and_rejoins_only_with_a_token() {
     let m = c.node(0);
     web_create(m, "3");
     assert_eventually("3 tasks running", Duration::from_secs(30), || {
-        let web = running_per_node(m, "web");
+        let web = m.running_per_node("web");
         (web.values().sum::<usize>() == 3)
             .then_some(())
             .ok_or(format!("{web:?}"))
@@ -108,7 +94,7 @@ fn removed_node_is_refused_leaves_the_swarm_and_rejoins_only_with_a_token() {
             !node_states(&ls).iter().any(|(h, _)| h == "node-2"),
             "the removed node-2 is listed again:\n{ls}"
         );
-        let web = running_per_node(m, "web");
+        let web = m.running_per_node("web");
         assert!(!web.contains_key("node-2"), "{web:?}");
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -142,7 +128,7 @@ fn removed_node_is_refused_leaves_the_swarm_and_rejoins_only_with_a_token() {
         "the rejoined node-2 gets tasks",
         Duration::from_secs(30),
         || {
-            let web = running_per_node(m, "web");
+            let web = m.running_per_node("web");
             (web.get("node-2").copied().unwrap_or(0) > 0 && web.values().sum::<usize>() == 6)
                 .then_some(())
                 .ok_or(format!("{web:?}"))
@@ -215,7 +201,7 @@ fn one_minute_certificates_renew_and_the_cluster_keeps_working_past_several_expi
         "web scaled to 5 with 1-minute certificates",
         Duration::from_secs(30),
         || {
-            let web = running_per_node(m, "web");
+            let web = m.running_per_node("web");
             (web.values().sum::<usize>() == 5)
                 .then_some(())
                 .ok_or(format!("{web:?}"))

@@ -1,7 +1,6 @@
 //! Multi-node clusters in network namespaces: joining with tokens, the mesh
 //! on every node over the VXLAN ingress overlay, node lifecycle.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shoal_testkit::{assert_eventually, require_root, MultiCluster, Node};
@@ -121,19 +120,6 @@ fn join_with_a_bad_token_is_refused() {
     });
 }
 
-/// Counts (running tasks of `svc` per node name) from `service ps`.
-fn running_per_node(node: &Node, svc: &str) -> BTreeMap<String, usize> {
-    let ps = node.shoal_ok(&["service", "ps", "-f", "desired-state=running", svc]);
-    let mut per = BTreeMap::new();
-    for line in ps.lines().skip(1) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if line.contains("Running") && cols.len() > 3 && !line.contains(r"\_") {
-            *per.entry(cols[3].to_string()).or_default() += 1;
-        }
-    }
-    per
-}
-
 #[test]
 fn lost_worker_tasks_are_rescheduled_and_stale_ones_stop_when_it_returns() {
     if !require_root("lost_worker_tasks_are_rescheduled_and_stale_ones_stop_when_it_returns") {
@@ -165,7 +151,7 @@ fn lost_worker_tasks_are_rescheduled_and_stale_ones_stop_when_it_returns() {
         "six tasks run on the two live nodes",
         Duration::from_secs(20),
         || {
-            let per = running_per_node(m, "web");
+            let per = m.running_per_node("web");
             if !per.contains_key("node-3") && per.values().sum::<usize>() == 6 {
                 Ok(())
             } else {
@@ -224,7 +210,7 @@ fn lost_worker_tasks_are_rescheduled_and_stale_ones_stop_when_it_returns() {
             }
         },
     );
-    let per = running_per_node(m, "web");
+    let per = m.running_per_node("web");
     assert_eq!(
         per.values().sum::<usize>(),
         6,
@@ -268,8 +254,8 @@ fn drain_pause_and_node_removal() {
 
     m.shoal_ok(&["node", "update", "--availability", "drain", "node-2"]);
     assert_eventually("drained node runs nothing", Duration::from_secs(20), || {
-        let web = running_per_node(m, "web");
-        let mon = running_per_node(m, "mon");
+        let web = m.running_per_node("web");
+        let mon = m.running_per_node("mon");
         if !web.contains_key("node-2")
             && web.values().sum::<usize>() == 6
             && !mon.contains_key("node-2")
@@ -295,7 +281,7 @@ fn drain_pause_and_node_removal() {
         "new tasks avoid the paused node",
         Duration::from_secs(20),
         || {
-            let web = running_per_node(m, "web");
+            let web = m.running_per_node("web");
             if web.values().sum::<usize>() == 8 && !web.contains_key("node-2") {
                 Ok(())
             } else {
@@ -331,7 +317,7 @@ fn drain_pause_and_node_removal() {
         "service back to 8 running on the rest",
         Duration::from_secs(20),
         || {
-            let web = running_per_node(m, "web");
+            let web = m.running_per_node("web");
             if web.values().sum::<usize>() == 8 {
                 Ok(())
             } else {
@@ -376,7 +362,7 @@ fn partitioned_worker_returns_and_the_mesh_keeps_serving() {
         "replacement runs elsewhere",
         Duration::from_secs(20),
         || {
-            let per = running_per_node(m, "web");
+            let per = m.running_per_node("web");
             if per.values().sum::<usize>() == 3 && !per.contains_key("node-3") {
                 Ok(())
             } else {

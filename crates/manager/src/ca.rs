@@ -215,20 +215,26 @@ impl ClusterCa {
     /// this (old) root verifies certificates of the new root through it, so
     /// nodes on either root accept each other (swarmkit's cross-signed
     /// intermediate).
+    /// This CA as the issuer of the certificates it signs.
+    fn issuer(&self) -> Result<Issuer<'static, KeyPair>, CaError> {
+        let key = KeyPair::from_pem(&self.key_pem).map_err(|e| CaError::Parse {
+            what: "CA key",
+            reason: e.to_string(),
+        })?;
+        Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.as_slice()), key).map_err(
+            |source| CaError::Generate {
+                what: "load CA as issuer",
+                source,
+            },
+        )
+    }
+
     pub fn cross_sign(&self, new_root: &ClusterCa) -> Result<String, CaError> {
         let new_key = KeyPair::from_pem(&new_root.key_pem).map_err(|e| CaError::Parse {
             what: "new CA key",
             reason: e.to_string(),
         })?;
-        let key = KeyPair::from_pem(&self.key_pem).map_err(|e| CaError::Parse {
-            what: "CA key",
-            reason: e.to_string(),
-        })?;
-        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.as_slice()), key)
-            .map_err(|source| CaError::Generate {
-                what: "load CA as issuer",
-                source,
-            })?;
+        let issuer = self.issuer()?;
         let cert = ca_params()?
             .signed_by(&new_key, &issuer)
             .map_err(|source| CaError::Generate {
@@ -344,15 +350,7 @@ impl ClusterCa {
         params.not_before = (now - BACKDATE.min(validity / 10)).into();
         params.not_after = (now + validity).into();
 
-        let key = KeyPair::from_pem(&self.key_pem).map_err(|e| CaError::Parse {
-            what: "CA key",
-            reason: e.to_string(),
-        })?;
-        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(self.cert_der.as_slice()), key)
-            .map_err(|source| CaError::Generate {
-                what: "load CA as issuer",
-                source,
-            })?;
+        let issuer = self.issuer()?;
         let request = CertificateSigningRequestParams {
             params,
             public_key: csr.public_key,

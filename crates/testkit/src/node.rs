@@ -14,6 +14,7 @@
 //! | [`Node::start_again`]| spawn on the same data   | the daemon coming back after stop or kill  |
 //! | [`Node::restart`]    | stop + start_again       | a daemon restart                           |
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -283,6 +284,20 @@ impl Node {
             *seen.entry(task).or_default() += 1;
         }
         Ok(seen)
+    }
+
+    /// Running tasks of `svc` per node hostname, from `service ps` (history
+    /// rows left out).
+    pub fn running_per_node(&self, svc: &str) -> BTreeMap<String, usize> {
+        let ps = self.shoal_ok(&["service", "ps", "-f", "desired-state=running", svc]);
+        let mut per = BTreeMap::new();
+        for line in ps.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if line.contains("Running") && cols.len() > 3 && !line.contains(r"\_") {
+                *per.entry(cols[3].to_string()).or_default() += 1;
+            }
+        }
+        per
     }
 
     /// The node's `/routes` JSON.
