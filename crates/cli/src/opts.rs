@@ -721,10 +721,11 @@ pub fn parse_remote_addr(value: &str) -> anyhow::Result<String> {
     if value.is_empty() {
         return Err(bad("expected HOST:PORT"));
     }
+    let ipv6 = |h: &str| h.parse::<std::net::Ipv6Addr>().is_ok();
     if let Some(rest) = value.strip_prefix('[') {
         return match rest.split_once(']') {
-            Some((h, "")) if !h.is_empty() => Ok(format!("[{h}]:{DEFAULT_SWARM_PORT}")),
-            Some((h, p)) if !h.is_empty() && p.strip_prefix(':').is_some_and(port_ok) => {
+            Some((h, "")) if ipv6(h) => Ok(format!("[{h}]:{DEFAULT_SWARM_PORT}")),
+            Some((h, p)) if ipv6(h) && p.strip_prefix(':').is_some_and(port_ok) => {
                 Ok(value.to_string())
             }
             _ => Err(bad("expected [IPv6]:PORT")),
@@ -736,7 +737,10 @@ pub fn parse_remote_addr(value: &str) -> anyhow::Result<String> {
             Some((h, p)) if !h.is_empty() && port_ok(p) => Ok(value.to_string()),
             _ => Err(bad("the port must be a number from 1 to 65535")),
         },
-        _ => Ok(format!("[{value}]:{DEFAULT_SWARM_PORT}")),
+        _ if ipv6(value) => Ok(format!("[{value}]:{DEFAULT_SWARM_PORT}")),
+        _ => Err(bad(
+            "expected HOST:PORT, or [IPv6]:PORT for an IPv6 address",
+        )),
     }
 }
 
