@@ -28,7 +28,7 @@ use std::sync::{mpsc, Arc};
 
 use tokio::sync::oneshot;
 
-use crate::listener::Shared;
+use crate::shared::Shared;
 
 /// What the control side asks of a worker.
 pub(crate) enum Command {

@@ -29,9 +29,11 @@ use tracing::{debug, warn};
 
 use super::buffers::ProvidedBuffers;
 use super::Command;
+use crate::accept_errors::{self, ErrorReason, ACCEPT_BACKOFF_STEPS};
 use crate::balancer::{self, Plan};
-use crate::listener::{self, ErrorReason, Shared, ACCEPT_BACKOFF_STEPS};
 use crate::pipe::Pipe;
+use crate::shared::Shared;
+use crate::socket;
 use crate::table::{EndpointEntry, ServiceEntry};
 
 /// Submission queue entries per ring.
@@ -284,7 +286,7 @@ pub(crate) struct Worker {
     /// Where the eventfd read lands.
     wake_buf: Box<[u8; 8]>,
     /// How long a listener waits after consecutive accept errors, by
-    /// [`crate::listener::accept_backoff`] (read by the kernel when a timeout
+    /// [`crate::accept_errors::accept_backoff`] (read by the kernel when a timeout
     /// is submitted).
     accept_backoffs: [types::Timespec; ACCEPT_BACKOFF_STEPS],
     open: Arc<AtomicUsize>,
@@ -321,7 +323,7 @@ impl Worker {
             wake,
             wake_buf: Box::new([0; 8]),
             accept_backoffs: std::array::from_fn(|i| {
-                types::Timespec::from(listener::accept_backoff(i as u32 + 1))
+                types::Timespec::from(accept_errors::accept_backoff(i as u32 + 1))
             }),
             open,
             listeners: Slab::new(),
@@ -1032,7 +1034,7 @@ fn counter(entry: &EndpointEntry, side: Side) -> &prometheus::IntCounter {
 fn backend_socket(addr: SocketAddr, keepalive: Duration) -> io::Result<OwnedFd> {
     let ty = Type::STREAM.nonblocking().cloexec();
     let socket = Socket::new(Domain::for_address(addr), ty, Some(Protocol::TCP))?;
-    crate::listener::tune(&socket, keepalive);
+    socket::tune(&socket, keepalive);
     Ok(socket.into())
 }
 
