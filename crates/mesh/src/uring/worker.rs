@@ -22,6 +22,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use tokio::sync::oneshot;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -117,54 +118,6 @@ fn decode(user_data: u64) -> (Op, Side, usize) {
         Side::Down
     };
     (op, side, (user_data >> 16) as usize)
-}
-
-/// Slots reused after they are freed; indices stay stable while occupied.
-struct Slab<T> {
-    entries: Vec<Option<T>>,
-    free: Vec<usize>,
-    len: usize,
-}
-
-impl<T> Slab<T> {
-    fn new() -> Self {
-        Self {
-            entries: Vec::new(),
-            free: Vec::new(),
-            len: 0,
-        }
-    }
-
-    fn insert(&mut self, value: T) -> usize {
-        self.len += 1;
-        if let Some(slot) = self.free.pop() {
-            self.entries[slot] = Some(value);
-            return slot;
-        }
-        self.entries.push(Some(value));
-        self.entries.len() - 1
-    }
-
-    fn remove(&mut self, slot: usize) -> Option<T> {
-        let value = self.entries.get_mut(slot)?.take()?;
-        self.len -= 1;
-        self.free.push(slot);
-        Some(value)
-    }
-
-    fn get_mut(&mut self, slot: usize) -> Option<&mut T> {
-        self.entries.get_mut(slot)?.as_mut()
-    }
-
-    fn slots(&self) -> Vec<usize> {
-        (0..self.entries.len())
-            .filter(|&i| self.entries[i].is_some())
-            .collect()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
 }
 
 /// A published port's listening socket on this worker.
@@ -496,7 +449,7 @@ impl Worker {
 
     /// Ends every open connection now (the end of the shutdown grace).
     fn abort_connections(&mut self) {
-        for slot in self.conns.slots() {
+        for slot in slots(&self.conns) {
             let c = self.conn(slot);
             c.failed = true;
             self.finish(slot);
@@ -525,7 +478,7 @@ impl Worker {
     /// Stops the accepts of the listeners `which` picks; each is closed at
     /// its accept's last completion.
     fn unlisten(&mut self, which: impl Fn(&ListenSocket) -> bool) {
-        for slot in self.listeners.slots() {
+        for slot in slots(&self.listeners) {
             let l = self.listeners.get_mut(slot).expect("a listed slot");
             if l.closing || !which(l) {
                 continue;
@@ -540,7 +493,7 @@ impl Worker {
     }
 
     fn close_listener(&mut self, slot: usize) {
-        if let Some(l) = self.listeners.remove(slot) {
+        if let Some(l) = self.listeners.try_remove(slot) {
             debug!(port = l.port, "listener closed");
         }
     }
@@ -997,7 +950,7 @@ impl Worker {
             return;
         }
         // Dropping it closes its sockets and books it inactive.
-        let mut c = self.conns.remove(slot).expect("a live connection");
+        let mut c = self.conns.remove(slot);
         for dir in &mut c.dirs {
             if let Some(chunk) = dir.chunk.take() {
                 self.release(chunk.buf);
@@ -1019,6 +972,12 @@ impl Worker {
         }
         self.shared.held.release();
     }
+}
+
+/// The occupied slots of `slab`, collected so that the caller may remove
+/// entries while it goes through them.
+fn slots<T>(slab: &Slab<T>) -> Vec<usize> {
+    slab.iter().map(|(slot, _)| slot).collect()
 }
 
 /// The byte counter of a direction.
