@@ -183,6 +183,7 @@ impl Worker {
     ///
     /// # Safety
     /// Whatever the entries point at must stay valid until they complete.
+    #[inline]
     unsafe fn push(&mut self, entries: &[squeue::Entry]) {
         #[cfg(test)]
         self.pushed
@@ -270,6 +271,7 @@ impl Worker {
         );
     }
 
+    #[inline]
     fn conn(&mut self, slot: usize) -> &mut Conn {
         self.conns
             .get_mut(slot)
@@ -357,6 +359,7 @@ impl Worker {
     }
 
     /// Gives a chunk's buffer back: to the ring, or to the allocator.
+    #[inline]
     fn release(&mut self, buf: Buffer) {
         if let Buffer::Provided(id) = buf {
             self.buffers.recycle(id);

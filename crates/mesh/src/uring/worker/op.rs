@@ -50,6 +50,7 @@ pub(super) enum Side {
 }
 
 impl Side {
+    #[inline]
     pub(super) fn other(self) -> Self {
         match self {
             Side::Up => Side::Down,
@@ -58,10 +59,12 @@ impl Side {
     }
 }
 
+#[inline]
 pub(super) fn user_data(op: Op, side: Side, slot: usize) -> u64 {
     (slot as u64) << 16 | (side as u64) << 8 | op as u64
 }
 
+#[inline]
 pub(super) fn decode(user_data: u64) -> (Op, Side, usize) {
     let op = Op::ALL[(user_data & 0xff) as usize];
     let side = if user_data >> 8 & 1 == 0 {

@@ -99,6 +99,7 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    #[inline]
     pub(super) fn fds(&self, side: Side) -> (RawFd, RawFd) {
         let backend = self.backend.as_ref().map_or(-1, AsRawFd::as_raw_fd);
         let client = self.client.as_raw_fd();
@@ -108,6 +109,7 @@ impl Conn {
         }
     }
 
+    #[inline]
     pub(super) fn dir(&mut self, side: Side) -> &mut Dir {
         &mut self.dirs[side as usize]
     }

@@ -255,6 +255,7 @@ impl Worker {
 }
 
 /// The byte counter of a direction.
+#[inline]
 fn counter(entry: &EndpointEntry, side: Side) -> &prometheus::IntCounter {
     match side {
         Side::Up => &entry.metrics.bytes_from_client,
