@@ -1,4 +1,4 @@
-//! Links in the current network namespace: the ingress bridge, deletion, inspection.
+//! Links in the current network namespace: the ingress bridge, a link's MAC, deletion, inspection.
 //!
 //! Each public operation opens its own rtnetlink socket in the calling thread's namespace and
 //! drives the connection only for the duration of the call (no background task is left

@@ -345,7 +345,7 @@ impl TaskCgroup {
     }
 
     /// Kills whatever is left in the group and removes its directories (and
-    /// the `shoal` parents once empty). Blocking: up to [`REMOVE_WITHIN`].
+    /// the `shoal` parents once empty). Blocking: up to `REMOVE_WITHIN` (2 s).
     pub fn remove(self) {
         let TaskCgroup { dirs, procs } = self;
         drop(procs);

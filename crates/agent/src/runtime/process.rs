@@ -52,7 +52,7 @@ pub fn target_ports(task: &Task) -> Vec<u32> {
 }
 
 /// The environment of a task: its spec's entries, then SHOAL_* variables,
-/// then (loopback mode) PORT and SHOAL_PORT_<target>.
+/// then (loopback mode) `PORT` and `SHOAL_PORT_<target>`.
 pub fn build_env(
     task: &Task,
     node_id: &str,
