@@ -16,12 +16,22 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Reconnect delay: 200ms doubling up to 5s (or a lower cap), reset after a
-/// success.
+/// Reconnect and retry delay: jittered, growing from 100-200ms by doubling
+/// up to 2.5-5s (or a lower cap), reset after a success.
+///
+/// Each delay is drawn between half its nominal value and the nominal value
+/// (200ms, 400ms, ... up to the cap), so many nodes that lost the same
+/// manager spread their reconnects and none ever waits longer than the cap.
+/// The delays come from `backon`'s exponential backoff with jitter (which
+/// adds up to one delay again), built from half the nominal values.
 #[derive(Debug)]
 pub(crate) struct Backoff {
-    next: Duration,
-    max: Duration,
+    delays: backon::ExponentialBackoff,
+    /// The longest wait, in `BACKOFF_START..=BACKOFF_MAX`.
+    cap: Duration,
+    /// Delays taken since the last reset, to resume the progression when the
+    /// cap changes.
+    taken: u32,
 }
 
 // === impl Backoff ===
@@ -29,25 +39,35 @@ pub(crate) struct Backoff {
 impl Backoff {
     pub(crate) fn new() -> Self {
         Self {
-            next: BACKOFF_START,
-            max: BACKOFF_MAX,
+            delays: jittered_delays(BACKOFF_MAX),
+            cap: BACKOFF_MAX,
+            taken: 0,
         }
     }
 
     pub(crate) fn reset(&mut self) {
-        self.next = BACKOFF_START;
+        self.delays = jittered_delays(self.cap);
+        self.taken = 0;
     }
 
     /// Never waits longer than `max` (at least the first delay).
     pub(crate) fn cap(&mut self, max: Duration) {
-        self.max = max.clamp(BACKOFF_START, BACKOFF_MAX);
-        self.next = self.next.min(self.max);
+        let cap = max.clamp(BACKOFF_START, BACKOFF_MAX);
+        if cap == self.cap {
+            return;
+        }
+        self.cap = cap;
+        self.delays = jittered_delays(cap);
+        for _ in 0..self.taken {
+            self.delays.next();
+        }
     }
 
     pub(crate) fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
+        self.taken = self.taken.saturating_add(1);
+        // The iterator never ends (no limit on times or total delay); `min`
+        // guards against float rounding in the jitter.
+        self.delays.next().unwrap_or(self.cap).min(self.cap)
     }
 
     /// Sleeps for the next delay; false if `shutdown` fired meanwhile.
@@ -58,6 +78,19 @@ impl Backoff {
             _ = tokio::time::sleep(d) => true,
         }
     }
+}
+
+/// Half the nominal delays, doubling up to half of `cap`; the jitter adds up
+/// to as much again.
+fn jittered_delays(cap: Duration) -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(BACKOFF_START / 2)
+        .with_max_delay(cap / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// This host's CPUs in Docker's NanoCPUs (1e9 per CPU).
@@ -254,24 +287,65 @@ async fn one_session(
 mod tests {
     use super::*;
 
+    /// The bounds of the `n`th delay (from 0) under `cap`: half the nominal
+    /// delay to the nominal delay.
+    fn bounds(n: u32, cap: Duration) -> (Duration, Duration) {
+        let nominal = (BACKOFF_START * 2u32.pow(n.min(10))).min(cap);
+        (nominal / 2, nominal)
+    }
+
     #[test]
-    fn backoff_doubles_to_five_seconds() {
+    fn backoff_doubles_to_five_seconds_with_jitter() {
+        for _ in 0..50 {
+            let mut b = Backoff::new();
+            for n in 0..8 {
+                let (low, high) = bounds(n, BACKOFF_MAX);
+                let d = b.next_delay();
+                assert!(
+                    low <= d && d <= high,
+                    "delay {n}: {d:?} not in {low:?}..={high:?}"
+                );
+            }
+            b.reset();
+            let d = b.next_delay();
+            assert!(d <= BACKOFF_START, "after reset: {d:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_is_jittered() {
         let mut b = Backoff::new();
-        let delays: Vec<_> = (0..7).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(delays, [200, 400, 800, 1600, 3200, 5000, 5000]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(200));
+        let firsts: std::collections::HashSet<_> = (0..20)
+            .map(|_| {
+                b.reset();
+                b.next_delay()
+            })
+            .collect();
+        assert!(firsts.len() > 1, "20 first delays all equal: {firsts:?}");
     }
 
     #[test]
     fn backoff_never_exceeds_its_cap() {
-        let mut b = Backoff::new();
-        b.cap(Duration::from_millis(500));
-        let delays: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(delays, [200, 400, 500, 500]);
-        // A cap below the first delay keeps the first delay.
-        b.cap(Duration::from_millis(50));
-        assert_eq!(b.next_delay(), Duration::from_millis(200));
+        for _ in 0..50 {
+            let mut b = Backoff::new();
+            b.cap(Duration::from_millis(500));
+            for n in 0..20 {
+                let (low, high) = bounds(n, Duration::from_millis(500));
+                let d = b.next_delay();
+                assert!(
+                    low <= d && d <= high,
+                    "delay {n}: {d:?} not in {low:?}..={high:?}"
+                );
+            }
+            // A cap below the first delay keeps the first delay.
+            b.cap(Duration::from_millis(50));
+            assert!(b.next_delay() <= BACKOFF_START);
+            // Raising the cap resumes the progression where it was.
+            b.cap(BACKOFF_MAX);
+            let (low, high) = bounds(21, BACKOFF_MAX);
+            let d = b.next_delay();
+            assert!(low <= d && d <= high, "{d:?} not in {low:?}..={high:?}");
+        }
     }
 
     #[test]

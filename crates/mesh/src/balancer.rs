@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,69 +13,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::listener::ErrorReason;
+use crate::accept_errors::ErrorReason;
+use crate::clock::Clock;
+use crate::config::MeshConfig;
+use crate::socket;
 use crate::table::{EndpointEntry, PortEntry, ServiceEntry};
-use crate::MeshConfig;
-
-/// Passive health of one endpoint: consecutive connect failures and the time
-/// until which it is ejected. Lock-free; races only blur the backoff slightly.
-#[derive(Debug, Default)]
-pub(crate) struct Health {
-    /// Consecutive connect failures; 0 when healthy.
-    failures: AtomicU32,
-    /// Ejected while `now < ejected_until`, in nanoseconds since the mesh's epoch.
-    ejected_until: AtomicU64,
-}
-
-/// The clock ejection deadlines are measured on.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    epoch: Instant,
-}
-
-// === impl Clock ===
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        Self {
-            epoch: Instant::now(),
-        }
-    }
-
-    pub(crate) fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
-
-// === impl Health ===
-
-impl Health {
-    pub(crate) fn is_ejected(&self, now: u64) -> bool {
-        now < self.ejected_until.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn record_failure(&self, now: u64, config: &MeshConfig) -> Duration {
-        let failures = self
-            .failures
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        let backoff = config
-            .eject_base
-            .saturating_mul(1u32 << (failures - 1).min(20))
-            .min(config.eject_max);
-        let until = now.saturating_add(u64::try_from(backoff.as_nanos()).unwrap_or(u64::MAX));
-        self.ejected_until.store(until, Ordering::Relaxed);
-        backoff
-    }
-
-    pub(crate) fn record_success(&self) {
-        // Read first so the healthy path does not write a shared cache line.
-        if self.failures.load(Ordering::Relaxed) != 0 {
-            self.failures.store(0, Ordering::Relaxed);
-            self.ejected_until.store(0, Ordering::Relaxed);
-        }
-    }
-}
 
 /// Which candidates were ejected when a connect started; no allocation for
 /// up to 64 candidates.
@@ -175,7 +117,7 @@ pub(crate) fn order<'a>(
 async fn connect_to(addr: SocketAddr, config: &MeshConfig) -> io::Result<TcpStream> {
     let ty = Type::STREAM.nonblocking().cloexec();
     let socket = Socket::new(Domain::for_address(addr), ty, Some(Protocol::TCP))?;
-    crate::listener::tune(&socket, config.keepalive);
+    socket::tune(&socket, config.keepalive);
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

@@ -428,7 +428,7 @@ const CHILD_OPEN_FILE_LIMIT: u64 = 128;
 
 #[test]
 fn accept_backoff_doubles_from_5_ms_to_at_most_1_s() {
-    use crate::listener::accept_backoff;
+    use crate::accept_errors::accept_backoff;
     let ms: Vec<u128> = (1..=11).map(|n| accept_backoff(n).as_millis()).collect();
     assert_eq!(ms, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]);
     assert_eq!(accept_backoff(u32::MAX), Duration::from_secs(1));

@@ -12,35 +12,52 @@
 //!
 //! # Layout
 //!
+//! - `config`, `route`, `error`: what the mesh is given ([`MeshConfig`], the
+//!   [`ServiceRoute`]s to serve) and what it reports ([`MeshError`]).
 //! - `table`: [`RoutingTable`] and its per-service slots: an endpoint change swaps one
 //!   service's entry in place; only a change of the port map builds a new table.
+//! - `shared`: the runtime state every accept loop and connection of both data
+//!   paths reads (config, table, clock, connection tracker, accept errors).
 //! - `uring`: the io_uring data path: one ring per core, accepts, connects,
 //!   receives (into provided buffers) and sends driven by completions.
 //! - `workers`: the epoll data path's threads, one single-threaded tokio runtime
 //!   per core. On either path a connection stays on the worker that accepted it.
-//! - `listener`: binding published ports (socket2; one SO_REUSEPORT socket per
-//!   worker), the epoll path's accept loops, and what both paths do when an
-//!   accept fails (out of descriptors, typically): back off, warn once per
-//!   episode, count it in `shoal_mesh_accept_errors_total`.
-//! - `balancer`: round-robin order (`Plan`), connect with timeout, passive
-//!   ejection; shared by both paths.
+//! - `listener`: the epoll path's accept loops.
+//! - `socket`: binding published ports (socket2; one SO_REUSEPORT socket per
+//!   worker) and the options of client and backend sockets.
+//! - `accept_errors`: what both paths do when an accept fails (out of
+//!   descriptors, typically): back off, warn once per episode, count it in
+//!   `shoal_mesh_accept_errors_total`.
+//! - `balancer`: round-robin order (`Plan`), connect with timeout; shared by
+//!   both paths. `health`: the passive ejection it applies, on `clock`.
 //! - `forward`: the epoll path's bidirectional forwarding with half-close
 //!   propagation and byte counting: pooled copy buffers held only while bytes
 //!   move, splice(2) for bulk.
 //! - `pipe`: the pipes splice goes through. It and `uring` are the only
-//!   modules with `unsafe`, besides `listener`'s `getrlimit` for a log line
+//!   modules with `unsafe`, besides `accept_errors`' `getrlimit` for a log line
 //!   (the tests read `TCP_INFO` and set `RLIMIT_NOFILE` too).
 //! - `metrics`: the Prometheus families and the per-task / per-port handles.
+//!
+//! Modules below the crate root never import from it: the root only wires
+//! them together behind the [`Mesh`] handle.
 
 #![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod accept_errors;
 mod balancer;
+mod clock;
+mod config;
+mod error;
 mod forward;
+mod health;
 mod listener;
 mod metrics;
 #[allow(unsafe_code)]
 mod pipe;
+mod route;
+mod shared;
+mod socket;
 mod table;
 mod workers;
 
@@ -65,9 +82,7 @@ mod uring_hygiene_tests;
 mod uring_tests;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::num::NonZeroUsize;
-use std::str::FromStr;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -77,135 +92,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::balancer::Clock;
-use crate::listener::{AcceptErrors, Shared};
+use crate::accept_errors::AcceptErrors;
+use crate::clock::Clock;
+pub use crate::config::{DataPath, MeshConfig, UnknownDataPath};
+pub use crate::error::MeshError;
 use crate::metrics::MeshMetrics;
+pub use crate::route::{Endpoint, PortRoute, ServiceRoute};
+use crate::shared::Shared;
 pub use crate::table::{RoutingTable, ServiceEntry};
 use crate::uring::{Command, UringWorkers};
 use crate::workers::Workers;
-
-/// Settings of the data plane.
-#[derive(Clone, Debug)]
-pub struct MeshConfig {
-    /// Address every published port is bound on.
-    pub listen_ip: IpAddr,
-    /// How long a backend connect may take before the next endpoint is tried.
-    pub connect_timeout: Duration,
-    /// How long an endpoint is skipped after its first connect failure;
-    /// doubles with each further consecutive failure.
-    pub eject_base: Duration,
-    /// The longest an endpoint is skipped after consecutive connect failures.
-    pub eject_max: Duration,
-    /// TCP keepalive idle time on both legs, so idle flows survive stateful
-    /// middleboxes and dead peers are noticed.
-    pub keepalive: Duration,
-    /// Data-path threads; every published port gets one listening socket per
-    /// thread. Defaults to the number of cores.
-    pub workers: NonZeroUsize,
-    /// How the worker threads do their I/O.
-    pub data_path: DataPath,
-}
-
-/// How the mesh's worker threads do their I/O.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum DataPath {
-    /// io_uring where this kernel allows it, epoll otherwise.
-    #[default]
-    Auto,
-    /// A tokio runtime per worker (epoll readiness, a syscall per read and
-    /// write).
-    Epoll,
-    /// An io_uring per worker (`uring`): operations complete in batches, one
-    /// `io_uring_enter` per batch. Needs Linux 5.19 or later with io_uring
-    /// allowed (`kernel.io_uring_disabled` 0, and a seccomp profile that
-    /// permits it: Docker's default one does not).
-    Uring,
-}
-
-/// The error of parsing a [`DataPath`] name.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown data path {0:?}: use auto, epoll or io_uring")]
-pub struct UnknownDataPath(String);
-
-impl FromStr for DataPath {
-    type Err = UnknownDataPath;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "epoll" => Ok(Self::Epoll),
-            "io_uring" | "uring" => Ok(Self::Uring),
-            other => Err(UnknownDataPath(other.to_owned())),
-        }
-    }
-}
-
-impl std::fmt::Display for DataPath {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Auto => "auto",
-            Self::Epoll => "epoll",
-            Self::Uring => "io_uring",
-        })
-    }
-}
-
-/// A published port and the task port it forwards to. TCP only.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PortRoute {
-    pub published: u16,
-    pub target: u16,
-}
-
-/// One task of a service, as a connect target.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    pub task_id: Arc<str>,
-    /// Display name, e.g. `web.1.<id>`.
-    pub task_name: Arc<str>,
-    pub slot: u64,
-    /// Name of the node running the task (a metric label).
-    pub node: Arc<str>,
-    /// Target port → where to connect for it.
-    pub ports: Vec<(u16, SocketAddr)>,
-    /// A draining endpoint takes no new connections; open ones continue.
-    pub draining: bool,
-}
-
-/// Everything the mesh needs to route one service.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceRoute {
-    pub service_id: Arc<str>,
-    pub service_name: Arc<str>,
-    pub ports: Vec<PortRoute>,
-    pub endpoints: Vec<Endpoint>,
-}
-
-/// Errors of the mesh. Those returned by `apply_*` are per port and non-fatal.
-#[derive(Debug, thiserror::Error)]
-pub enum MeshError {
-    /// A published port could not be bound; it is retried on the next update.
-    #[error("bind {addr} for service {service}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        port: u16,
-        service: String,
-        source: std::io::Error,
-    },
-    /// Two services claimed the same published port; the later one owns it.
-    #[error(
-        "published port {port} of service {service} was already claimed by service {previous}"
-    )]
-    PortConflict {
-        port: u16,
-        service: String,
-        previous: String,
-    },
-    #[error("register mesh metrics: {0}")]
-    Metrics(#[from] prometheus::Error),
-    #[error("start the mesh worker threads: {0}")]
-    Workers(std::io::Error),
-}
 
 /// The routing mesh of one node. Cheap to clone; all clones share state.
 /// Dropping the last clone stops accepting (open connections continue).
@@ -281,22 +177,6 @@ impl Closed {
         match self {
             Self::Task(task) => drop(task.await),
             Self::Socket(closed) => drop(closed.await),
-        }
-    }
-}
-
-// === impl MeshConfig ===
-
-impl Default for MeshConfig {
-    fn default() -> Self {
-        Self {
-            listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            connect_timeout: Duration::from_secs(1),
-            eject_base: Duration::from_secs(1),
-            eject_max: Duration::from_secs(30),
-            keepalive: Duration::from_secs(60),
-            workers: workers::default_count(),
-            data_path: DataPath::default(),
         }
     }
 }
@@ -560,7 +440,7 @@ impl Inner {
                 continue;
             }
             let addr = SocketAddr::new(self.shared.config.listen_ip, port);
-            match listener::bind_group(addr, self.shared.config.keepalive, self.worker_count()) {
+            match socket::bind_group(addr, self.shared.config.keepalive, self.worker_count()) {
                 Ok(sockets) => {
                     debug!(%addr, "listening");
                     let listener = self.open_listener(port, sockets);

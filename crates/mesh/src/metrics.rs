@@ -37,7 +37,7 @@ pub(crate) struct MeshMetrics {
     port_accepted: IntCounterVec,
     port_refused: IntCounterVec,
     /// Failed accepts on any published port, by reason (see
-    /// [`crate::listener::AcceptErrors`]).
+    /// [`crate::accept_errors::AcceptErrors`]).
     pub(crate) accept_errors: IntCounterVec,
     /// Label sets with live handles, so that an entry rebuilt while an older
     /// handle is still held (by a connection) shares that handle instead of

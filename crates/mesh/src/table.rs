@@ -19,9 +19,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tracing::warn;
 
-use crate::balancer::Health;
+use crate::error::MeshError;
+use crate::health::Health;
 use crate::metrics::{MeshMetrics, PortMetrics, TaskMetrics};
-use crate::{Endpoint, MeshError, PortRoute, ServiceRoute};
+use crate::route::{Endpoint, PortRoute, ServiceRoute};
 
 /// What the mesh routes: published port → service, service id → service.
 /// The maps are immutable once published; each service's entry is read

@@ -816,7 +816,7 @@ async fn shutdown_closes_connections_after_grace() {
 #[test]
 fn ejection_backoff_doubles_caps_and_resets() {
     let config = MeshConfig::default();
-    let health = crate::balancer::Health::default();
+    let health = crate::health::Health::default();
     let secs = |s: u64| Duration::from_secs(s);
     assert!(!health.is_ejected(0));
     let backoffs: Vec<_> = (0..7).map(|_| health.record_failure(0, &config)).collect();
@@ -991,7 +991,7 @@ async fn idle_connections_hold_no_buffer() {
 #[tokio::test]
 async fn accepted_sockets_inherit_nodelay_and_keepalive() {
     let keepalive = Duration::from_secs(77);
-    let group = crate::listener::bind_group((Ipv4Addr::LOCALHOST, 0).into(), keepalive, 2).unwrap();
+    let group = crate::socket::bind_group((Ipv4Addr::LOCALHOST, 0).into(), keepalive, 2).unwrap();
     let addr = group[0].local_addr().unwrap();
     assert_eq!(
         group[1].local_addr().unwrap(),

@@ -27,10 +27,12 @@
 //! - `cidr`: [`Ipv4Cidr`], an IPv4 address with its prefix length.
 //! - `error`: [`NetError`], every failure with the link, namespace or address it concerned.
 //! - `host`: the networks the host itself uses ([`host_subnets`]).
-//! - `link`: bridges and links in the current namespace ([`ensure_bridge`], [`delete_link`]).
+//! - `link`: bridges and links in the current namespace ([`ensure_bridge`], [`delete_link`],
+//!   [`set_link_mac`]).
+//! - `mac`: the deterministic overlay MAC of an IPv4 address ([`mac_for_ip`]).
 //! - `netns`: namespaces by fd ([`new_netns`], [`enter_netns`], [`run_in_netns`]).
 //! - `overlay`: the cross-node VXLAN port and its static entries ([`ensure_vxlan`],
-//!   [`reconcile_overlay`], [`mac_for_ip`]).
+//!   [`reconcile_overlay`]).
 //! - `pool`: a free subnet from address pools ([`free_subnet`]).
 //! - `resolv`: the name servers of a `resolv.conf` ([`nameservers`]).
 //! - `task`: [`TaskNetns`], a task's namespace plus its veth pair.
@@ -42,6 +44,7 @@ mod cidr;
 mod error;
 mod host;
 mod link;
+mod mac;
 mod netns;
 mod overlay;
 mod pool;
@@ -54,11 +57,12 @@ mod tests;
 pub use cidr::{CidrParseError, Ipv4Cidr};
 pub use error::NetError;
 pub use host::host_subnets;
-pub use link::{delete_link, ensure_bridge, link_state, LinkState};
+pub use link::{delete_link, ensure_bridge, link_state, set_link_mac, LinkState};
+pub use mac::mac_for_ip;
 pub use netns::{enter_netns, new_netns, run_in_netns};
 pub use overlay::{
-    ensure_vxlan, mac_for_ip, overlay_entries, reconcile_overlay, set_link_mac, OverlayEntries,
-    OverlaySpec, DEFAULT_VXLAN_PORT,
+    ensure_vxlan, overlay_entries, reconcile_overlay, OverlayEntries, OverlaySpec,
+    DEFAULT_VXLAN_PORT,
 };
 pub use pool::{free_subnet, overlaps};
 pub use resolv::nameservers;

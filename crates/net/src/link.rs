@@ -1,4 +1,4 @@
-//! Links in the current network namespace: the ingress bridge, deletion, inspection.
+//! Links in the current network namespace: the ingress bridge, a link's MAC, deletion, inspection.
 //!
 //! Each public operation opens its own rtnetlink socket in the calling thread's namespace and
 //! drives the connection only for the duration of the call (no background task is left
@@ -15,7 +15,7 @@ use rtnetlink::{Handle, LinkBridge, LinkUnspec};
 
 use crate::cidr::Ipv4Cidr;
 use crate::error::{netlink_errno, NetError};
-use crate::overlay::{mac_for_ip, set_mac_if_needed};
+use crate::mac::{format_mac, mac_for_ip};
 
 /// What [`link_state`] reports about a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,6 +152,23 @@ pub async fn link_state(name: &str) -> Result<Option<LinkState>, NetError> {
     .await
 }
 
+/// Set the hardware address of the link `name` (e.g. a bridge to `mac_for_ip(node_ip)`).
+/// Idempotent: an equal address is left alone.
+pub async fn set_link_mac(name: &str, mac: [u8; 6]) -> Result<(), NetError> {
+    let op = &format!("set mac {} on link {name}", format_mac(&mac));
+    with_netlink(op, |handle| async move {
+        let link = find_link(&handle, name)
+            .await
+            .map_err(|e| NetError::netlink(op, e))?
+            .ok_or_else(|| NetError::LinkNotFound {
+                op: op.to_string(),
+                link: name.to_string(),
+            })?;
+        set_mac_if_needed(&handle, &link, name, mac).await
+    })
+    .await
+}
+
 // === crate-internal netlink helpers ===
 
 /// Open an rtnetlink socket in the calling thread's namespace and run `work` with its handle,
@@ -276,4 +293,30 @@ pub(crate) fn validate_link_name(name: &str) -> Result<(), NetError> {
         name: name.to_string(),
         reason,
     })
+}
+
+/// Set `link`'s address to `mac` unless it already is.
+pub(crate) async fn set_mac_if_needed(
+    handle: &Handle,
+    link: &netlink_packet_route::link::LinkMessage,
+    name: &str,
+    mac: [u8; 6],
+) -> Result<(), NetError> {
+    let current = link.attributes.iter().find_map(|attr| match attr {
+        LinkAttribute::Address(addr) => Some(addr.as_slice()),
+        _ => None,
+    });
+    if current == Some(&mac[..]) {
+        return Ok(());
+    }
+    handle
+        .link()
+        .change(
+            LinkUnspec::new_with_index(link.header.index)
+                .address(mac.to_vec())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(|e| NetError::netlink(format!("set mac {} on link {name}", format_mac(&mac)), e))
 }

@@ -22,6 +22,7 @@ use rtnetlink::{Handle, LinkUnspec, LinkVxlan};
 
 use crate::error::{netlink_errno, NetError};
 use crate::link::{find_link, link_kind, link_mtu, require_link, validate_link_name, with_netlink};
+use crate::mac::{format_mac, is_overlay_mac, mac_for_ip};
 
 /// The IANA VXLAN UDP port, the usual [`OverlaySpec::port`].
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
@@ -32,20 +33,6 @@ const VXLAN_OVERHEAD: u32 = 50;
 
 /// Underlay MTU assumed when no local link carries [`OverlaySpec::local`].
 const DEFAULT_UNDERLAY_MTU: u32 = 1500;
-
-/// First two bytes of every overlay MAC; only entries with this prefix are ever removed.
-const OVERLAY_MAC_PREFIX: [u8; 2] = [0x02, 0x42];
-
-/// The deterministic MAC of the overlay interface owning `ip`: `02:42` followed by the four
-/// address bytes (as Docker does), so a node can fill neighbour and FDB tables from IPs alone.
-pub fn mac_for_ip(ip: Ipv4Addr) -> [u8; 6] {
-    let [a, b, c, d] = ip.octets();
-    [OVERLAY_MAC_PREFIX[0], OVERLAY_MAC_PREFIX[1], a, b, c, d]
-}
-
-fn is_overlay_mac(mac: &[u8]) -> bool {
-    mac.len() == 6 && mac.starts_with(&OVERLAY_MAC_PREFIX)
-}
 
 /// This node's VXLAN port of the overlay.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -153,23 +140,6 @@ pub async fn ensure_vxlan(spec: &OverlaySpec) -> Result<(), NetError> {
     .await
 }
 
-/// Set the hardware address of the link `name` (e.g. a bridge to `mac_for_ip(node_ip)`).
-/// Idempotent: an equal address is left alone.
-pub async fn set_link_mac(name: &str, mac: [u8; 6]) -> Result<(), NetError> {
-    let op = &format!("set mac {} on link {name}", format_mac(&mac));
-    with_netlink(op, |handle| async move {
-        let link = find_link(&handle, name)
-            .await
-            .map_err(|e| NetError::netlink(op, e))?
-            .ok_or_else(|| NetError::LinkNotFound {
-                op: op.to_string(),
-                link: name.to_string(),
-            })?;
-        set_mac_if_needed(&handle, &link, name, mac).await
-    })
-    .await
-}
-
 /// Make the overlay's static entries equal to `peers` (overlay IP to the VTEP of the node
 /// that owns it; never this node's own IPs).
 ///
@@ -246,14 +216,6 @@ pub async fn overlay_entries(vxlan: &str, bridge: &str) -> Result<OverlayEntries
 
 // === helpers ===
 
-/// `aa:bb:cc:dd:ee:ff`.
-pub(crate) fn format_mac(mac: &[u8]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 fn neigh_op(verb: &str, link: &str, ip: Ipv4Addr, mac: [u8; 6]) -> String {
     format!(
         "{verb} neighbour {ip} lladdr {} on {link}",
@@ -270,32 +232,6 @@ fn ignore_enoent(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::
         Err(e) if netlink_errno(&e) == Some(libc::ENOENT) => Ok(()),
         other => other,
     }
-}
-
-/// Set `link`'s address to `mac` unless it already is.
-pub(crate) async fn set_mac_if_needed(
-    handle: &Handle,
-    link: &netlink_packet_route::link::LinkMessage,
-    name: &str,
-    mac: [u8; 6],
-) -> Result<(), NetError> {
-    let current = link.attributes.iter().find_map(|attr| match attr {
-        LinkAttribute::Address(addr) => Some(addr.as_slice()),
-        _ => None,
-    });
-    if current == Some(&mac[..]) {
-        return Ok(());
-    }
-    handle
-        .link()
-        .change(
-            LinkUnspec::new_with_index(link.header.index)
-                .address(mac.to_vec())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(|e| NetError::netlink(format!("set mac {} on link {name}", format_mac(&mac)), e))
 }
 
 /// MTU of the link that has the address `local`, if any.

@@ -12,8 +12,8 @@ use crate::link::{
     add_address, delete_link, find_link, link_mtu, require_link, set_up, validate_link_name,
     with_netlink,
 };
+use crate::mac::mac_for_ip;
 use crate::netns::{new_netns_async, run_in_netns_async};
-use crate::overlay::mac_for_ip;
 
 /// Name of the task's end of the veth pair, inside its namespace.
 const TASK_IFNAME: &str = "eth0";

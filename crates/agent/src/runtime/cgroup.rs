@@ -28,8 +28,14 @@
 //! `NanoCPUs * period / 1e9` (at least the kernel's 1 ms); memory in bytes,
 //! with no swap on top (a task is OOM-killed at its limit).
 //!
-//! The parsing and formatting below are sans-IO and unit tested; the
-//! filesystem work is in [`Cgroups`] and [`TaskCgroup`].
+//! The parsing and formatting are sans-IO and unit tested (`limits`: the
+//! values; `layout`: where the groups go); the filesystem work is here, in
+//! [`Cgroups`] and [`TaskCgroup`].
+
+mod layout;
+mod limits;
+#[cfg(test)]
+mod tests;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -37,269 +43,19 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use shoal_api::pb::Task;
 use thiserror::Error;
 
-/// Docker's smallest `--limit-memory` ("Minimum memory limit allowed is 6MB").
-pub const MIN_MEMORY_BYTES: i64 = 6 * 1024 * 1024;
-/// Docker's CFS period for `--cpus` / NanoCPUs, in microseconds.
-pub const CFS_PERIOD_US: u64 = 100_000;
-/// The kernel refuses CFS quotas below 1 ms.
-pub const MIN_CFS_QUOTA_US: u64 = 1_000;
-/// The directory every task group lives in.
-pub const GROUP_DIR: &str = "shoal";
+pub use layout::{
+    choose_layout, own_group, parse_mountinfo, private_mounts, CgroupMount, Layout, GROUP_DIR,
+};
+use limits::optional;
+pub use limits::{
+    cfs_quota_us, oom_kills, v1_settings, v2_settings, Controller, Limits, CFS_PERIOD_US,
+    MIN_CFS_QUOTA_US, MIN_MEMORY_BYTES,
+};
 
 /// How long removing a group waits for its killed processes to go.
 const REMOVE_WITHIN: Duration = Duration::from_secs(2);
-
-#[cfg(test)]
-mod tests;
-
-/// A task's limits, as the spec gives them (0 = none).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// CPUs in units of 1e-9 (Docker's NanoCPUs).
-    pub nano_cpus: i64,
-    pub memory_bytes: i64,
-}
-
-impl Limits {
-    /// The limits in the task's spec.
-    pub fn of(task: &Task) -> Limits {
-        let r = task
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources)
-            .unwrap_or_default();
-        Limits {
-            nano_cpus: r.limit_nano_cpus.max(0),
-            memory_bytes: r.limit_memory_bytes.max(0),
-        }
-    }
-
-    /// No limit at all: the task needs no group.
-    pub fn is_none(&self) -> bool {
-        self.nano_cpus <= 0 && self.memory_bytes <= 0
-    }
-}
-
-// === sans-IO: values ===
-
-/// The CFS quota for `nano_cpus` over `period_us` (`None`: no CPU limit).
-pub fn cfs_quota_us(nano_cpus: i64, period_us: u64) -> Option<u64> {
-    if nano_cpus <= 0 {
-        return None;
-    }
-    let quota = (nano_cpus as u128 * period_us as u128 / 1_000_000_000) as u64;
-    Some(quota.max(MIN_CFS_QUOTA_US))
-}
-
-/// The v1 hierarchies a task group may live in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Controller {
-    Memory,
-    Cpu,
-}
-
-/// What a v1 group's files get, in write order (the memory limit before the
-/// memory+swap one, which must not be lower).
-pub fn v1_settings(limits: Limits) -> Vec<(Controller, &'static str, String)> {
-    let mut out = Vec::new();
-    if let Some(quota) = cfs_quota_us(limits.nano_cpus, CFS_PERIOD_US) {
-        out.push((
-            Controller::Cpu,
-            "cpu.cfs_period_us",
-            CFS_PERIOD_US.to_string(),
-        ));
-        out.push((Controller::Cpu, "cpu.cfs_quota_us", quota.to_string()));
-    }
-    if limits.memory_bytes > 0 {
-        let bytes = limits.memory_bytes.to_string();
-        out.push((Controller::Memory, "memory.limit_in_bytes", bytes.clone()));
-        out.push((Controller::Memory, "memory.memsw.limit_in_bytes", bytes));
-    }
-    out
-}
-
-/// What a v2 group's files get.
-pub fn v2_settings(limits: Limits) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    if let Some(quota) = cfs_quota_us(limits.nano_cpus, CFS_PERIOD_US) {
-        out.push(("cpu.max", format!("{quota} {CFS_PERIOD_US}")));
-    }
-    if limits.memory_bytes > 0 {
-        out.push(("memory.max", limits.memory_bytes.to_string()));
-        out.push(("memory.swap.max", "0".to_string()));
-    }
-    out
-}
-
-/// Files that may be missing without the limit being lost (swap accounting
-/// off, no swap controller).
-fn optional(file: &str) -> bool {
-    matches!(file, "memory.memsw.limit_in_bytes" | "memory.swap.max")
-}
-
-// === sans-IO: where the groups go ===
-
-/// A cgroup filesystem from `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CgroupMount {
-    /// Where it is mounted.
-    pub path: PathBuf,
-    /// The group shown at `path` (`/` unless the mount is of a subtree).
-    pub root: String,
-    /// cgroup2 (unified) rather than a v1 hierarchy.
-    pub v2: bool,
-    /// v1: the controllers of the hierarchy (from the super options).
-    pub controllers: Vec<String>,
-}
-
-/// The cgroup mounts in a `/proc/self/mountinfo` text.
-pub fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let left: Vec<&str> = left.split_whitespace().collect();
-        let right: Vec<&str> = right.split_whitespace().collect();
-        let (Some(root), Some(path), Some(fstype)) = (left.get(3), left.get(4), right.first())
-        else {
-            continue;
-        };
-        let v2 = match *fstype {
-            "cgroup2" => true,
-            "cgroup" => false,
-            _ => continue,
-        };
-        let controllers = if v2 {
-            Vec::new()
-        } else {
-            right
-                .get(2)
-                .map(|opts| {
-                    opts.split(',')
-                        .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('='))
-                        .map(str::to_string)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        out.push(CgroupMount {
-            path: PathBuf::from(unescape_octal(path)),
-            root: unescape_octal(root),
-            v2,
-            controllers,
-        });
-    }
-    out
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) if b[i] == b'\\' => {
-                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                out.push(v as u8);
-                i += 4;
-            }
-            _ => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// This process's group in a hierarchy, from `/proc/self/cgroup`: the v2
-/// line (`0::/path`) when `controller` is `None`, else the v1 line that
-/// lists it.
-pub fn own_group(self_cgroup: &str, controller: Option<&str>) -> Option<String> {
-    self_cgroup.lines().find_map(|line| {
-        let mut parts = line.splitn(3, ':');
-        let (id, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
-        let hit = match controller {
-            None => id == "0" && ctrls.is_empty(),
-            Some(c) => ctrls.split(',').any(|x| x == c),
-        };
-        hit.then(|| path.to_string())
-    })
-}
-
-/// Where the task groups of this node go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Layout {
-    /// cgroup v2 with cpu and memory: `<dir>/<task id>`.
-    V2 { dir: PathBuf },
-    /// cgroup v1: `<dir>/<task id>` in each hierarchy found.
-    V1 {
-        memory: Option<PathBuf>,
-        cpu: Option<PathBuf>,
-        /// Accounting only (`cpuacct.usage`).
-        cpuacct: Option<PathBuf>,
-    },
-    /// Limits cannot be enforced, and why.
-    Unavailable { reason: String },
-}
-
-/// Picks the layout: v2 when its root offers both `cpu` and `memory`
-/// (`v2_root_controllers` is the root's `cgroup.controllers`), else the v1
-/// `memory` / `cpu` hierarchies, under this process's own group there.
-pub fn choose_layout(
-    mounts: &[CgroupMount],
-    self_cgroup: &str,
-    v2_root_controllers: Option<&str>,
-) -> Layout {
-    if let (Some(v2), Some(ctrls)) = (mounts.iter().find(|m| m.v2), v2_root_controllers) {
-        let has = |c: &str| ctrls.split_whitespace().any(|x| x == c);
-        if has("cpu") && has("memory") {
-            return Layout::V2 {
-                dir: v2.path.join(GROUP_DIR),
-            };
-        }
-    }
-    let v1 = |controller: &str| -> Option<PathBuf> {
-        let m = mounts
-            .iter()
-            .find(|m| !m.v2 && m.controllers.iter().any(|c| c == controller))?;
-        let own = own_group(self_cgroup, Some(controller)).unwrap_or_else(|| "/".into());
-        // A mount of a subtree shows `root` at its mount point.
-        let rel = own
-            .strip_prefix(m.root.trim_end_matches('/'))
-            .unwrap_or(&own)
-            .trim_start_matches('/');
-        Some(m.path.join(rel).join(GROUP_DIR))
-    };
-    let (memory, cpu) = (v1("memory"), v1("cpu"));
-    if memory.is_none() && cpu.is_none() {
-        let reason = if mounts.iter().any(|m| m.v2) {
-            "cgroup v2 has no cpu and memory controllers and no cgroup v1 memory or cpu hierarchy is mounted"
-        } else {
-            "no cgroup filesystem is mounted"
-        };
-        return Layout::Unavailable {
-            reason: reason.into(),
-        };
-    }
-    // cpu and cpuacct are often one hierarchy ("cpu,cpuacct").
-    let cpuacct = v1("cpuacct").filter(|a| Some(a) != cpu.as_ref());
-    Layout::V1 {
-        memory,
-        cpu,
-        cpuacct,
-    }
-}
-
-// === IO ===
 
 /// A cgroup file could not be written or a group not made.
 #[derive(Debug, Error)]
@@ -443,28 +199,6 @@ impl Cgroups {
         .remove();
         n
     }
-}
-
-/// The hierarchies to mount where none is: `(directory name, fstype,
-/// options)` for cgroup2 and the v1 hierarchies holding memory, cpu or
-/// cpuacct, from `/proc/self/cgroup`.
-pub fn private_mounts(self_cgroup: &str) -> Vec<(String, &'static str, String)> {
-    let mut out = Vec::new();
-    for line in self_cgroup.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(id), Some(ctrls)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        if id == "0" && ctrls.is_empty() {
-            out.push(("unified".to_string(), "cgroup2", String::new()));
-        } else if ctrls
-            .split(',')
-            .any(|c| matches!(c, "memory" | "cpu" | "cpuacct"))
-        {
-            out.push((ctrls.to_string(), "cgroup", ctrls.to_string()));
-        }
-    }
-    out
 }
 
 /// Mounts [`private_mounts`] under `root`; failures leave a hierarchy out.
@@ -611,7 +345,7 @@ impl TaskCgroup {
     }
 
     /// Kills whatever is left in the group and removes its directories (and
-    /// the `shoal` parents once empty). Blocking: up to [`REMOVE_WITHIN`].
+    /// the `shoal` parents once empty). Blocking: up to `REMOVE_WITHIN` (2 s).
     pub fn remove(self) {
         let TaskCgroup { dirs, procs } = self;
         drop(procs);
@@ -648,14 +382,6 @@ fn kill_all(dir: &Path) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-}
-
-/// The `oom_kill N` count in a v1 `memory.oom_control` or v2 `memory.events`.
-pub fn oom_kills(text: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Moves the calling process into the groups behind `fds` (each an open

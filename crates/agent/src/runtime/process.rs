@@ -1,25 +1,32 @@
 //! The process runtime: runs one task as a process and drives its state
 //! machine from ACCEPTED to a terminal state.
+//!
+//! `exec` launches and stops the process; `health` decides when it is
+//! running (its ports accept connections) and healthy (`--health-cmd`).
+
+mod exec;
+mod health;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use shoal_api::pb::{PortBinding, Runtime, Task, TaskState, TaskStatus, TaskStatusUpdate};
-use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::cgroup::{self, Cgroups, Layout, Limits, TaskCgroup};
+use super::cgroup::{Cgroups, Layout, Limits, TaskCgroup};
 use crate::logs::{LogStore, LogStream, LogWriter, TaskLogMeta};
 use crate::netns::TaskNetwork;
 use crate::{AgentConfig, NetworkMode};
+pub use exec::{exit_outcome, parse_signal, workdir_error, ExitOutcome, ProcessPlan, StopPolicy};
+use exec::{signal_group, spawn, terminate};
+use health::{wait_listening, HealthProbe, READINESS_LIMIT};
 
 /// How long a finished task's output may take to drain into its log.
 const LOG_DRAIN: Duration = Duration::from_secs(2);
@@ -31,48 +38,6 @@ pub struct TaskRunner {
     logs: LogStore,
     /// Where tasks with `--limit-*` get their cgroup (detected once).
     cgroups: Cgroups,
-}
-
-/// What to execute for a task.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessPlan {
-    pub program: PathBuf,
-    pub args: Vec<String>,
-    pub env: Vec<(String, String)>,
-    pub workdir: Option<PathBuf>,
-    pub ports: Vec<PortBinding>,
-}
-
-/// How the process ended, as the task status reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExitOutcome {
-    pub state: TaskState,
-    pub exit_code: i32,
-    /// Empty on success.
-    pub err: String,
-}
-
-/// Maps a wait status to COMPLETE or FAILED with Docker's error text;
-/// a signal N counts as exit code 128+N.
-pub fn exit_outcome(status: ExitStatus) -> ExitOutcome {
-    let code = match (status.code(), status.signal()) {
-        (Some(c), _) => c,
-        (None, Some(sig)) => 128 + sig,
-        (None, None) => -1,
-    };
-    if code == 0 {
-        ExitOutcome {
-            state: TaskState::Complete,
-            exit_code: 0,
-            err: String::new(),
-        }
-    } else {
-        ExitOutcome {
-            state: TaskState::Failed,
-            exit_code: code,
-            err: format!("task: non-zero exit ({code})"),
-        }
-    }
 }
 
 /// The distinct target ports of the task's endpoint, in order.
@@ -87,7 +52,7 @@ pub fn target_ports(task: &Task) -> Vec<u32> {
 }
 
 /// The environment of a task: its spec's entries, then SHOAL_* variables,
-/// then (loopback mode) PORT and SHOAL_PORT_<target>.
+/// then (loopback mode) `PORT` and `SHOAL_PORT_<target>`.
 pub fn build_env(
     task: &Task,
     node_id: &str,
@@ -465,121 +430,6 @@ impl TaskRunner {
     }
 }
 
-/// How long a task may take to listen on its target ports before it is
-/// reported running regardless.
-const READINESS_LIMIT: Duration = Duration::from_secs(30);
-
-/// Polls every port binding with a TCP connect until all accept; false if
-/// `READINESS_LIMIT` passes first.
-async fn wait_listening(ports: &[PortBinding]) -> bool {
-    let deadline = tokio::time::Instant::now() + READINESS_LIMIT;
-    for port in ports {
-        let Ok(addr) = port.address.parse::<std::net::SocketAddr>() else {
-            continue;
-        };
-        loop {
-            let attempt = tokio::time::timeout(
-                Duration::from_millis(500),
-                tokio::net::TcpStream::connect(addr),
-            )
-            .await;
-            if matches!(attempt, Ok(Ok(_))) {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    true
-}
-
-/// A task's health check (`--health-cmd`), with Docker's defaults.
-struct HealthProbe {
-    argv: Vec<String>,
-    interval: Duration,
-    timeout: Duration,
-    retries: u64,
-    start_period: Duration,
-}
-
-impl HealthProbe {
-    fn for_task(task: &Task) -> Option<HealthProbe> {
-        let h = task.spec.as_ref()?.health.as_ref()?;
-        let argv = match h.test.first().map(String::as_str) {
-            Some("CMD-SHELL") => vec![
-                "/bin/sh".to_string(),
-                "-c".to_string(),
-                h.test.get(1)?.clone(),
-            ],
-            Some("CMD") if h.test.len() > 1 => h.test[1..].to_vec(),
-            _ => return None,
-        };
-        let or = |ms: u64, default: u64| Duration::from_millis(if ms == 0 { default } else { ms });
-        Some(HealthProbe {
-            argv,
-            interval: or(h.interval_ms, 30_000),
-            timeout: or(h.timeout_ms, 30_000),
-            retries: if h.retries == 0 { 3 } else { h.retries },
-            start_period: Duration::from_millis(h.start_period_ms),
-        })
-    }
-
-    /// Probes every `interval`; reports "healthy" on the first success and
-    /// whenever it recovers; returns once `retries` consecutive probes failed
-    /// (failures inside the start period do not count), after reporting
-    /// "unhealthy".
-    async fn watch(
-        &self,
-        plan: &ProcessPlan,
-        netns_fd: Option<std::os::fd::RawFd>,
-        report: impl Fn(&str),
-    ) {
-        let started = tokio::time::Instant::now();
-        let mut failures = 0;
-        let mut healthy = false;
-        loop {
-            tokio::time::sleep(self.interval).await;
-            if self.probe(plan, netns_fd).await {
-                failures = 0;
-                if !healthy {
-                    healthy = true;
-                    report("healthy");
-                }
-            } else if started.elapsed() >= self.start_period {
-                failures += 1;
-                if failures >= self.retries {
-                    report("unhealthy");
-                    return;
-                }
-            }
-        }
-    }
-
-    /// One probe, in the task's network namespace, with its env and workdir.
-    async fn probe(&self, plan: &ProcessPlan, netns_fd: Option<std::os::fd::RawFd>) -> bool {
-        let health_plan = ProcessPlan {
-            program: PathBuf::from(&self.argv[0]),
-            args: self.argv[1..].to_vec(),
-            env: plan.env.clone(),
-            workdir: plan.workdir.clone(),
-            ports: Vec::new(),
-        };
-        let Ok(mut child) = spawn_with(&health_plan, netns_fd, &[], false) else {
-            return false;
-        };
-        match tokio::time::timeout(self.timeout, child.wait()).await {
-            Ok(Ok(status)) => status.success(),
-            _ => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                false
-            }
-        }
-    }
-}
-
 /// How a task's run ended.
 enum Finished {
     /// Stopped on request (SHUTDOWN).
@@ -589,149 +439,3 @@ enum Finished {
     /// Could not be started; the error text.
     Failed(String),
 }
-
-fn signal_group(pid: u32, sig: Signal) {
-    if pid > 0 {
-        let _ = killpg(Pid::from_raw(pid as i32), sig);
-    }
-}
-
-/// SIGTERM to the process group, SIGKILL after `grace`.
-/// How a task is asked to stop: its `--stop-signal` (SIGTERM by default) to
-/// the process group, then SIGKILL after its `--stop-grace-period`.
-#[derive(Clone, Copy, Debug)]
-pub struct StopPolicy {
-    pub signal: Signal,
-    pub grace: Duration,
-}
-
-impl StopPolicy {
-    /// The task's own settings, the node's grace period as the default.
-    pub fn for_task(task: &Task, default_grace: Duration) -> StopPolicy {
-        let spec = task.spec.clone().unwrap_or_default();
-        StopPolicy {
-            signal: parse_signal(&spec.stop_signal).unwrap_or(Signal::SIGTERM),
-            grace: match spec.stop_grace_period_ms {
-                0 => default_grace,
-                ms => Duration::from_millis(ms),
-            },
-        }
-    }
-}
-
-/// `SIGTERM`, `TERM`, `sigint` or a number, as Docker accepts them.
-pub fn parse_signal(name: &str) -> Option<Signal> {
-    let name = name.trim();
-    if name.is_empty() {
-        return None;
-    }
-    if let Ok(n) = name.parse::<i32>() {
-        return Signal::try_from(n).ok();
-    }
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse::<Signal>().ok()
-}
-
-async fn terminate(child: &mut Child, pid: u32, stop: StopPolicy) -> Option<ExitStatus> {
-    let grace = stop.grace;
-    signal_group(pid, stop.signal);
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(r) => r.ok(),
-        Err(_) => {
-            signal_group(pid, Signal::SIGKILL);
-            let _ = child.start_kill();
-            child.wait().await.ok()
-        }
-    }
-}
-
-/// Why the task cannot start in `dir` (`--workdir`), naming the field; `None`
-/// when it is a directory. Without this check the failed `chdir` before exec
-/// reads as if the program were missing (`start sleep: No such file or directory`).
-pub fn workdir_error(dir: &Path) -> Option<String> {
-    let why = match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => return None,
-        Ok(_) => "not a directory".to_string(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => "no such directory".to_string(),
-        Err(e) => e.to_string(),
-    };
-    Some(format!("task: workdir {}: {why}", dir.display()))
-}
-
-/// Spawns the process in its own session (process group), dying with
-/// shoald, inside the netns `netns_fd` if given and the cgroup behind
-/// `cgroup_fds` (see [`cgroup::join_current`]).
-fn spawn(
-    plan: &ProcessPlan,
-    netns_fd: Option<std::os::fd::RawFd>,
-    cgroup_fds: &[std::os::fd::RawFd],
-) -> io::Result<Child> {
-    spawn_with(plan, netns_fd, cgroup_fds, true)
-}
-
-/// Starts `plan` in its own process group (and netns, and cgroup), dying
-/// with shoald; with `capture`, stdout and stderr are piped (tasks), else
-/// discarded (probes).
-fn spawn_with(
-    plan: &ProcessPlan,
-    netns_fd: Option<std::os::fd::RawFd>,
-    cgroup_fds: &[std::os::fd::RawFd],
-    capture: bool,
-) -> io::Result<Child> {
-    let output = || {
-        if capture {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        }
-    };
-    let mut cmd = Command::new(&plan.program);
-    cmd.args(&plan.args)
-        .envs(plan.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(output())
-        .stderr(output())
-        .kill_on_drop(false);
-    if let Some(dir) = &plan.workdir {
-        cmd.current_dir(dir);
-    }
-    let cgroup_fds = cgroup_fds.to_vec();
-    // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (write, setns, setsid, prctl, umask); it
-    // allocates nothing (the fd list was made before the fork) and touches
-    // no locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            // The cgroup first, so that nothing of the task runs outside it.
-            cgroup::join_current(&cgroup_fds)?;
-            if let Some(fd) = netns_fd {
-                crate::netns::enter(fd)?;
-            }
-            // shoald runs with umask 077; a task gets Docker's 022.
-            libc::umask(0o022);
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) < 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn()
-}
-
-#[cfg(test)]
-mod tests;

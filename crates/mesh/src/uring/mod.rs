@@ -26,24 +26,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 
-use tokio::sync::oneshot;
-
-use crate::listener::Shared;
-
-/// What the control side asks of a worker.
-pub(crate) enum Command {
-    /// Accept on `socket` (this worker's member of the port's group); send on
-    /// `closed` (or drop it) once the socket is closed.
-    Listen {
-        port: u16,
-        socket: std::net::TcpListener,
-        closed: oneshot::Sender<()>,
-    },
-    /// Stop accepting on `port` and close its socket.
-    Unlisten { port: u16 },
-    /// Close every open connection now (end of the shutdown grace).
-    Abort,
-}
+use crate::shared::Shared;
+pub(crate) use worker::Command;
 
 /// The io_uring worker threads.
 pub(crate) struct UringWorkers {

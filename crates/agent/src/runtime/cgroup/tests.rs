@@ -1,3 +1,5 @@
+use shoal_api::pb::Task;
+
 use super::*;
 
 #[test]

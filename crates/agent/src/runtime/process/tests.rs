@@ -1,5 +1,9 @@
-use super::*;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+
 use shoal_api::pb::{PortConfig, ServiceEndpoint, ServiceSpec};
+
+use super::*;
 
 fn task() -> Task {
     Task {

@@ -18,7 +18,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 use super::{decode, Op, Side, Worker, BUF_SIZE};
-use crate::listener::Shared;
+use crate::shared::Shared;
 use crate::tests::{endpoint, route};
 use crate::{DataPath, Mesh, MeshConfig};
 
