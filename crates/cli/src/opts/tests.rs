@@ -1,3 +1,8 @@
+use shoal_api::pb::{
+    FailureAction, NodeAvailability, NodeRole, PortConfig, RestartCondition, Runtime, ServiceMode,
+    UpdateOrder,
+};
+
 use super::*;
 
 fn one(v: &str) -> PortConfig {
