@@ -342,10 +342,11 @@ impl pb::control_server::Control for Fake {
                     service_name: t.service_name.clone(),
                     slot: t.slot,
                     node_id: t.node_id.clone(),
-                    timestamp_ms: 1_700_000_000_000,
+                    timestamp_ns: 1_700_000_000_000_000_000,
                     stream: "stdout".into(),
                     data: format!("hello from {}\n", t.slot).into_bytes(),
                     unavailable_nodes: Vec::new(),
+                    attrs: Vec::new(),
                 })
             })
             .collect();

@@ -1,5 +1,7 @@
 //! `service logs` values: `--tail` and `--since`.
 
+use std::time::UNIX_EPOCH;
+
 use super::invalid;
 
 /// `service logs --tail N|all`: -1 means all.
@@ -13,28 +15,41 @@ pub fn parse_tail(value: &str) -> anyhow::Result<i64> {
     Ok(if n < 0 { -1 } else { n })
 }
 
-/// `service logs --since`: a duration back from `now_ms` (`10s`, `5m`), an
-/// RFC 3339 timestamp or Unix seconds; returns Unix ms.
-pub fn parse_since(value: &str, now_ms: i64) -> anyhow::Result<i64> {
+/// `service logs --since`: a duration back from `now_ns` (`10s`, `5m`), an
+/// RFC 3339 timestamp or Unix seconds (`1700000000.123456789`); returns
+/// Unix nanoseconds.
+pub fn parse_since(value: &str, now_ns: i64) -> anyhow::Result<i64> {
     if let Ok(d) = humantime::parse_duration(value) {
         // Further back than i64 reaches is the beginning of time.
-        return Ok(i64::try_from(d.as_millis())
+        return Ok(i64::try_from(d.as_nanos())
             .ok()
-            .and_then(|back| now_ms.checked_sub(back))
+            .and_then(|back| now_ns.checked_sub(back))
             .unwrap_or(i64::MIN)
             .max(0));
     }
     if let Ok(t) = humantime::parse_rfc3339_weak(value) {
-        return Ok(crate::format::unix_ms(t));
+        let since_epoch = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        return Ok(i64::try_from(since_epoch.as_nanos()).unwrap_or(i64::MAX));
     }
-    if let Ok(secs) = value.parse::<f64>() {
-        if secs >= 0.0 {
-            return Ok((secs * 1000.0) as i64);
-        }
+    if let Some(ns) = unix_seconds_ns(value) {
+        return Ok(ns);
     }
     Err(invalid(
         value,
         "--since",
         "expected a duration (10s, 5m), an RFC 3339 timestamp or Unix seconds",
     ))
+}
+
+/// `SECONDS[.FRACTION]` (at most nine fraction digits) as Unix nanoseconds,
+/// exactly; `None` when malformed or beyond what i64 nanoseconds reach.
+fn unix_seconds_ns(value: &str) -> Option<i64> {
+    let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
+    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if secs.is_empty() || !all_digits(secs) || !all_digits(frac) || frac.len() > 9 {
+        return None;
+    }
+    let secs: i64 = secs.parse().ok()?;
+    let nanos: i64 = format!("{frac:0<9}").parse().ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
