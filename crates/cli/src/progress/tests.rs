@@ -1,4 +1,9 @@
-use super::*;
+use std::time::Duration;
+
+use shoal_api::pb::{self, TaskState, UpdateState};
+
+use super::snapshot::*;
+use super::tracker::*;
 
 fn service(replicas: u64, global: bool) -> pb::Service {
     pb::Service {
