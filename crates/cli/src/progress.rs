@@ -7,9 +7,15 @@
 //! `active tasks` line for a replicated job, a bar per slot or node, and
 //! `job complete` once every task of the current iteration completed.
 //!
+//! On a terminal each poll redraws the display in place; elsewhere (a pipe,
+//! a file) each poll appends what Docker prints there, so a crash loop is
+//! not silent (see `plain`).
+//!
 //! # Layout
 //! - `snapshot`: [`evaluate`], a pure function of one poll (service, tasks,
 //!   nodes) into the lines to draw;
+//! - `plain`: [`PlainLog`], what each poll appends where stdout is not a
+//!   terminal;
 //! - `tracker`: [`Tracker`], the service's update status across polls, and
 //!   the monitoring period;
 //! - this file: [`wait`], which polls every 200 ms and draws.
@@ -22,15 +28,18 @@ use shoal_api::pb;
 
 use crate::client::{Control, DaemonExt};
 
+mod plain;
 mod snapshot;
 mod tracker;
 
+use plain::PlainLog;
 use snapshot::evaluate;
 pub use tracker::Kind;
 use tracker::{monitor_period, Tracker};
 
 #[cfg(test)]
 mod tests;
+
 /// How long to wait for convergence before giving up (for updates and
 /// rollbacks: how long without any progress).
 pub const BOUND: Duration = Duration::from_secs(120);
@@ -42,7 +51,7 @@ const POLL: Duration = Duration::from_millis(200);
 pub enum Display {
     /// Redrawn in place on a terminal.
     Terminal,
-    /// Only the final state, once converged (stdout is a pipe or file).
+    /// Appended poll by poll, as Docker prints where stdout is a pipe or file.
     Plain,
     /// Nothing (`-q`): wait silently.
     Quiet,
@@ -62,16 +71,22 @@ impl Display {
         }
     }
 
-    /// Prints `lines` once (the final state, or the state at a failure).
-    fn show(self, screen: &mut Screen, lines: &[String]) -> std::io::Result<()> {
+    /// Shows one poll: a terminal redraws `screen_lines`, other output
+    /// appends `plain_lines`.
+    fn show(
+        self,
+        screen: &mut Screen,
+        screen_lines: &[String],
+        plain_lines: &[String],
+    ) -> std::io::Result<()> {
         match self {
-            Display::Terminal => screen.draw(lines),
+            Display::Terminal => screen.draw(screen_lines),
             Display::Plain => {
                 let mut out = std::io::stdout().lock();
-                for l in lines {
+                for l in plain_lines {
                     writeln!(out, "{l}")?;
                 }
-                Ok(())
+                out.flush()
             }
             Display::Quiet => Ok(()),
         }
@@ -92,6 +107,7 @@ pub async fn wait(
     let mut started = Instant::now();
     let mut tracker = Tracker::new(kind, shoal_api::now_ms());
     let mut screen = Screen::default();
+    let mut plain_log = PlainLog::default();
     let mut stable_since: Option<Instant> = None;
     let mut failure_seen = false;
     let mut last_progress = None;
@@ -123,10 +139,11 @@ pub async fn wait(
             .into_iter()
             .collect();
         lines.extend(snap.lines.iter().cloned());
+        let mut plain = plain_log.poll(tracker.rollback_line(), &snap);
         let settled = match settled {
             Ok(settled) => settled,
             Err(e) => {
-                display.show(&mut screen, &lines)?;
+                display.show(&mut screen, &lines, &plain)?;
                 return Err(e);
             }
         };
@@ -145,32 +162,37 @@ pub async fn wait(
         // A job that finished stays finished: no stability check (Docker).
         if snap.converged() && service.job_status.is_some() {
             lines.push("job complete".into());
-            display.show(&mut screen, &lines)?;
+            plain.push("job complete".into());
+            display.show(&mut screen, &lines, &plain)?;
             return Ok(());
         }
         if snap.converged() && settled {
             let since = *stable_since.get_or_insert_with(Instant::now);
             let elapsed = since.elapsed();
             if elapsed >= monitor {
-                lines.push(format!("verify: Service {name} converged"));
-                display.show(&mut screen, &lines)?;
+                let converged = format!("verify: Service {name} converged");
+                lines.push(converged.clone());
+                plain.push(converged);
+                display.show(&mut screen, &lines, &plain)?;
                 return tracker.finish();
             }
             let left = (monitor - elapsed).as_secs_f64().ceil() as u64;
-            lines.push(format!(
-                "verify: Waiting {left} seconds to verify that tasks are stable..."
-            ));
+            let waiting =
+                format!("verify: Waiting {left} seconds to verify that tasks are stable...");
+            lines.push(waiting.clone());
+            plain.push(waiting);
         } else {
+            let failure = "verify: Detected task failure";
             if stable_since.take().is_some() {
+                // The terminal keeps showing it; a pipe gets it once.
                 failure_seen = true;
+                plain.push(failure.into());
             }
             if failure_seen {
-                lines.push("verify: Detected task failure".into());
+                lines.push(failure.into());
             }
         }
-        if display == Display::Terminal {
-            screen.draw(&lines)?;
-        }
+        display.show(&mut screen, &lines, &plain)?;
         if started.elapsed() >= BOUND {
             let bound = humantime::format_duration(BOUND);
             let what = if kind == Kind::Deploy {

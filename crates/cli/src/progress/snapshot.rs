@@ -1,7 +1,8 @@
 //! One poll's view of a rollout, a pure function of the service, its tasks
 //! and the nodes: how many tasks run the current spec, and the lines Docker
 //! draws for it (`overall progress: ...` or `job progress: ...`, a bar per
-//! slot or node).
+//! slot or node), and what of it Docker prints where stdout is not a
+//! terminal ([`Plain`]: only what has no bar).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,6 +10,8 @@ use shoal_api::pb::{self, NodeAvailability, NodeState, TaskState};
 
 /// Width of the progress bar in `=` characters.
 const BAR: u64 = 50;
+/// Docker draws no row per slot or node beyond this many (`maxProgressBars`).
+const MAX_ROWS: u64 = 20;
 
 /// One poll's view of the rollout.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -21,6 +24,32 @@ pub struct Snapshot {
     pub lines: Vec<String>,
     /// The newest error of a task running the current spec, if any.
     pub last_error: Option<String>,
+    /// The lines of this poll that carry no bar.
+    pub plain: Plain,
+}
+
+/// What one poll shows where stdout is not a terminal. Docker's
+/// `jsonmessage` prints a progress message there only when it has no bar:
+/// so the overall line of a service, `active tasks`, the waiting lines and
+/// task errors, never task states or `job progress`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Plain {
+    /// A job: no first overall line, and no quiet time once converged.
+    pub job: bool,
+    /// `overall progress: waiting for new tasks` (or a global job's `job
+    /// progress: waiting for tasks`): nothing else is known yet.
+    pub waiting: Option<String>,
+    /// The overall line Docker lays out first, with nothing running yet.
+    pub first: Option<String>,
+    /// The rows (`1/3`) Docker lays out first, empty: replicated services
+    /// and jobs of at most [`MAX_ROWS`] slots.
+    pub rows: Vec<String>,
+    /// `ID: ERROR` of each row whose task failed (none beyond [`MAX_ROWS`]).
+    pub errors: Vec<String>,
+    /// A service's `overall progress: N out of M tasks`.
+    pub overall: Option<String>,
+    /// A replicated job's `active tasks: N out of M tasks`.
+    pub active: Option<String>,
 }
 
 // === impl Snapshot ===
@@ -64,6 +93,13 @@ fn err_of(t: &pb::Task) -> &str {
 
 fn created_of(t: &pb::Task) -> i64 {
     t.meta.as_ref().map_or(0, |m| m.created_at_ms)
+}
+
+/// `ID: ERROR` for a row whose task failed; `None` when it did not, or
+/// when there are more rows than Docker draws.
+fn error_row(id: &str, task: Option<&pb::Task>, rows: u64) -> Option<String> {
+    let err = err_of(task?);
+    (rows <= MAX_ROWS && !err.is_empty()).then(|| format!("{id}: {}", trunc_error(err)))
 }
 
 /// Docker's `truncError`: one line, at most 75 characters.
@@ -173,6 +209,7 @@ pub fn evaluate_job(service: &pb::Service, tasks: &[pb::Task]) -> Snapshot {
         last_error,
         ..Default::default()
     };
+    snap.plain.job = true;
     let mut by_key: BTreeMap<(u64, &str), &pb::Task> = BTreeMap::new();
     let global = spec.mode == pb::ServiceMode::GlobalJob as i32;
     for t in &current {
@@ -199,14 +236,17 @@ pub fn evaluate_job(service: &pb::Service, tasks: &[pb::Task]) -> Snapshot {
         .count() as u64;
     if global {
         if by_key.is_empty() {
-            snap.lines.push("job progress: waiting for tasks".into());
+            let waiting = "job progress: waiting for tasks".to_string();
+            snap.lines.push(waiting.clone());
+            snap.plain.waiting = Some(waiting);
             return snap;
         }
         let total = by_key.len() as u64;
         snap.lines.push(job_overall(complete, total));
         for ((_, node), t) in &by_key {
-            snap.lines
-                .push(job_task_line(shoal_api::id::short(node), Some(t)));
+            let id = shoal_api::id::short(node);
+            snap.lines.push(job_task_line(id, Some(t)));
+            snap.plain.errors.extend(error_row(id, Some(t), total));
         }
         snap.running = complete;
         snap.desired = Some(total);
@@ -221,14 +261,16 @@ pub fn evaluate_job(service: &pb::Service, tasks: &[pb::Task]) -> Snapshot {
     snap.lines.push(job_overall(complete, total));
     let room = total.saturating_sub(complete).min(concurrent);
     let w = concurrent.to_string().len();
-    snap.lines.push(format!(
-        "active tasks: {active:>w$} out of {room:>w$} tasks"
-    ));
-    if total <= 20 {
+    let active = format!("active tasks: {active:>w$} out of {room:>w$} tasks");
+    snap.lines.push(active.clone());
+    snap.plain.active = Some(active);
+    if total <= MAX_ROWS {
         for slot in 1..=total {
             let id = format!("{slot}/{total}");
-            snap.lines
-                .push(job_task_line(&id, by_key.get(&(slot, "")).copied()));
+            let task = by_key.get(&(slot, "")).copied();
+            snap.lines.push(job_task_line(&id, task));
+            snap.plain.errors.extend(error_row(&id, task, total));
+            snap.plain.rows.push(id);
         }
     }
     snap.running = complete;
@@ -305,17 +347,22 @@ pub fn evaluate(
                 .or_insert(t);
         }
         if by_node.is_empty() {
-            snap.lines
-                .push("overall progress: waiting for new tasks".into());
+            let waiting = "overall progress: waiting for new tasks".to_string();
+            snap.lines.push(waiting.clone());
+            snap.plain.waiting = Some(waiting);
             return snap;
         }
+        let nodes = by_node.len() as u64;
         snap.running = by_node.values().filter(|t| is_running(t)).count() as u64;
-        snap.desired = Some(by_node.len() as u64);
-        snap.lines
-            .push(overall(snap.running, by_node.len() as u64, rolling_back));
+        snap.desired = Some(nodes);
+        let line = overall(snap.running, nodes, rolling_back);
+        snap.lines.push(line.clone());
+        snap.plain.first = Some(overall(0, nodes, rolling_back));
+        snap.plain.overall = Some(line);
         for (node, t) in &by_node {
-            snap.lines
-                .push(task_line(shoal_api::id::short(node), Some(t)));
+            let id = shoal_api::id::short(node);
+            snap.lines.push(task_line(id, Some(t)));
+            snap.plain.errors.extend(error_row(id, Some(t), nodes));
         }
     } else {
         let replicas = spec.replicas;
@@ -328,11 +375,18 @@ pub fn evaluate(
         }
         snap.running = by_slot.values().filter(|t| is_running(t)).count() as u64;
         snap.desired = Some(replicas);
-        snap.lines
-            .push(overall(snap.running, replicas, rolling_back));
+        let line = overall(snap.running, replicas, rolling_back);
+        snap.lines.push(line.clone());
+        snap.plain.first = Some(overall(0, replicas, rolling_back));
+        snap.plain.overall = Some(line);
         for slot in 1..=replicas {
             let id = format!("{slot}/{replicas}");
-            snap.lines.push(task_line(&id, by_slot.get(&slot).copied()));
+            let task = by_slot.get(&slot).copied();
+            snap.lines.push(task_line(&id, task));
+            snap.plain.errors.extend(error_row(&id, task, replicas));
+            if replicas <= MAX_ROWS {
+                snap.plain.rows.push(id);
+            }
         }
     }
     snap
