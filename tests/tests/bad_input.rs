@@ -134,7 +134,10 @@ fn bad_input_is_refused_and_changes_nothing() {
             &["service", "scale", "glob=3"],
             "scale can only be used with replicated",
         ),
-        (&["service", "logs", "nosuch"], "no such service: nosuch"),
+        (
+            &["service", "logs", "nosuch"],
+            "no such task or service: nosuch",
+        ),
         (&["inspect", "nosuchtask"], "nosuchtask"),
         (
             &["node", "inspect", "nosuchnode"],

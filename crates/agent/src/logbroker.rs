@@ -143,7 +143,7 @@ async fn publish_lines(
 ) -> Result<(), ()> {
     let query = LogQuery {
         tail: sub.tail,
-        since_ms: sub.since_ms,
+        since_ns: sub.since_ns,
     };
     let mut followed = Vec::new();
     for id in sub.task_ids.iter().filter(|id| store.has_task(id)) {
@@ -175,7 +175,7 @@ async fn publish_lines(
                     known.insert(id.clone());
                     if sub.service_ids.contains(&meta.service_id) {
                         // A task that started after the subscription: all of it.
-                        let all = LogQuery { tail: -1, since_ms: sub.since_ms };
+                        let all = LogQuery { tail: -1, since_ns: sub.since_ns };
                         followed.push(start(tx, store, node_id, &sub.id, &id, all).await?);
                     }
                 }
@@ -223,10 +223,11 @@ async fn send_lines(
                 service_name: meta.service_name.clone(),
                 slot: meta.slot,
                 node_id: meta.node_id.clone(),
-                timestamp_ms: l.timestamp_ms,
+                timestamp_ns: l.timestamp_ns,
                 stream: l.stream.name().to_string(),
                 data: l.data.clone(),
                 unavailable_nodes: Vec::new(),
+                attrs: Vec::new(),
             })
             .collect();
         tx.send(PublishLogsMessage {

@@ -1,7 +1,9 @@
 //! Task logs on disk: one append-only file per task, one line per output line.
 //!
-//! Format of `data_root/tasks/<task id>/log`: `<timestamp_ms> <o|e> <line>\n`.
-//! Beside it, `meta.json` keeps what a `LogMessage` needs (service, slot), so
+//! Format of `data_root/tasks/<task id>/log`: `<secs>.<nanos> <o|e> <line>\n`,
+//! the Unix time the line was read at nanosecond precision (`nanos` is nine
+//! digits); a timestamp without a dot is Unix milliseconds, as older files
+//! hold. Beside it, `meta.json` keeps what a `LogMessage` needs (service, slot), so
 //! logs of finished tasks still carry their names.
 
 use std::io;
@@ -41,7 +43,8 @@ impl LogStream {
 /// One stored line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogLine {
-    pub timestamp_ms: i64,
+    /// When the line was read, Unix nanoseconds.
+    pub timestamp_ns: i64,
     pub stream: LogStream,
     /// The line without its newline.
     pub data: Vec<u8>,
@@ -50,10 +53,10 @@ pub struct LogLine {
 /// Which lines a reader wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogQuery {
-    /// Last N lines (after `since_ms`); negative = all.
+    /// Last N lines (after `since_ns`); negative = all.
     pub tail: i64,
-    /// Only lines at or after this Unix ms; 0 = from the beginning.
-    pub since_ms: i64,
+    /// Only lines at or after this Unix nanosecond; 0 = from the beginning.
+    pub since_ns: i64,
 }
 
 /// Task metadata kept beside the log.
@@ -66,10 +69,21 @@ pub struct TaskLogMeta {
     pub node_id: String,
 }
 
+const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// The current Unix time in nanoseconds (0 before the epoch; saturates in 2262).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// Encodes one stored line.
-pub fn format_line(timestamp_ms: i64, stream: LogStream, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 18);
-    out.extend_from_slice(timestamp_ms.to_string().as_bytes());
+pub fn format_line(timestamp_ns: i64, stream: LogStream, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 24);
+    let secs = timestamp_ns.div_euclid(NANOS_PER_SEC);
+    let nanos = timestamp_ns.rem_euclid(NANOS_PER_SEC);
+    out.extend_from_slice(format!("{secs}.{nanos:09}").as_bytes());
     out.push(b' ');
     out.push(stream.tag());
     out.push(b' ');
@@ -81,7 +95,7 @@ pub fn format_line(timestamp_ms: i64, stream: LogStream, data: &[u8]) -> Vec<u8>
 /// Decodes one stored line (without its newline).
 pub fn parse_line(line: &[u8]) -> Option<LogLine> {
     let sp = line.iter().position(|&b| b == b' ')?;
-    let timestamp_ms = std::str::from_utf8(&line[..sp]).ok()?.parse().ok()?;
+    let timestamp_ns = parse_timestamp(std::str::from_utf8(&line[..sp]).ok()?)?;
     let rest = &line[sp + 1..];
     let stream = match rest.first()? {
         b'o' => LogStream::Stdout,
@@ -94,10 +108,24 @@ pub fn parse_line(line: &[u8]) -> Option<LogLine> {
         _ => return None,
     };
     Some(LogLine {
-        timestamp_ms,
+        timestamp_ns,
         stream,
         data,
     })
+}
+
+/// `<secs>.<nanos>` (nine digits) as Unix nanoseconds; a bare integer is
+/// Unix milliseconds. `None` when out of range or malformed.
+fn parse_timestamp(s: &str) -> Option<i64> {
+    let Some((secs, nanos)) = s.split_once('.') else {
+        return s.parse::<i64>().ok()?.checked_mul(1_000_000);
+    };
+    if nanos.len() != 9 || !nanos.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let secs: i128 = secs.parse::<i64>().ok()?.into();
+    let nanos: i128 = nanos.parse::<i64>().ok()?.into();
+    i64::try_from(secs * i128::from(NANOS_PER_SEC) + nanos).ok()
 }
 
 /// Parses complete lines from `buf`; returns them and the bytes consumed
@@ -114,12 +142,12 @@ pub fn parse_lines(buf: &[u8]) -> (Vec<LogLine>, usize) {
     (lines, start)
 }
 
-/// Applies `since_ms` then `tail`.
+/// Applies `since_ns` then `tail`.
 pub fn select(lines: Vec<LogLine>, query: LogQuery) -> Vec<LogLine> {
-    let mut lines: Vec<_> = if query.since_ms > 0 {
+    let mut lines: Vec<_> = if query.since_ns > 0 {
         lines
             .into_iter()
-            .filter(|l| l.timestamp_ms >= query.since_ms)
+            .filter(|l| l.timestamp_ns >= query.since_ns)
             .collect()
     } else {
         lines
@@ -272,7 +300,8 @@ fn valid_id(id: &str) -> bool {
 
 /// Appends the output of one task to its log file.
 pub(crate) struct LogWriter {
-    tx: mpsc::UnboundedSender<(LogStream, Vec<u8>)>,
+    /// Lines as read: when (Unix ns), from which stream, without the newline.
+    tx: mpsc::UnboundedSender<(i64, LogStream, Vec<u8>)>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -282,10 +311,10 @@ impl LogWriter {
     /// Opens (creates) the log file for appending.
     pub(crate) async fn open(path: &Path) -> io::Result<Self> {
         let mut file = open_private(path, tokio::fs::OpenOptions::new().append(true)).await?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<(LogStream, Vec<u8>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(i64, LogStream, Vec<u8>)>();
         let done = tokio::spawn(async move {
-            while let Some((stream, data)) = rx.recv().await {
-                let line = format_line(shoal_api::now_ms(), stream, &data);
+            while let Some((timestamp_ns, stream, data)) = rx.recv().await {
+                let line = format_line(timestamp_ns, stream, &data);
                 if let Err(e) = file.write_all(&line).await {
                     tracing::warn!(error = %e, "writing task log");
                 }
@@ -295,7 +324,8 @@ impl LogWriter {
         Ok(Self { tx, done })
     }
 
-    /// Copies lines from `reader` into the log until it ends.
+    /// Copies lines from `reader` into the log until it ends, each stamped
+    /// with the time it was read.
     pub(crate) fn attach<R: AsyncRead + Unpin + Send + 'static>(
         &self,
         stream: LogStream,
@@ -313,7 +343,8 @@ impl LogWriter {
                         if buf.last() == Some(&b'\n') {
                             buf.pop();
                         }
-                        if tx.send((stream, std::mem::take(&mut buf))).is_err() {
+                        let line = (now_ns(), stream, std::mem::take(&mut buf));
+                        if tx.send(line).is_err() {
                             break;
                         }
                     }

@@ -294,7 +294,7 @@ async fn agent_runs_assignments_reports_and_serves_logs() {
             task_ids: vec!["taskA".into(), "elsewhere".into()],
             follow: false,
             tail: -1,
-            since_ms: 0,
+            since_ns: 0,
             close: false,
             service_ids: vec![],
         })
@@ -305,7 +305,7 @@ async fn agent_runs_assignments_reports_and_serves_logs() {
             task_ids: vec!["elsewhere".into()],
             follow: false,
             tail: -1,
-            since_ms: 0,
+            since_ns: 0,
             close: false,
             service_ids: vec![],
         })
@@ -346,7 +346,7 @@ async fn agent_runs_assignments_reports_and_serves_logs() {
             task_ids: vec!["taskB".into()],
             follow: true,
             tail: 1,
-            since_ms: 0,
+            since_ns: 0,
             close: false,
             service_ids: vec![],
         })

@@ -170,7 +170,7 @@ async fn http_server_runs_on_loopback_port_and_kill_9_fails_it() {
     assert!(
         lines.iter().any(|l| l.stream == LogStream::Stderr
             && String::from_utf8_lossy(&l.data).contains("GET /")
-            && l.timestamp_ms > 1_600_000_000_000),
+            && l.timestamp_ns > 1_600_000_000_000_000_000),
         "{}",
         String::from_utf8_lossy(&log)
     );

@@ -2,7 +2,7 @@
 //! columns, Go-style RFC 3339 timestamps and natural name ordering.
 
 use std::cmp::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use shoal_api::pb::PortConfig;
 
@@ -239,13 +239,6 @@ fn trim_fraction(s: &str) -> String {
         }
         _ => s.to_string(),
     }
-}
-
-/// Milliseconds since the epoch of a `SystemTime` (0 before it).
-pub fn unix_ms(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Natural order ("web.2" before "web.10"), as Docker's `sortorder.NaturalLess`.

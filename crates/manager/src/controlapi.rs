@@ -764,14 +764,23 @@ impl Control for ControlApi {
     ) -> Result<Response<Self::ServiceLogsStream>, Status> {
         let req = req.into_inner();
         let view = self.view();
-        let service = self.find_service(&view, &req.service)?;
-        let tasks: Vec<Task> = view.tasks_of(&service.id).cloned().collect();
+        // One task's lines, or (following) every task the service ever runs.
+        let (tasks, service_ids): (Vec<Task>, Vec<String>) = if req.task.is_empty() {
+            let service = self.find_service(&view, &req.service)?;
+            (
+                view.tasks_of(&service.id).cloned().collect(),
+                vec![service.id],
+            )
+        } else {
+            let task = resolve("task", &req.task, view.tasks.values(), |t| &t.id, |_| "")?;
+            (vec![task.clone()], Vec::new())
+        };
         let stream = self.dispatcher.log_broker().subscribe(
             &tasks,
-            vec![service.id.clone()],
+            service_ids,
             req.follow,
             req.tail,
-            req.since_ms,
+            req.since_ns,
         );
         Ok(Response::new(Box::pin(stream)))
     }

@@ -2,7 +2,7 @@ use super::*;
 
 fn line(ts: i64, s: &str) -> LogLine {
     LogLine {
-        timestamp_ms: ts,
+        timestamp_ns: ts,
         stream: LogStream::Stdout,
         data: s.as_bytes().to_vec(),
     }
@@ -10,10 +10,10 @@ fn line(ts: i64, s: &str) -> LogLine {
 
 #[test]
 fn line_format_round_trips() {
-    let raw = format_line(1700000000123, LogStream::Stderr, b"hello world");
-    assert_eq!(raw, b"1700000000123 e hello world\n");
+    let raw = format_line(1_700_000_000_123_456_789, LogStream::Stderr, b"hello world");
+    assert_eq!(raw, b"1700000000.123456789 e hello world\n");
     let parsed = parse_line(&raw[..raw.len() - 1]).unwrap();
-    assert_eq!(parsed.timestamp_ms, 1700000000123);
+    assert_eq!(parsed.timestamp_ns, 1_700_000_000_123_456_789);
     assert_eq!(parsed.stream, LogStream::Stderr);
     assert_eq!(parsed.data, b"hello world");
     let empty = format_line(5, LogStream::Stdout, b"");
@@ -25,6 +25,10 @@ fn line_format_round_trips() {
 #[test]
 fn partial_lines_wait() {
     let (lines, used) = parse_lines(b"1 o a\n2 e b\n3 o par");
+    assert_eq!(
+        lines[1].timestamp_ns, 2_000_000,
+        "a bare integer is Unix ms"
+    );
     assert_eq!(lines.len(), 2);
     assert_eq!(used, 12);
 }
@@ -32,7 +36,7 @@ fn partial_lines_wait() {
 #[test]
 fn tail_and_since() {
     let all: Vec<_> = (1..=10).map(|i| line(i * 100, &format!("l{i}"))).collect();
-    let q = |tail, since_ms| LogQuery { tail, since_ms };
+    let q = |tail, since_ns| LogQuery { tail, since_ns };
     assert_eq!(select(all.clone(), q(-1, 0)).len(), 10);
     assert_eq!(select(all.clone(), q(0, 0)).len(), 0);
     let last3 = select(all.clone(), q(3, 0));
@@ -69,7 +73,7 @@ async fn store_reads_tail_and_follows_growth() {
             "t1",
             LogQuery {
                 tail: 2,
-                since_ms: 0,
+                since_ns: 0,
             },
         )
         .await
@@ -80,7 +84,8 @@ async fn store_reads_tail_and_follows_growth() {
     assert!(none.is_empty());
     assert_eq!(same, off);
     let mut more = format_line(60, LogStream::Stderr, b"l6");
-    more.extend_from_slice(b"70 o partial");
+    let l6 = more.len() as u64;
+    more.extend_from_slice(b"0.000000070 o partial");
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(store.log_path("t1"))
@@ -89,7 +94,7 @@ async fn store_reads_tail_and_follows_growth() {
     let (new, off2) = store.read_from("t1", off).await.unwrap();
     assert_eq!(new.len(), 1);
     assert_eq!(new[0].stream, LogStream::Stderr);
-    assert_eq!(off2, off + 8);
+    assert_eq!(off2, off + l6);
 
     let meta = TaskLogMeta {
         task_id: "t1".into(),
@@ -119,7 +124,9 @@ async fn writer_appends_timestamped_lines() {
         .map(|l| l.data.clone())
         .collect();
     assert_eq!(outs, [b"one".to_vec(), b"two".to_vec()]);
-    assert!(lines.iter().all(|l| l.timestamp_ms > 1_600_000_000_000));
+    assert!(lines
+        .iter()
+        .all(|l| l.timestamp_ns > 1_600_000_000_000_000_000));
 }
 
 #[tokio::test]
@@ -186,8 +193,22 @@ proptest::proptest! {
         proptest::prop_assert_eq!(used, whole);
         let want: Vec<LogLine> = lines
             .into_iter()
-            .map(|(timestamp_ms, stream, data)| LogLine { timestamp_ms, stream, data: data.into_bytes() })
+            .map(|(timestamp_ns, stream, data)| LogLine { timestamp_ns, stream, data: data.into_bytes() })
             .collect();
         proptest::prop_assert_eq!(parsed, want);
     }
+}
+
+#[test]
+fn timestamps_keep_their_nanoseconds_and_old_millisecond_lines_still_read() {
+    let at = |raw: &[u8]| parse_line(raw).map(|l| l.timestamp_ns);
+    assert_eq!(
+        at(b"1700000000.000000001 o x"),
+        Some(1_700_000_000_000_000_001)
+    );
+    assert_eq!(at(b"1700000000123 o x"), Some(1_700_000_000_123_000_000));
+    assert_eq!(at(b"-1.999999999 o x"), Some(-1));
+    assert_eq!(at(b"1.5 o x"), None, "nine digits of nanoseconds");
+    assert_eq!(at(b"1.-00000001 o x"), None);
+    assert_eq!(at(b"99999999999999999.000000000 o x"), None, "out of range");
 }

@@ -1,3 +1,8 @@
+use shoal_api::pb::{
+    FailureAction, NodeAvailability, NodeRole, PortConfig, RestartCondition, Runtime, ServiceMode,
+    UpdateOrder,
+};
+
 use super::*;
 
 fn one(v: &str) -> PortConfig {
@@ -172,11 +177,32 @@ fn logs_flags() {
     assert_eq!(parse_tail("10").unwrap(), 10);
     assert_eq!(parse_tail("-5").unwrap(), -1);
     assert!(parse_tail("x").is_err());
-    let now = 1_700_000_000_000;
-    assert_eq!(parse_since("10s", now).unwrap(), now - 10_000);
+    let now = 1_700_000_000_000_000_000;
+    assert_eq!(parse_since("10s", now).unwrap(), now - 10_000_000_000);
     assert_eq!(parse_since("2023-11-14T22:13:20Z", now).unwrap(), now);
     assert_eq!(parse_since("1700000000", now).unwrap(), now);
     assert!(parse_since("yesterday", now).is_err());
+    // Nanoseconds are kept, from RFC 3339 and from Unix seconds.
+    assert_eq!(
+        parse_since("2023-11-14T22:13:20.000000007Z", now).unwrap(),
+        now + 7
+    );
+    assert_eq!(parse_since("1700000000.5", now).unwrap(), now + 500_000_000);
+    assert_eq!(parse_since("1700000000.000000007", now).unwrap(), now + 7);
+    for bad in ["1.0000000001", "-1", ".5", "1e3", "99999999999999999999"] {
+        assert!(parse_since(bad, now).is_err(), "{bad}");
+    }
+}
+
+proptest::proptest! {
+    /// Unix seconds with up to nine fraction digits read back exactly.
+    #[test]
+    fn since_unix_seconds_keep_their_nanoseconds(secs in 0i64..9_000_000_000, nanos in 0i64..1_000_000_000) {
+        let v = format!("{secs}.{nanos:09}");
+        proptest::prop_assert_eq!(parse_since(&v, 0).unwrap(), secs * 1_000_000_000 + nanos);
+        let trimmed = v.trim_end_matches('0');
+        proptest::prop_assert_eq!(parse_since(trimmed, 0).unwrap(), secs * 1_000_000_000 + nanos);
+    }
 }
 
 #[test]
@@ -415,7 +441,7 @@ mod properties {
 
     proptest! {
         #[test]
-        fn parsers_never_panic(v in flagish(), now_ms in any::<i64>()) {
+        fn parsers_never_panic(v in flagish(), now_ns in any::<i64>()) {
             let _ = parse_publish(&v);
             let _ = parse_replicas(&v);
             let _ = parse_mode(&v);
@@ -434,7 +460,7 @@ mod properties {
             let _ = parse_ram(&v, "--limit-memory");
             let _ = parse_scale(&v);
             let _ = parse_tail(&v);
-            let _ = parse_since(&v, now_ms);
+            let _ = parse_since(&v, now_ns);
             let _ = parse_task_filters(std::slice::from_ref(&v));
             let _ = parse_join_role(&v);
             let _ = parse_node_role(&v);
@@ -597,10 +623,10 @@ fn a_since_further_back_than_time_itself_does_not_overflow() {
         "18446744073709551615s",
         "9223372036854775807ms",
     ] {
-        let _ = parse_since(v, 1_700_000_000_000);
+        let _ = parse_since(v, 1_700_000_000_000_000_000);
     }
     assert_eq!(
-        parse_since("18446744073709551615s", 1_700_000_000_000).unwrap(),
+        parse_since("18446744073709551615s", 1_700_000_000_000_000_000).unwrap(),
         0
     );
     assert_eq!(parse_since("1000y", i64::MIN).unwrap(), 0);

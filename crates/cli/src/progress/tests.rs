@@ -1,4 +1,10 @@
-use super::*;
+use std::time::Duration;
+
+use shoal_api::pb::{self, TaskState, UpdateState};
+
+use super::plain::PlainLog;
+use super::snapshot::*;
+use super::tracker::*;
 
 fn service(replicas: u64, global: bool) -> pb::Service {
     pb::Service {
@@ -366,4 +372,126 @@ fn global_job_progress_has_a_line_per_node() {
     );
     assert_eq!(snap.lines[1], format!("n1: complete  {FULL}"));
     assert!(!snap.converged());
+}
+
+// === output that is not a terminal ===
+
+fn failed(slot: u64, err: &str) -> pb::Task {
+    let mut t = task(slot, "n1", TaskState::Failed, 9);
+    t.status.as_mut().unwrap().err = err.into();
+    t
+}
+
+/// Feeds `polls` (each a set of tasks) through a [`PlainLog`].
+fn plain_polls(svc: &pb::Service, polls: &[Vec<pb::Task>]) -> Vec<Vec<String>> {
+    let mut log = PlainLog::default();
+    polls
+        .iter()
+        .map(|tasks| log.poll(None, &evaluate(svc, tasks, &[], false)))
+        .collect()
+}
+
+#[test]
+fn a_pipe_gets_every_refresh_without_bars_as_docker_prints_it() {
+    let svc = service(3, false);
+    let running = |slots: &[u64]| -> Vec<pb::Task> {
+        slots
+            .iter()
+            .map(|&s| task(s, "n1", TaskState::Running, 1))
+            .collect()
+    };
+    let polls = plain_polls(
+        &svc,
+        &[
+            vec![task(1, "n1", TaskState::Preparing, 1)],
+            running(&[1, 2]),
+            running(&[1, 2, 3]),
+            running(&[1, 2, 3]),
+            vec![
+                task(1, "n1", TaskState::Running, 1),
+                failed(2, "task: non-zero exit (1)"),
+            ],
+            vec![
+                task(1, "n1", TaskState::Running, 1),
+                failed(2, "task: non-zero exit (1)"),
+            ],
+        ],
+    );
+    assert_eq!(
+        polls[0],
+        [
+            "overall progress: 0 out of 3 tasks",
+            "1/3:  ",
+            "2/3:  ",
+            "3/3:  ",
+            "overall progress: 0 out of 3 tasks",
+        ]
+    );
+    assert_eq!(polls[1], ["overall progress: 2 out of 3 tasks"]);
+    assert_eq!(polls[2], ["overall progress: 3 out of 3 tasks"]);
+    assert!(polls[3].is_empty(), "converged: nothing new");
+    // A crash loop is not silent: its error at every poll.
+    for poll in &polls[4..] {
+        assert_eq!(
+            poll,
+            &[
+                "2/3: task: non-zero exit (1)",
+                "overall progress: 1 out of 3 tasks"
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_pipe_gets_the_rollback_line_once_and_the_waiting_lines() {
+    let mut log = PlainLog::default();
+    let svc = service(0, true);
+    let snap = evaluate(&svc, &[], &[], false);
+    assert_eq!(
+        log.poll(Some("rollback: manually requested rollback"), &snap),
+        [
+            "rollback: manually requested rollback",
+            "overall progress: waiting for new tasks"
+        ]
+    );
+    let snap = evaluate(&svc, &[task(0, "n1", TaskState::Running, 1)], &[], true);
+    assert_eq!(
+        log.poll(Some("rollback: manually requested rollback"), &snap),
+        [
+            "overall progress: rolling back update: 0 out of 1 tasks",
+            "overall progress: rolling back update: 1 out of 1 tasks"
+        ]
+    );
+}
+
+#[test]
+fn a_pipe_shows_a_jobs_errors_and_active_tasks_but_not_its_bars() {
+    let svc = job(pb::ServiceMode::ReplicatedJob, 2, 1, 1);
+    let mut broken = job_task(2, "n1", TaskState::Failed, 1);
+    broken.status.as_mut().unwrap().err = "task: non-zero exit (2)".into();
+    let polls: Vec<Vec<String>> = {
+        let mut log = PlainLog::default();
+        [
+            vec![job_task(1, "n1", TaskState::Running, 1)],
+            vec![job_task(1, "n1", TaskState::Complete, 1), broken],
+        ]
+        .iter()
+        .map(|tasks| log.poll(None, &evaluate(&svc, tasks, &[], false)))
+        .collect()
+    };
+    assert_eq!(
+        polls[0],
+        ["1/2:  ", "2/2:  ", "active tasks: 1 out of 1 tasks"]
+    );
+    assert_eq!(
+        polls[1],
+        [
+            "2/2: task: non-zero exit (2)",
+            "active tasks: 0 out of 1 tasks"
+        ]
+    );
+    let svc = job(pb::ServiceMode::GlobalJob, 0, 0, 0);
+    let mut log = PlainLog::default();
+    let snap = evaluate(&svc, &[], &[], false);
+    assert_eq!(log.poll(None, &snap), ["job progress: waiting for tasks"]);
 }

@@ -1,18 +1,24 @@
-//! `shoal service logs`: the `ServiceLogs` stream with Docker's line prefix,
-//! `web.1.<task id>@<node>    | <line>`. Nodes the manager could not reach
-//! are named in swarmkit's "incomplete log stream" warning on stderr; every
-//! line that did arrive is printed, and the exit status stays 0.
+//! `shoal service logs SERVICE|TASK`: the `ServiceLogs` stream with Docker's
+//! line shape, `[TIMESTAMP ]web.1.<task id>@<node>    | [DETAILS ]<line>`.
+//! The argument is a service, else a task (ID or prefix), whose lines alone
+//! are shown, as Docker resolves it. Nodes the manager could not reach are
+//! named in swarmkit's "incomplete log stream" warning on stderr; every line
+//! that did arrive is printed, and the exit status stays 0.
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use shoal_api::pb;
 
-use crate::client::{DaemonExt, Host};
+use crate::client::{Control, DaemonError, DaemonExt, Host};
 use crate::opts;
 
-/// `shoal service logs SERVICE`.
+#[cfg(test)]
+mod tests;
+
+/// `shoal service logs SERVICE|TASK`.
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
     /// Follow log output.
@@ -27,6 +33,9 @@ pub struct LogsArgs {
     /// Show timestamps.
     #[arg(short, long)]
     pub timestamps: bool,
+    /// Show extra details provided to logs.
+    #[arg(long)]
+    pub details: bool,
     /// Do not truncate output.
     #[arg(long = "no-trunc")]
     pub no_trunc: bool,
@@ -39,8 +48,9 @@ pub struct LogsArgs {
     /// Do not map IDs to names in output.
     #[arg(long = "no-resolve")]
     pub no_resolve: bool,
-    /// Service name or ID.
-    pub service: String,
+    /// Service name or ID, or task ID (or prefix).
+    #[arg(value_name = "SERVICE|TASK")]
+    pub target: String,
 }
 
 /// How each line's context is written.
@@ -48,33 +58,87 @@ pub struct LogsArgs {
 pub struct LineFormat {
     /// Full task IDs.
     pub no_trunc: bool,
-    /// No context at all.
+    /// No context (with `details`, the context IDs are among the details).
     pub raw: bool,
     /// Leave the task ID out of the context.
     pub no_task_ids: bool,
-    /// Prefix each line with its RFC3339Nano timestamp.
+    /// Start each line with its timestamp, RFC 3339 with nine fraction digits.
     pub timestamps: bool,
+    /// Write the line's extra attributes, `k=v,...`, before it.
+    pub details: bool,
     /// Digits of the highest slot, so `web.1` and `web.10` line up.
     pub slot_width: usize,
 }
 
-/// Streams the service's logs.
+/// What `service logs` was asked for: Docker tries a service first.
+#[derive(Debug)]
+enum Target {
+    Service(Box<pb::Service>),
+    Task(Box<pb::Task>),
+}
+
+/// Resolves `target` as a service, else as a task; an error other than
+/// "not found" is the daemon's.
+async fn resolve(c: &mut Control, target: &str) -> anyhow::Result<Target> {
+    let req = pb::GetServiceRequest {
+        service: target.to_string(),
+    };
+    match c.get_service(req).await {
+        Ok(r) => {
+            let svc = r.into_inner().service;
+            let svc = svc.context("the daemon returned no service")?;
+            return Ok(Target::Service(Box::new(svc)));
+        }
+        Err(s) if s.code() == tonic::Code::NotFound => {}
+        Err(s) => return Err(DaemonError(s).into()),
+    }
+    let req = pb::GetTaskRequest {
+        task: target.to_string(),
+    };
+    match c.get_task(req).await {
+        Ok(r) => {
+            let task = r.into_inner().task;
+            let task = task.context("the daemon returned no task")?;
+            Ok(Target::Task(Box::new(task)))
+        }
+        Err(s) if s.code() == tonic::Code::NotFound => {
+            bail!("no such task or service: {target}")
+        }
+        Err(s) => Err(DaemonError(s).into()),
+    }
+}
+
+/// Streams the service's (or the task's) logs.
 pub async fn run(host: &Host, a: &LogsArgs) -> anyhow::Result<()> {
     let tail = opts::parse_tail(&a.tail)?;
-    let since_ms = match &a.since {
-        Some(s) => opts::parse_since(s, shoal_api::now_ms())?,
+    let since_ns = match &a.since {
+        Some(s) => opts::parse_since(s, now_ns())?,
         None => 0,
     };
     let mut c = super::connect(host).await?;
-    let svc = c
-        .get_service(pb::GetServiceRequest {
-            service: a.service.clone(),
-        })
-        .await
-        .daemon()?
-        .service
-        .with_context(|| format!("no such service: {}", a.service))?;
-    let spec = svc.spec.clone().unwrap_or_default();
+    let target = resolve(&mut c, &a.target).await?;
+    let (req, name, slot_width) = match &target {
+        Target::Service(svc) => {
+            let spec = svc.spec.clone().unwrap_or_default();
+            let width = if opts::is_per_node(spec.mode) {
+                0
+            } else {
+                digits(spec.replicas.max(1))
+            };
+            let req = pb::ServiceLogsRequest {
+                service: svc.id.clone(),
+                ..Default::default()
+            };
+            (req, spec.name, width)
+        }
+        Target::Task(task) => {
+            let req = pb::ServiceLogsRequest {
+                task: task.id.clone(),
+                ..Default::default()
+            };
+            (req, task.service_name.clone(), digits(task.slot))
+        }
+    };
     let hosts: HashMap<String, String> = if a.no_resolve {
         HashMap::new()
     } else {
@@ -85,22 +149,19 @@ pub async fn run(host: &Host, a: &LogsArgs) -> anyhow::Result<()> {
         raw: a.raw,
         no_task_ids: a.no_task_ids,
         timestamps: a.timestamps,
-        slot_width: if opts::is_per_node(spec.mode) {
-            0
-        } else {
-            spec.replicas.max(1).to_string().len()
-        },
+        details: a.details,
+        slot_width,
     };
     let mut stream = c
         .service_logs(pb::ServiceLogsRequest {
-            service: svc.id.clone(),
             follow: a.follow,
             tail,
-            since_ms,
+            since_ns,
+            ..req
         })
         .await
         .daemon()?;
-    while let Some(msg) = stream.message().await.map_err(crate::client::DaemonError)? {
+    while let Some(msg) = stream.message().await.map_err(DaemonError)? {
         if !msg.unavailable_nodes.is_empty() {
             let mut err = std::io::stderr().lock();
             writeln!(
@@ -114,12 +175,12 @@ pub async fn run(host: &Host, a: &LogsArgs) -> anyhow::Result<()> {
             .get(&msg.node_id)
             .filter(|h| !h.is_empty())
             .map_or(msg.node_id.as_str(), String::as_str);
-        let name = if msg.service_name.is_empty() {
-            spec.name.as_str()
+        let service = if msg.service_name.is_empty() {
+            name.as_str()
         } else {
             msg.service_name.as_str()
         };
-        let lines = format_message(&msg, name, host, &fmt);
+        let lines = format_message(&msg, service, host, &fmt);
         if msg.stream == "stderr" {
             let mut err = std::io::stderr().lock();
             for l in lines {
@@ -134,6 +195,18 @@ pub async fn run(host: &Host, a: &LogsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Decimal digits of `n`: Docker pads slot numbers to the widest one.
+fn digits(n: u64) -> usize {
+    n.to_string().len()
+}
+
+/// The current Unix time in nanoseconds.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// swarmkit's warning for nodes whose logs could not be retrieved, each
@@ -171,17 +244,68 @@ pub fn context(msg: &pb::LogMessage, service: &str, host: &str, f: &LineFormat) 
     ctx.push('@');
     ctx.push_str(host);
     if msg.slot > 0 {
-        let digits = msg.slot.to_string().len();
         ctx.extend(std::iter::repeat_n(
             ' ',
-            f.slot_width.saturating_sub(digits),
+            f.slot_width.saturating_sub(digits(msg.slot)),
         ));
     }
     ctx
 }
 
+/// The keys under which Docker's daemon adds a line's context to its details.
+const NODE_KEY: &str = "com.docker.swarm.node.id";
+const SERVICE_KEY: &str = "com.docker.swarm.service.id";
+const TASK_KEY: &str = "com.docker.swarm.task.id";
+
+/// `--details`: the message's attributes sorted by key, `k=v` joined by
+/// commas. Neat output shows the extra attributes as they are (Docker's CLI
+/// takes the context out); `--raw` shows what Docker's daemon sends, the
+/// context included and every key and value URL-query-escaped.
+pub fn details(msg: &pb::LogMessage, raw: bool) -> String {
+    let context = [
+        (NODE_KEY, msg.node_id.as_str()),
+        (SERVICE_KEY, msg.service_id.as_str()),
+        (TASK_KEY, msg.task_id.as_str()),
+    ];
+    let mut attrs: Vec<(&str, &str)> = msg
+        .attrs
+        .iter()
+        .map(|a| (a.key.as_str(), a.value.as_str()))
+        .filter(|(k, _)| !context.iter().any(|(c, _)| c == k))
+        .collect();
+    if raw {
+        attrs.extend(context);
+    }
+    attrs.sort_by(|a, b| a.0.cmp(b.0));
+    let pair = |(k, v): &(&str, &str)| {
+        if raw {
+            format!("{}={}", query_escape(k), query_escape(v))
+        } else {
+            format!("{k}={v}")
+        }
+    };
+    attrs.iter().map(pair).collect::<Vec<_>>().join(",")
+}
+
+/// Go's `url.QueryEscape`: bytes other than `A-Za-z0-9-_.~` as `%XX`, a
+/// space as `+`.
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// Formats one message as output lines (a trailing newline does not make an
-/// empty line; embedded newlines each get the context).
+/// empty line; embedded newlines each get the prefix): Docker's order is
+/// timestamp, context, details, line.
 pub fn format_message(
     msg: &pb::LogMessage,
     service: &str,
@@ -191,152 +315,31 @@ pub fn format_message(
     let text = String::from_utf8_lossy(&msg.data);
     let text = text.strip_suffix('\n').unwrap_or(&text);
     let text = text.strip_suffix('\r').unwrap_or(text);
-    let ts = if f.timestamps {
-        format!("{} ", rfc3339_nano(msg.timestamp_ms))
-    } else {
-        String::new()
-    };
-    let prefix = if f.raw {
-        String::new()
-    } else {
-        format!("{}    | ", context(msg, service, host, f))
-    };
+    let mut prefix = String::new();
+    if f.timestamps {
+        prefix.push_str(&rfc3339_nano_fixed(msg.timestamp_ns));
+        prefix.push(' ');
+    }
+    if !f.raw {
+        prefix.push_str(&context(msg, service, host, f));
+        prefix.push_str("    | ");
+    }
+    if f.details {
+        prefix.push_str(&details(msg, f.raw));
+        prefix.push(' ');
+    }
     text.split('\n')
-        .map(|line| format!("{prefix}{ts}{line}"))
+        .map(|line| format!("{prefix}{line}"))
         .collect()
 }
 
-/// Go's RFC3339Nano for a Unix-ms instant.
-fn rfc3339_nano(ms: i64) -> String {
-    crate::format::rfc3339(ms)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(data: &str) -> pb::LogMessage {
-        pb::LogMessage {
-            task_id: "u5d8gatt116jabcdefghijklm".into(),
-            service_id: "svc".into(),
-            service_name: "timecheck".into(),
-            slot: 1,
-            node_id: "node1".into(),
-            timestamp_ms: 1_700_000_000_120,
-            stream: "stdout".into(),
-            data: data.as_bytes().to_vec(),
-            unavailable_nodes: Vec::new(),
+/// Go's `RFC3339NanoFixed` in UTC (`2026-12-07T16:52:55.123456789Z`, always
+/// nine fraction digits) for Unix nanoseconds; Go's zero time when unset.
+pub fn rfc3339_nano_fixed(ns: i64) -> String {
+    match u64::try_from(ns) {
+        Ok(ns) if ns > 0 => {
+            humantime::format_rfc3339_nanos(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
         }
-    }
-
-    #[test]
-    fn docker_line_prefix() {
-        let f = LineFormat {
-            slot_width: 1,
-            ..Default::default()
-        };
-        assert_eq!(
-            format_message(
-                &msg("App version: 1.0; time check: 01:10.43\n"),
-                "timecheck",
-                "orbstack",
-                &f
-            ),
-            ["timecheck.1.u5d8gatt116j@orbstack    | App version: 1.0; time check: 01:10.43"]
-        );
-    }
-
-    #[test]
-    fn flags_change_the_prefix() {
-        let m = msg("hi\n");
-        let f = LineFormat {
-            timestamps: true,
-            slot_width: 1,
-            ..Default::default()
-        };
-        assert_eq!(
-            format_message(&m, "timecheck", "n", &f),
-            ["timecheck.1.u5d8gatt116j@n    | 2023-11-14T22:13:20.12Z hi"]
-        );
-        let f = LineFormat {
-            no_trunc: true,
-            slot_width: 2,
-            ..Default::default()
-        };
-        assert_eq!(
-            format_message(&m, "timecheck", "n", &f),
-            ["timecheck.1.u5d8gatt116jabcdefghijklm@n     | hi"]
-        );
-        let f = LineFormat {
-            no_task_ids: true,
-            slot_width: 1,
-            ..Default::default()
-        };
-        assert_eq!(
-            format_message(&m, "timecheck", "n", &f),
-            ["timecheck.1@n    | hi"]
-        );
-        let f = LineFormat {
-            raw: true,
-            ..Default::default()
-        };
-        assert_eq!(format_message(&m, "timecheck", "n", &f), ["hi"]);
-        assert_eq!(
-            format_message(&msg("a\nb"), "timecheck", "n", &f),
-            ["a", "b"]
-        );
-        assert_eq!(format_message(&msg("a\r\n"), "timecheck", "n", &f), ["a"]);
-    }
-
-    #[test]
-    fn unreachable_nodes_get_swarmkits_warning() {
-        let hosts = HashMap::from([("n3".to_string(), "node-3".to_string())]);
-        assert_eq!(
-            incomplete_warning(&["n3".into(), "n9".into()], &hosts),
-            "warning: incomplete log stream. some logs could not be retrieved for the following \
-             reasons: node n3 (node-3) is not available, node n9 is not available"
-        );
-    }
-
-    proptest::proptest! {
-        /// Any bytes and timestamp render without panicking; raw output of a
-        /// single line without CR/LF is the line itself.
-        #[test]
-        fn any_message_renders(
-            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
-            timestamp_ms in proptest::prelude::any::<i64>(),
-            slot in proptest::prelude::any::<u64>(),
-            slot_width in 0usize..30,
-            flags in proptest::prelude::any::<(bool, bool, bool, bool)>(),
-        ) {
-            let mut m = msg("");
-            m.data = data;
-            m.timestamp_ms = timestamp_ms;
-            m.slot = slot;
-            let (no_trunc, raw, no_task_ids, timestamps) = flags;
-            let f = LineFormat { no_trunc, raw, no_task_ids, timestamps, slot_width };
-            let lines = format_message(&m, "web", "host1", &f);
-            proptest::prop_assert!(!lines.is_empty());
-        }
-
-        #[test]
-        fn a_raw_line_is_itself(line in "[^\r\n]{0,40}") {
-            let f = LineFormat { raw: true, ..Default::default() };
-            proptest::prop_assert_eq!(
-                format_message(&msg(&format!("{line}\n")), "web", "host1", &f),
-                vec![line]
-            );
-        }
-    }
-
-    #[test]
-    fn global_tasks_use_the_node_id() {
-        let mut m = msg("x");
-        m.slot = 0;
-        let f = LineFormat::default();
-        assert_eq!(
-            format_message(&m, "mon", "host1", &f),
-            ["mon.node1.u5d8gatt116j@host1    | x"]
-        );
+        _ => "0001-01-01T00:00:00.000000000Z".into(),
     }
 }

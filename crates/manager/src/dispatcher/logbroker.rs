@@ -229,7 +229,7 @@ impl LogBroker {
         service_ids: Vec<String>,
         follow: bool,
         tail: i64,
-        since_ms: i64,
+        since_ns: i64,
     ) -> impl Stream<Item = Result<LogMessage, Status>> + Send + 'static {
         let id = shoal_api::id::new_id();
         let (in_tx, mut in_rx) = mpsc::channel(256);
@@ -242,7 +242,7 @@ impl LogBroker {
             task_ids: tasks.iter().map(|t| t.id.clone()).collect(),
             follow,
             tail,
-            since_ms,
+            since_ns,
             close: false,
             service_ids,
         };
