@@ -12,9 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
+use crate::config::AgentConfig;
 use crate::logs::{LogLine, LogQuery, LogStore, TaskLogMeta};
 use crate::session::Backoff;
-use crate::AgentConfig;
 
 /// Lines per PublishLogsMessage.
 const BATCH: usize = 100;

@@ -21,9 +21,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::cgroup::{Cgroups, Layout, Limits, TaskCgroup};
+use crate::config::{AgentConfig, NetworkMode};
 use crate::logs::{LogStore, LogStream, LogWriter, TaskLogMeta};
 use crate::netns::TaskNetwork;
-use crate::{AgentConfig, NetworkMode};
 pub use exec::{exit_outcome, parse_signal, workdir_error, ExitOutcome, ProcessPlan, StopPolicy};
 use exec::{signal_group, spawn, terminate};
 use health::{wait_listening, HealthProbe, READINESS_LIMIT};
