@@ -55,10 +55,10 @@ impl NodeDispatcher {
         if !self.remote {
             return Ok(());
         }
-        let (peer, role) = shoal_manager::ca::peer_identity(req)?;
+        let (peer, role) = shoal_ca::peer_identity(req)?;
         match node_id {
             // Managers relay the calls of the agents connected to them.
-            _ if role == shoal_manager::ca::CertRole::Manager => Ok(()),
+            _ if role == shoal_ca::CertRole::Manager => Ok(()),
             Some(id) if id != peer => Err(Status::permission_denied(format!(
                 "certificate of node {peer} cannot act for node {id}"
             ))),
@@ -204,8 +204,8 @@ impl Dispatcher for NodeDispatcher {
         req: Request<ServiceLogsRequest>,
     ) -> Result<Response<Self::ServiceLogsStream>, Status> {
         if self.remote {
-            match shoal_manager::ca::peer_identity(&req)? {
-                (_, shoal_manager::ca::CertRole::Manager) => {}
+            match shoal_ca::peer_identity(&req)? {
+                (_, shoal_ca::CertRole::Manager) => {}
                 (node, _) => {
                     return Err(Status::permission_denied(format!(
                         "node {node} is not a manager"

@@ -23,7 +23,8 @@ use shoal_api::pb::{
     CreateServiceRequest, IssueNodeCertificateRequest, NodeRole, PortConfig, ServiceSpec,
     SwarmInitRequest,
 };
-use shoal_manager::{ca, InitSettings, LocalNode, Manager, ManagerConfig, NodeCertificates};
+use shoal_ca as ca;
+use shoal_manager::{InitSettings, LocalNode, Manager, ManagerConfig, NodeCertificates};
 use shoal_mesh::{Mesh, MeshConfig};
 use shoal_store::{Store, StoreConfig};
 use tokio::net::UnixStream;

@@ -13,7 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use shoal_api::pb::node_ca_client::NodeCaClient;
 use shoal_api::pb::NodeCertificateStatusRequest;
-use shoal_manager::{ca, join, NodeCertificates};
+use shoal_ca as ca;
+use shoal_manager::{join, NodeCertificates};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
