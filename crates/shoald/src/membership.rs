@@ -14,7 +14,7 @@ use anyhow::Context;
 use shoal_agent::{Agent, AgentConfig, NetworkMode};
 use shoal_api::pb::node_ca_client::NodeCaClient;
 use shoal_api::pb::{IssueNodeCertificateRequest, NodeRole, SwarmInitRequest};
-use shoal_manager::{InitSettings, LocalNode, NodeCertificates};
+use shoal_manager::{InitSettings, Initialized, LocalNode, NodeCertificates};
 use shoal_store::Store;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
@@ -77,6 +77,36 @@ impl Daemon {
             .open_store(1, &certs)
             .await
             .map_err(|e| internal(format!("{e:#}")))?;
+        let written = self
+            .write_initial_state(&store, req, pools, ingress, &cluster_ca, certs)
+            .await;
+        let init = match written {
+            Ok(init) => init,
+            Err(status) => {
+                // No role holds the store yet: stop its Raft node here.
+                let _ = tokio::time::timeout(Duration::from_secs(5), store.shutdown()).await;
+                return Err(status);
+            }
+        };
+        self.start_manager(store, &init.certificates)
+            .await
+            .map_err(|e| internal(format!("{e:#}")))?;
+        Ok(init.cluster.id)
+    }
+
+    /// The first Raft entries of a new swarm (the cluster, this node), then
+    /// this node's key material and membership on disk.
+    async fn write_initial_state(
+        &self,
+        store: &Store,
+        req: &SwarmInitRequest,
+        pools: &AddressPools,
+        ingress: shoal_net::Ipv4Cidr,
+        cluster_ca: &shoal_ca::ClusterCa,
+        certs: NodeCertificates,
+    ) -> Result<Initialized, Status> {
+        let identity = self.identity();
+        let advertise = self.advertise_addr();
         store
             .initialize()
             .await
@@ -101,7 +131,7 @@ impl Daemon {
             subnet_size: u32::from(pools.subnet_size),
             node_cert_expiry: Duration::from_millis(req.node_cert_expiry_ms),
         };
-        let init = shoal_manager::init_cluster(&store, &local, &settings, &cluster_ca, certs)
+        let init = shoal_manager::init_cluster(store, &local, &settings, cluster_ca, certs)
             .await
             .map_err(|e| internal(format!("write cluster state: {e}")))?;
         node::save_certificates(&self.cfg.data_root, &init.certificates)
@@ -116,10 +146,7 @@ impl Daemon {
         })
         .map_err(|e| internal(format!("{e:#}")))?;
         tracing::info!(cluster = %init.cluster.id, node = %local.id, %advertise, ingress = %init.cluster.ingress_subnet, "swarm initialised");
-        self.start_manager(store, &init.certificates)
-            .await
-            .map_err(|e| internal(format!("{e:#}")))?;
-        Ok(init.cluster.id)
+        Ok(init)
     }
 
     /// `swarm join`: fetch and pin the CA, get a certificate for our own
