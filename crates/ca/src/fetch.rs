@@ -9,9 +9,10 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use crate::error::CaError;
 use crate::pem::{pem_encode_cert, sha256_hex};
 use crate::tls::ring_provider;
-use crate::{CaError, TLS_SERVER_NAME};
+use crate::tls::TLS_SERVER_NAME;
 
 /// Connects to `addr` with TLS WITHOUT trusting anything, reads the
 /// certificate chain the server presents, finds the CA certificate in it

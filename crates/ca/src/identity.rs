@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
 
+use crate::error::CaError;
 use crate::pem::{cert_chain_der, cert_der_from, sha256_hex};
-use crate::CaError;
 
 /// A node renews its certificate at a random point between these fractions
 /// of its validity (swarmkit's `CertLowerRotationRange`/`CertUpperRotationRange`),

@@ -11,9 +11,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
+use crate::error::CaError;
 use crate::identity::{cert_identity, CertRole};
 use crate::pem::{cert_chain_der, check_key, pem_encode_cert};
-use crate::{CaError, TLS_SERVER_NAME};
+
+/// The DNS name every node certificate carries and every client dials, so a
+/// client does not need to know the node id of the manager it reaches.
+pub const TLS_SERVER_NAME: &str = "shoal";
 
 /// Installs ring as the process-wide rustls provider (tonic's server builds
 /// its config from the process default). Safe to call more than once.

@@ -2,7 +2,7 @@
 //! cluster CA for a joining node; the secret (one per role) proves to the
 //! manager which role the joiner may take.
 
-use crate::CaError;
+use crate::error::CaError;
 
 #[cfg(test)]
 mod properties;

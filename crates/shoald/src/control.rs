@@ -2,7 +2,7 @@
 //! answers `Info` and `SwarmInit` itself and refuses cluster calls with
 //! Docker's "not a swarm manager" message; afterwards every call goes to the
 //! manager. (The socket's `Dispatcher` is the manager's relaying one,
-//! [`shoal_manager::dispatcher::RelayDispatcher`].)
+//! [`shoal_manager::dispatcher::relay::RelayDispatcher`].)
 
 use std::sync::Arc;
 

@@ -16,7 +16,7 @@ use shoal_api::pb::dispatcher_client::DispatcherClient;
 use shoal_api::pb::node_ca_client::NodeCaClient;
 use shoal_api::pb::JoinRaftRequest;
 use shoal_manager::dispatcher::caller::Caller;
-use shoal_manager::dispatcher::{RelayDispatcher, RelayTarget};
+use shoal_manager::dispatcher::relay::{RelayDispatcher, RelayTarget};
 use shoal_manager::{Manager, ManagerConfig, NodeCertificates};
 use shoal_mesh::Mesh;
 use shoal_store::{Store, StoreConfig};

@@ -13,7 +13,7 @@ use shoal_api::pb::control_server::{Control, ControlServer};
 use shoal_api::pb::dispatcher_server::DispatcherServer;
 use shoal_api::pb::{CreateServiceRequest, PortConfig, ServiceSpec, SwarmInitRequest};
 use shoal_manager::dispatcher::caller::Caller;
-use shoal_manager::dispatcher::RelayDispatcher;
+use shoal_manager::dispatcher::relay::RelayDispatcher;
 use shoal_mesh::{Mesh, MeshConfig};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;

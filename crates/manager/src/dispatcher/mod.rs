@@ -35,7 +35,6 @@ use crate::state::{self, ClusterView};
 use crate::ManagerError;
 pub use feed::Feed;
 pub use logbroker::LogBroker;
-pub use relay::{RelayDispatcher, RelayTarget};
 
 /// One connected node.
 struct Session {
