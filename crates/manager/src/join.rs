@@ -5,11 +5,11 @@
 use shoal_api::codec;
 use shoal_api::pb::node_ca_server::NodeCa;
 use shoal_api::pb::*;
+use shoal_ca::{self as ca, CertRole, ClusterCa};
 use shoal_store::{Compare, Op, Store, StoreError, Txn};
 use tonic::{Request, Response, Status};
 
 use crate::allocator;
-use crate::ca::{self, CertRole, ClusterCa};
 use crate::state::{self, ClusterView};
 
 /// Implements `shoal.v1.NodeCA` on a manager.

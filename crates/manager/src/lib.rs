@@ -14,7 +14,7 @@
 //! - [`spec`]: service spec validation and bounds.
 //! - [`quarantine`]: stored objects out of bounds, left alone and logged once.
 //! - [`swarm`]: `swarm update` of the cluster-wide settings.
-//! - [`ca`]: the cluster CA, node certificates, join tokens, TLS configs.
+//! - [`ca`]: the cluster CA ([`shoal_ca`]), re-exported.
 //! - [`controlapi`]: the `Control` gRPC service (what the CLI calls).
 //! - [`join`]: the `NodeCA` service (join with a token) and token checks.
 //! - [`orchestrator`], [`allocator`], [`scheduler`], [`reaper`]: sans-IO cores.
@@ -25,7 +25,6 @@
 #![forbid(unsafe_code)]
 
 pub mod allocator;
-pub mod ca;
 pub mod cache;
 pub mod controlapi;
 pub mod dispatcher;
@@ -61,6 +60,8 @@ use tokio_util::sync::CancellationToken;
 pub use controlapi::ControlApi;
 pub use dispatcher::DispatcherApi;
 pub use join::NodeCaApi;
+/// The cluster CA, re-exported for crates that reach it through the manager.
+pub use shoal_ca as ca;
 
 /// Errors of the manager's background components.
 #[derive(Debug, thiserror::Error)]

@@ -1,14 +1,15 @@
-//! The gRPC services on the node socket. Before `swarm init` the node answers
-//! `Info` and `SwarmInit` itself and refuses cluster calls with Docker's
-//! "not a swarm manager" message; afterwards every call goes to the manager.
+//! The `Control` service on the node socket. Before `swarm init` the node
+//! answers `Info` and `SwarmInit` itself and refuses cluster calls with
+//! Docker's "not a swarm manager" message; afterwards every call goes to the
+//! manager. (The socket's `Dispatcher` is the manager's relaying one,
+//! [`shoal_manager::dispatcher::relay::RelayDispatcher`].)
 
 use std::sync::Arc;
 
 use shoal_api::pb::control_server::Control;
-use shoal_api::pb::dispatcher_server::Dispatcher;
 use shoal_api::pb::*;
-use shoal_manager::{ControlApi, DispatcherApi};
-use tonic::{Request, Response, Status, Streaming};
+use shoal_manager::ControlApi;
+use tonic::{Request, Response, Status};
 
 use crate::daemon::Daemon;
 use crate::node::Membership;
@@ -21,14 +22,6 @@ const WORKER: &str = "This node is not a swarm manager. Worker nodes can't be us
 #[derive(Clone)]
 pub struct NodeControl(pub Arc<Daemon>);
 
-/// `Dispatcher` as served on the node socket (`remote: false`, trusted local
-/// agent) and on the mTLS listener (`remote: true`).
-#[derive(Clone)]
-pub struct NodeDispatcher {
-    pub daemon: Arc<Daemon>,
-    pub remote: bool,
-}
-
 impl NodeControl {
     fn manager(&self) -> Result<ControlApi, Status> {
         match (self.0.manager(), self.0.membership()) {
@@ -37,32 +30,6 @@ impl NodeControl {
             // Between start-up and the manager role resuming.
             (None, Membership::Manager) => Err(Status::unavailable(STARTING)),
             (None, Membership::None) => Err(Status::failed_precondition(NOT_IN_SWARM)),
-        }
-    }
-}
-
-impl NodeDispatcher {
-    fn manager(&self) -> Result<DispatcherApi, Status> {
-        self.daemon
-            .manager()
-            .map(|m| m.dispatcher())
-            .ok_or_else(|| Status::unavailable("this node is not a manager"))
-    }
-
-    /// Over TLS, the caller must hold a node certificate from the cluster CA,
-    /// and may only speak for the node it names.
-    fn authorize<T>(&self, req: &Request<T>, node_id: Option<&str>) -> Result<(), Status> {
-        if !self.remote {
-            return Ok(());
-        }
-        let (peer, role) = shoal_manager::ca::peer_identity(req)?;
-        match node_id {
-            // Managers relay the calls of the agents connected to them.
-            _ if role == shoal_manager::ca::CertRole::Manager => Ok(()),
-            Some(id) if id != peer => Err(Status::permission_denied(format!(
-                "certificate of node {peer} cannot act for node {id}"
-            ))),
-            _ => Ok(()),
         }
     }
 }
@@ -173,125 +140,5 @@ impl Control for NodeControl {
             return Ok(Response::new(Box::pin(stream) as Self::ServiceLogsStream));
         }
         control.service_logs(req).await
-    }
-}
-
-#[tonic::async_trait]
-impl Dispatcher for NodeDispatcher {
-    type SessionStream = <DispatcherApi as Dispatcher>::SessionStream;
-    type FeedStream = <DispatcherApi as Dispatcher>::FeedStream;
-    type ListenSubscriptionsStream = <DispatcherApi as Dispatcher>::ListenSubscriptionsStream;
-
-    // Sessions, heartbeats, status and logs live on the Raft leader; a
-    // follower relays them there. The feed is served from any replica.
-    async fn session(
-        &self,
-        req: Request<SessionRequest>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
-        self.authorize(&req, Some(&req.get_ref().node_id))?;
-        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
-            let stream = leader.session(req.into_inner()).await?.into_inner();
-            return Ok(Response::new(Box::pin(stream) as Self::SessionStream));
-        }
-        self.manager()?.session(req).await
-    }
-
-    type ServiceLogsStream = <ControlApi as Control>::ServiceLogsStream;
-
-    /// A follower manager's `service logs`, answered here on the leader.
-    async fn service_logs(
-        &self,
-        req: Request<ServiceLogsRequest>,
-    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
-        if self.remote {
-            match shoal_manager::ca::peer_identity(&req)? {
-                (_, shoal_manager::ca::CertRole::Manager) => {}
-                (node, _) => {
-                    return Err(Status::permission_denied(format!(
-                        "node {node} is not a manager"
-                    )))
-                }
-            }
-        }
-        let manager = self
-            .daemon
-            .manager()
-            .ok_or_else(|| Status::unavailable("this node is not a manager"))?;
-        manager.control().service_logs(req).await
-    }
-
-    async fn feed_applied(
-        &self,
-        req: Request<FeedAppliedRequest>,
-    ) -> Result<Response<FeedAppliedResponse>, Status> {
-        self.authorize(&req, Some(&req.get_ref().node_id))?;
-        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
-            return leader.feed_applied(req.into_inner()).await;
-        }
-        self.manager()?.feed_applied(req).await
-    }
-
-    async fn feed(&self, req: Request<FeedRequest>) -> Result<Response<Self::FeedStream>, Status> {
-        self.authorize(&req, None)?;
-        // Any replica serves the feed; a demoted manager relays to the others.
-        if self.daemon.manager().is_none() {
-            if let Some(mut upstream) = self.daemon.worker_upstream() {
-                let stream = upstream.feed(req.into_inner()).await?.into_inner();
-                return Ok(Response::new(Box::pin(stream) as Self::FeedStream));
-            }
-        }
-        self.manager()?.feed(req).await
-    }
-
-    async fn listen_subscriptions(
-        &self,
-        req: Request<ListenSubscriptionsRequest>,
-    ) -> Result<Response<Self::ListenSubscriptionsStream>, Status> {
-        self.authorize(&req, Some(&req.get_ref().node_id))?;
-        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
-            let stream = leader
-                .listen_subscriptions(req.into_inner())
-                .await?
-                .into_inner();
-            return Ok(Response::new(
-                Box::pin(stream) as Self::ListenSubscriptionsStream
-            ));
-        }
-        self.manager()?.listen_subscriptions(req).await
-    }
-
-    async fn publish_logs(
-        &self,
-        req: Request<Streaming<PublishLogsMessage>>,
-    ) -> Result<Response<PublishLogsResponse>, Status> {
-        self.authorize(&req, None)?;
-        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
-            use tokio_stream::StreamExt;
-            let messages = req.into_inner().filter_map(|m| m.ok());
-            return leader.publish_logs(messages).await;
-        }
-        self.manager()?.publish_logs(req).await
-    }
-
-    async fn heartbeat(
-        &self,
-        req: Request<HeartbeatRequest>,
-    ) -> Result<Response<HeartbeatResponse>, Status> {
-        self.authorize(&req, Some(&req.get_ref().node_id))?;
-        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
-            return leader.heartbeat(req.into_inner()).await;
-        }
-        self.manager()?.heartbeat(req).await
-    }
-
-    async fn update_task_status(
-        &self,
-        req: Request<UpdateTaskStatusRequest>,
-    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
-        self.authorize(&req, Some(&req.get_ref().node_id))?;
-        if let Some(mut leader) = self.daemon.leader_dispatcher()? {
-            return leader.update_task_status(req.into_inner()).await;
-        }
-        self.manager()?.update_task_status(req).await
     }
 }

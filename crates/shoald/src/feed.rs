@@ -65,7 +65,7 @@ pub async fn run(
     let mut client =
         DispatcherClient::new(channel).max_decoding_message_size(shoal_api::MAX_MESSAGE_BYTES);
     let mut revision = 0u64;
-    let mut backoff = Duration::from_millis(100);
+    let mut waits = reconnect_backoff();
     loop {
         let req = FeedRequest {
             node_id: node_id.clone(),
@@ -73,7 +73,7 @@ pub async fn run(
         };
         match client.feed(req).await {
             Ok(resp) => {
-                backoff = Duration::from_millis(100);
+                waits = reconnect_backoff();
                 let mut stream = resp.into_inner();
                 loop {
                     let msg = tokio::select! {
@@ -115,10 +115,27 @@ pub async fn run(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(waits.next().unwrap_or(RECONNECT_MAX_WAIT)) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// The longest wait between two attempts to open the feed.
+const RECONNECT_MAX_WAIT: Duration = Duration::from_secs(2);
+
+/// The waits between attempts to open the feed, made afresh once a stream
+/// opened: exponential from 100 ms, each with random jitter up to its own
+/// length (so the nodes of a cluster do not all reconnect at once when a
+/// manager goes), never more than [`RECONNECT_MAX_WAIT`], without end.
+fn reconnect_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(RECONNECT_MAX_WAIT / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// Applies one feed message; returns its revision.
@@ -183,3 +200,6 @@ pub fn to_route(r: ServiceRoute) -> shoal_mesh::ServiceRoute {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,12 +13,22 @@
 //! - `data_root`: the data root's permissions and crash-safe private writes.
 //! - `api_socket`: the API socket: its owner, group and mode, and an accept
 //!   loop that survives descriptor exhaustion.
-//! - `daemon`: role wiring, start-up and the ordered shutdown.
+//! - `lifecycle`: start-up and the ordered shutdown.
 //! - `control`: the `Control` service before and after `swarm init`.
+//! - `membership`: `swarm init`, `join`, `leave`, and the roles a restart
+//!   brings back.
+//! - `role_change`: `node promote` / `node demote` as the node carries them out.
+//! - `renewal`: node certificate renewal, and learning of `node rm`.
+//! - `daemon`: the node's state and the steps its roles are made of.
+//! - `role`: the role the node runs now, held in one place.
 //! - `feed`: discovery feed → mesh routing table.
 //! - `host_network`: the advertise address, an ingress subnet clear of the host's networks, the links removed on leave.
 //! - `admin`: `/metrics`, `/healthz`, `/routes`.
 //! - `tls`: the manager's mTLS listener for other nodes, and channels to it.
+//!
+//! Files import only files below them in this list (bottom up: `tls`,
+//! `role`, `daemon`, then `renewal` and `role_change`, `membership`,
+//! `control`, `lifecycle`), never one that imports them back.
 
 mod admin;
 mod api_socket;
@@ -28,7 +38,12 @@ mod daemon;
 mod data_root;
 mod feed;
 mod host_network;
+mod lifecycle;
+mod membership;
 mod node;
+mod renewal;
+mod role;
+mod role_change;
 mod tls;
 
 use anyhow::Context;
@@ -60,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("start the tokio runtime")?;
-    runtime.block_on(daemon::run(cli.daemon))
+    runtime.block_on(lifecycle::run(cli.daemon))
 }
 
 fn run_workload(name: &config::Workload) -> anyhow::Result<()> {

@@ -16,9 +16,10 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use hyper_util::rt::TokioIo;
-use shoal_api::pb::dispatcher_server::DispatcherServer;
+use shoal_api::pb::dispatcher_server::{Dispatcher, DispatcherServer};
 use shoal_api::pb::node_ca_server::NodeCaServer;
-use shoal_manager::{ca, join, NodeCertificates};
+use shoal_manager::dispatcher::caller;
+use shoal_manager::{join, Manager, NodeCertificates};
 use shoal_store::Store;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -27,9 +28,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint, Server};
-
-use crate::control::NodeDispatcher;
-use crate::daemon::Daemon;
 
 /// How long a peer may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,9 +52,9 @@ struct TlsConfigs {
 impl NodeTls {
     /// Serves `certs` to every connection made from now on.
     pub fn install(&self, certs: &NodeCertificates) -> anyhow::Result<()> {
-        let server = ca::rustls_server_config(&certs.ca_pem, &certs.cert_pem, &certs.key_pem)
+        let server = shoal_ca::rustls_server_config(&certs.ca_pem, &certs.cert_pem, &certs.key_pem)
             .context("TLS config of the node listener")?;
-        let client = ca::rustls_client_config(&certs.ca_pem, &certs.cert_pem, &certs.key_pem)
+        let client = shoal_ca::rustls_client_config(&certs.ca_pem, &certs.cert_pem, &certs.key_pem)
             .context("TLS config of connections to managers")?;
         self.current.store(Some(Arc::new(TlsConfigs {
             certs: certs.clone(),
@@ -136,7 +134,7 @@ fn refuse_removed(
     move |req: tonic::Request<()>| {
         if let Some(certs) = req.peer_certs() {
             if let Some(leaf) = certs.first() {
-                if let Ok((node, _)) = ca::cert_identity(leaf.as_ref()) {
+                if let Ok((node, _)) = shoal_ca::cert_identity(leaf.as_ref()) {
                     if join::is_removed(&store, &node) {
                         return Err(join::removed_status(&node));
                     }
@@ -148,16 +146,15 @@ fn refuse_removed(
 }
 
 /// Binds `addr` now (a taken port fails `swarm init` clearly) and serves the
-/// node-to-node API with mTLS until `shutdown`.
-pub async fn serve_manager_listener(
-    daemon: Arc<Daemon>,
+/// node-to-node API with mTLS until `shutdown`: `manager`'s Raft and
+/// `NodeCA` services, and `dispatcher`.
+pub async fn serve_node_listener<D: Dispatcher>(
     addr: SocketAddr,
     tls: &NodeTls,
+    manager: &Manager,
+    dispatcher: D,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let manager = daemon
-        .manager()
-        .context("the node-to-node listener needs a manager")?;
     anyhow::ensure!(
         tls.server_config().is_some(),
         "the node-to-node listener needs a node certificate"
@@ -167,26 +164,16 @@ pub async fn serve_manager_listener(
         .with_context(|| format!("bind --listen-addr {addr}"))?;
     let (streams, incoming) = mpsc::channel(64);
     tokio::spawn(accept_tls(listener, tls.clone(), streams, shutdown.clone()));
-    // Only managers speak Raft.
-    let raft =
-        manager
-            .store()
-            .raft_service_authorized(Arc::new(|req| match ca::peer_identity(req)? {
-                (_, ca::CertRole::Manager) => Ok(()),
-                (node, _) => Err(tonic::Status::permission_denied(format!(
-                    "node {node} is not a manager and cannot take part in Raft"
-                ))),
-            }));
+    let raft = manager
+        .store()
+        .raft_service_authorized(Arc::new(caller::require_raft_manager));
     let server = Server::builder()
         .layer(tonic::service::InterceptorLayer::new(refuse_removed(
             manager.store().clone(),
         )))
         .add_service(raft)
         .add_service(NodeCaServer::new(manager.node_ca()))
-        .add_service(DispatcherServer::new(NodeDispatcher {
-            daemon,
-            remote: true,
-        }))
+        .add_service(DispatcherServer::new(dispatcher))
         .serve_with_incoming_shutdown(ReceiverStream::new(incoming), shutdown.cancelled_owned());
     tracing::info!(%addr, "serving nodes (mTLS)");
     Ok(tokio::spawn(async move {
@@ -199,7 +186,7 @@ pub async fn serve_manager_listener(
 /// An endpoint with tonic's own TLS for `certs` (fixed for its life: the
 /// balancer's endpoints are made again when the certificate changes).
 fn manager_endpoint(addr: &str, certs: &NodeCertificates) -> anyhow::Result<Endpoint> {
-    let tls = ca::client_tls(&certs.ca_pem, Some((&certs.cert_pem, &certs.key_pem)))
+    let tls = shoal_ca::client_tls(&certs.ca_pem, Some((&certs.cert_pem, &certs.key_pem)))
         .context("client TLS config")?;
     Ok(Endpoint::from_shared(format!("https://{addr}"))
         .with_context(|| format!("manager address {addr:?}"))?
@@ -250,7 +237,7 @@ async fn connect_tls(
     })?;
     let tcp = TcpStream::connect(addr).await?;
     let _ = tcp.set_nodelay(true);
-    let name = rustls::pki_types::ServerName::try_from(ca::TLS_SERVER_NAME)
+    let name = rustls::pki_types::ServerName::try_from(shoal_ca::TLS_SERVER_NAME)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)

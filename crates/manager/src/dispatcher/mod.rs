@@ -8,9 +8,11 @@
 //! - [`logbroker`]: log subscriptions out to agents, log lines back.
 //! - `status`: task status reports, written in batches.
 
+pub mod caller;
 pub mod feed;
 pub mod heartbeat;
 pub mod logbroker;
+pub mod relay;
 mod status;
 
 use std::collections::HashMap;

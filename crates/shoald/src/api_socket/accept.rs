@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
@@ -24,11 +25,14 @@ use tonic::transport::server::{Connected, UdsConnectInfo};
 /// Descriptors held back for the API socket's accepts at exhaustion.
 const RESERVED_DESCRIPTORS: usize = 8;
 
-/// Waits between failed accepts.
-const BACKOFF: Backoff = Backoff {
-    first: Duration::from_millis(10),
-    longest: Duration::from_secs(1),
-};
+/// Waits between failed accepts: from 10 ms, doubling up to 1 s, for as
+/// long as accepts fail. Without jitter: one loop per process, with no
+/// others to spread out from.
+const BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(10))
+    .with_max_delay(Duration::from_secs(1))
+    .with_factor(2.0)
+    .without_max_times();
 
 /// Failed accepts are reported at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -45,13 +49,6 @@ pub fn incoming(listener: UnixListener) -> impl Stream<Item = io::Result<ApiConn
         };
         Some((Ok(connection), accept_loop))
     })
-}
-
-/// Waits between failed accepts: `first`, doubling up to `longest`.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub first: Duration,
-    pub longest: Duration,
 }
 
 /// Open `/dev/null`s, each closed to make room for one accept at EMFILE.
@@ -115,7 +112,8 @@ impl Acceptor for UnixListener {
 pub struct AcceptLoop<A> {
     acceptor: A,
     reserve: Arc<Reserve>,
-    backoff: Backoff,
+    /// The waits between failed accepts, started afresh for each connection.
+    backoff: ExponentialBuilder,
     /// Failed accepts since the last warning.
     unreported: u64,
     /// When the last warning was logged.
@@ -125,7 +123,7 @@ pub struct AcceptLoop<A> {
 // === impl AcceptLoop ===
 
 impl<A: Acceptor> AcceptLoop<A> {
-    pub fn new(acceptor: A, reserve: Arc<Reserve>, backoff: Backoff) -> Self {
+    pub fn new(acceptor: A, reserve: Arc<Reserve>, backoff: ExponentialBuilder) -> Self {
         AcceptLoop {
             acceptor,
             reserve,
@@ -137,7 +135,7 @@ impl<A: Acceptor> AcceptLoop<A> {
 
     /// The next connection; retries failed accepts.
     pub async fn next(&mut self) -> A::Conn {
-        let mut backoff = self.backoff.first;
+        let mut waits = self.backoff.build();
         loop {
             match self.acceptor.accept().await {
                 Ok(conn) => {
@@ -151,8 +149,9 @@ impl<A: Acceptor> AcceptLoop<A> {
                 }
                 Err(err) => {
                     self.report(&err);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.backoff.longest);
+                    // The builder sets no limit on attempts: there is always a wait.
+                    let wait = waits.next().unwrap_or(Duration::from_secs(1));
+                    tokio::time::sleep(wait).await;
                 }
             }
         }

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AcceptLoop, Acceptor, ApiConnection, Backoff, RefillOnClose, Reserve};
+use backon::ExponentialBuilder;
+
+use super::{AcceptLoop, Acceptor, ApiConnection, RefillOnClose, Reserve};
 
 /// Fails with `errno` for its first `failures` accepts, then accepts.
 struct Scripted {
@@ -25,10 +27,10 @@ impl Acceptor for Scripted {
 }
 
 /// Backoff for the tests: short, so they run on real time.
-const TEST_BACKOFF: Backoff = Backoff {
-    first: Duration::from_millis(1),
-    longest: Duration::from_millis(10),
-};
+const TEST_BACKOFF: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(1))
+    .with_max_delay(Duration::from_millis(10))
+    .without_max_times();
 
 #[tokio::test]
 async fn out_of_descriptors_spends_the_reserve_then_backs_off_instead_of_spinning() {
@@ -57,10 +59,9 @@ async fn a_freed_reserve_descriptor_lets_the_next_accept_through_at_once() {
         calls: calls.clone(),
     };
     // A backoff this long would time the test out: none may be taken.
-    let slow = Backoff {
-        first: Duration::from_secs(60),
-        longest: Duration::from_secs(60),
-    };
+    let slow = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(60))
+        .without_max_times();
     let mut accept_loop = AcceptLoop::new(acceptor, Reserve::new(2), slow);
     tokio::time::timeout(Duration::from_secs(5), accept_loop.next())
         .await

@@ -12,24 +12,32 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use shoal_api::pb::node_ca_client::NodeCaClient;
-use shoal_api::pb::NodeCertificateStatusRequest;
-use shoal_manager::{ca, join, NodeCertificates};
+use shoal_api::pb::{
+    IssueNodeCertificateResponse, NodeCertificateStatusRequest, RenewNodeCertificateRequest,
+};
+use shoal_ca as ca;
+use shoal_manager::{join, NodeCertificates};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use super::Daemon;
+use crate::daemon::Daemon;
 use crate::node::{self, Membership};
+use crate::tls;
 
 /// How often a member asks whether its certificate still stands.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// How soon a failed renewal is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 
-/// Renews this node's certificate before expiry, until `shutdown` (or until
-/// the node learns it was removed and leaves the swarm).
-pub(super) async fn renew_certificates(daemon: Arc<Daemon>, shutdown: CancellationToken) {
+/// Renews this node's certificate before expiry, until `shutdown` (None) or
+/// until the managers refuse it because `node rm` removed the node (the
+/// refusal: the caller makes the node leave the swarm).
+pub async fn renew_certificates(
+    daemon: Arc<Daemon>,
+    shutdown: CancellationToken,
+) -> Option<Status> {
     let mut position = ca::random_fraction();
     let mut retry_at: Option<Instant> = None;
     let mut status = tokio::time::interval(STATUS_EVERY);
@@ -42,17 +50,14 @@ pub(super) async fn renew_certificates(daemon: Arc<Daemon>, shutdown: Cancellati
             (None, None) => Instant::now() + Duration::from_secs(3600),
         };
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return None,
             _ = tokio::time::sleep_until(due) => {
                 match daemon.renew_before_expiry().await {
                     Ok(()) => {
                         position = ca::random_fraction();
                         retry_at = None;
                     }
-                    Err(s) if join::is_removed_status(&s) => {
-                        daemon.removed_from_swarm(&s).await;
-                        return;
-                    }
+                    Err(s) if join::is_removed_status(&s) => return Some(s),
                     Err(s) => {
                         tracing::warn!(error = %s.message(), "node certificate renewal failed; retrying in {RETRY_AFTER:?}");
                         retry_at = Some(Instant::now() + RETRY_AFTER);
@@ -61,10 +66,7 @@ pub(super) async fn renew_certificates(daemon: Arc<Daemon>, shutdown: Cancellati
             }
             _ = status.tick() => {
                 match daemon.certificate_status().await {
-                    Err(s) if join::is_removed_status(&s) => {
-                        daemon.removed_from_swarm(&s).await;
-                        return;
-                    }
+                    Err(s) if join::is_removed_status(&s) => return Some(s),
                     Err(s) => tracing::debug!(error = %s.message(), "certificate status unknown"),
                     Ok(None) => {}
                     Ok(Some(why)) => {
@@ -102,17 +104,39 @@ fn outlives_expiry(not_after: SystemTime, now: SystemTime, expiry_ms: u64) -> bo
 }
 
 impl Daemon {
+    /// A fresh key and a certificate: for the role the node's spec names, or
+    /// (`keep_role`, a renewal before expiry) for the role it holds.
+    pub(crate) async fn renew_certificate(
+        &self,
+        channel: Channel,
+        keep_role: bool,
+    ) -> Result<(NodeCertificates, IssueNodeCertificateResponse), Status> {
+        let key = shoal_ca::new_node_key().map_err(|e| Status::internal(e.to_string()))?;
+        let resp = NodeCaClient::new(channel)
+            .renew_node_certificate(RenewNodeCertificateRequest {
+                csr_pem: key.csr_pem.clone(),
+                advertise_addr: self.manager_addr(),
+                keep_role,
+            })
+            .await?
+            .into_inner();
+        let certs = NodeCertificates {
+            ca_pem: resp.ca_certificate_pem.clone(),
+            cert_pem: resp.certificate_pem.clone(),
+            key_pem: key.key_pem,
+        };
+        Ok((certs, resp))
+    }
+
     /// Where this node's CA calls go: its own listener for a manager (it
     /// signs with its own replica of the CA), its managers for a worker.
     fn ca_channel(&self) -> Result<Channel, Status> {
         match self.membership() {
-            Membership::Manager => crate::tls::manager_channel(&self.manager_addr(), &self.tls)
+            Membership::Manager => tls::manager_channel(&self.manager_addr(), &self.tls)
                 .map_err(|e| Status::internal(format!("{e:#}"))),
             Membership::Worker => self
-                .upstream
-                .lock()
-                .expect("upstream lock")
-                .as_ref()
+                .role
+                .upstream()
                 .map(|u| u.channel())
                 .ok_or_else(|| Status::unavailable("no channel to the managers")),
             Membership::None => Err(Status::failed_precondition("not in a swarm")),
@@ -170,22 +194,6 @@ impl Daemon {
             ));
         }
         Ok(None)
-    }
-
-    /// The managers refused this node's certificate: `node rm` removed it.
-    /// It stops its tasks and forgets the swarm (it may join again, as a new
-    /// node, with a token).
-    async fn removed_from_swarm(self: &Arc<Self>, refusal: &Status) {
-        tracing::error!(
-            "this node was removed from the swarm ({}): leaving the swarm; join it again with `shoal swarm join --token ...`",
-            refusal.message()
-        );
-        match self.leave_swarm(true).await {
-            Ok(()) => tracing::info!("this node is not in a swarm any more"),
-            Err(s) => {
-                tracing::warn!(error = %s.message(), "leaving the swarm after removal failed")
-            }
-        }
     }
 }
 

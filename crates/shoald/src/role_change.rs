@@ -18,26 +18,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shoal_agent::NodeDirective;
-use shoal_api::pb::node_ca_client::NodeCaClient;
-use shoal_api::pb::RenewNodeCertificateRequest;
-use shoal_api::pb::{IssueNodeCertificateResponse, JoinRaftRequest, NodeRole};
-use shoal_manager::{ca, NodeCertificates};
+use shoal_api::pb::NodeRole;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
-use tonic::Status;
 
-use super::Daemon;
+use crate::daemon::Daemon;
 use crate::node::{self, Membership};
+use crate::role::{Role, WorkerRole};
 use crate::tls::ManagersChannel;
-
-/// How long a promoted node keeps asking to join the Raft group.
-const JOIN_RAFT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Follows the cluster's directives until `shutdown`, retrying a transition
 /// that could not finish yet (a demoted manager waits for the leader to take
 /// it out of Raft).
-pub(super) async fn follow_directives(
+pub async fn follow_directives(
     daemon: Arc<Daemon>,
     mut directives: watch::Receiver<Option<NodeDirective>>,
     shutdown: CancellationToken,
@@ -75,7 +68,7 @@ impl Daemon {
         if managers.is_empty() {
             return Ok(());
         }
-        if let Some(upstream) = self.upstream.lock().expect("upstream lock").as_ref() {
+        if let Some(upstream) = self.role.upstream() {
             upstream.set_managers(managers)?;
         }
         if self.identity().manager_addrs != managers {
@@ -84,42 +77,13 @@ impl Daemon {
         Ok(())
     }
 
-    /// A fresh key and a certificate: for the role the node's spec names, or
-    /// (`keep_role`, a renewal before expiry) for the role it holds.
-    pub(super) async fn renew_certificate(
-        &self,
-        channel: Channel,
-        keep_role: bool,
-    ) -> Result<(NodeCertificates, IssueNodeCertificateResponse), Status> {
-        let key = ca::new_node_key().map_err(|e| Status::internal(e.to_string()))?;
-        let resp = NodeCaClient::new(channel)
-            .renew_node_certificate(RenewNodeCertificateRequest {
-                csr_pem: key.csr_pem.clone(),
-                advertise_addr: self.manager_addr(),
-                keep_role,
-            })
-            .await?
-            .into_inner();
-        let certs = NodeCertificates {
-            ca_pem: resp.ca_certificate_pem.clone(),
-            cert_pem: resp.certificate_pem.clone(),
-            key_pem: key.key_pem,
-        };
-        Ok((certs, resp))
-    }
-
     /// Worker → manager.
     async fn promote(self: &Arc<Self>) -> anyhow::Result<()> {
         let _guard = self.membership_lock.lock().await;
         if self.membership() != Membership::Worker {
             return Ok(());
         }
-        let upstream = self
-            .upstream
-            .lock()
-            .expect("upstream lock")
-            .clone()
-            .context("no channel to the managers")?;
+        let upstream = self.role.upstream().context("no channel to the managers")?;
         let (certs, resp) = self
             .renew_certificate(upstream.channel(), false)
             .await
@@ -135,15 +99,12 @@ impl Daemon {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("remove stale store {}", dir.display()))?;
             }
-            let store = self.open_store(resp.raft_id, &certs).await?;
-            let parent = self
-                .roles
-                .lock()
-                .await
-                .as_ref()
-                .map(|r| r.token.clone())
+            let tasks = self
+                .role
+                .tasks()
                 .context("the node roles are not running")?;
-            self.start_manager_components(store, &certs, &parent)
+            let store = self.open_store(resp.raft_id, &certs).await?;
+            self.start_manager_components(store, &certs, &tasks, Some(upstream))
                 .await?;
         }
         self.join_raft(&resp.manager_addrs, resp.raft_id)
@@ -184,18 +145,13 @@ impl Daemon {
             return Ok(()); // promoted again meanwhile
         }
         node::save_certificates(&self.cfg.data_root, &certs)?;
-        if let Some(token) = self
-            .manager_token
-            .lock()
-            .expect("manager token lock")
-            .take()
-        {
-            token.cancel();
-        }
-        *self.manager.lock().expect("manager lock") = None;
-        *self.leader_channel.lock().expect("leader channel lock") = None;
-        let store = self.store.lock().expect("store lock").take();
-        if let Some(store) = store {
+        let tasks = self
+            .role
+            .tasks()
+            .context("the node roles are not running")?;
+        if let Role::Manager(m) = &*self.role.load() {
+            m.components.cancel();
+            let store = m.manager.store().clone();
             if tokio::time::timeout(Duration::from_secs(5), store.shutdown())
                 .await
                 .is_err()
@@ -209,7 +165,8 @@ impl Daemon {
         }
         self.tls.install(&certs)?;
         let upstream = Arc::new(ManagersChannel::new(&resp.manager_addrs, &self.tls)?);
-        *self.upstream.lock().expect("upstream lock") = Some(upstream);
+        self.role
+            .switch(Role::Worker(WorkerRole { tasks, upstream }));
         self.update_identity(|id| {
             id.membership = Membership::Worker;
             id.raft_id = 0;
@@ -217,40 +174,5 @@ impl Daemon {
         })?;
         tracing::info!("demoted: this node is a worker now");
         Ok(())
-    }
-
-    /// Asks the Raft leader to add this manager to the group, through any of
-    /// `via` (only the leader accepts; the others are tried in turn).
-    pub(super) async fn join_raft(&self, via: &[String], raft_id: u64) -> Result<(), Status> {
-        let deadline = tokio::time::Instant::now() + JOIN_RAFT_DEADLINE;
-        let own = self.manager_addr();
-        loop {
-            // A reply lost to a leader change, or this node leading by now:
-            // its own replica tells whether it became a voter for good.
-            let store = self.store.lock().expect("store lock").clone();
-            if let Some(store) = store {
-                if store.committed_voter_ids().await.contains(&raft_id) {
-                    return Ok(());
-                }
-            }
-            let mut last = Status::unavailable("no manager to join through");
-            for addr in via.iter().filter(|a| **a != own) {
-                let channel = crate::tls::manager_channel(addr, &self.tls)
-                    .map_err(|e| Status::internal(format!("{e:#}")))?;
-                let req = JoinRaftRequest {
-                    raft_id,
-                    addr: own.clone(),
-                };
-                match NodeCaClient::new(channel).join_raft(req).await {
-                    Ok(_) => return Ok(()),
-                    Err(s) if s.code() == tonic::Code::PermissionDenied => return Err(s),
-                    Err(s) => last = s,
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(last);
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
     }
 }

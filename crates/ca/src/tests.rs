@@ -1,5 +1,6 @@
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use shoal_api::pb::node_ca_client::NodeCaClient;
 use shoal_api::pb::node_ca_server::{NodeCa, NodeCaServer};
@@ -7,7 +8,13 @@ use shoal_api::pb::{IssueNodeCertificateRequest, IssueNodeCertificateResponse};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint, Server};
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use tonic::transport::ClientTlsConfig;
+
 use super::*;
+use crate::pem::{cert_chain_der, first_cert_der, pem_encode_cert, sha256_hex};
+use crate::tls::{ring_provider, root_store};
 
 // === tokens ===
 

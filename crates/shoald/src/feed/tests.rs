@@ -1,0 +1,13 @@
+use super::*;
+
+#[test]
+fn reconnect_waits_grow_with_jitter_and_stay_bounded() {
+    let waits: Vec<Duration> = reconnect_backoff().take(50).collect();
+    assert_eq!(waits.len(), 50, "the feed retries without end");
+    assert!(waits[0] >= Duration::from_millis(100) && waits[0] < Duration::from_millis(200));
+    assert!(waits.iter().all(|w| *w <= RECONNECT_MAX_WAIT));
+    // Past the cap the base wait is half the maximum, the jitter adds up to as much.
+    assert!(waits[20..].iter().all(|w| *w >= RECONNECT_MAX_WAIT / 2));
+    // The jitter spreads nodes out: not every late wait is the same.
+    assert!(waits[20..].iter().any(|w| *w != waits[20]));
+}
