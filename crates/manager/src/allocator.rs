@@ -1,16 +1,21 @@
 //! The allocator: published ports for services and ingress addresses for
-//! tasks. Port allocation runs inside the control API (conflicts are refused
-//! at create); address allocation is a sans-IO pass of the reconcile loop
-//! that moves tasks from NEW to PENDING.
+//! tasks and nodes. Port allocation ([`ports`]) runs inside the control API
+//! (conflicts are refused at create and update); address allocation is a
+//! sans-IO pass of the reconcile loop that moves tasks from NEW to PENDING.
+//!
+//! # Layout
+//! - this module: ingress subnets and addresses.
+//! - [`ports`]: published ports, checked cluster-wide against the store.
+
+pub mod ports;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use shoal_api::pb::{PortConfig, TaskState};
+use shoal_api::pb::TaskState;
 use shoal_api::state::is_terminal;
 
 use crate::orchestrator::{is_live, task_state, Changes};
-use crate::spec::{DYNAMIC_PORT_END, DYNAMIC_PORT_START};
 use crate::state::ClusterView;
 
 /// Docker's default address pool (`swarm init --default-addr-pool`).
@@ -24,31 +29,6 @@ pub const INGRESS_PREFIX: u8 = 16;
 /// Ingress subnet of a cluster created without a host check (the first
 /// [`INGRESS_PREFIX`] of [`DEFAULT_ADDR_POOL`]).
 pub const DEFAULT_INGRESS_SUBNET: &str = "10.0.0.0/16";
-
-/// Fills in published ports of `ports` that are 0 with the lowest port of
-/// the dynamic range that `available` accepts and no other port here uses.
-pub fn allocate_ports(
-    ports: &mut [PortConfig],
-    available: impl Fn(u32) -> bool,
-) -> Result<(), String> {
-    let mut used: BTreeSet<u32> = ports.iter().map(|p| p.published_port).collect();
-    for p in ports.iter_mut() {
-        if p.published_port == 0 {
-            let free = (DYNAMIC_PORT_START..=DYNAMIC_PORT_END)
-                .find(|c| !used.contains(c) && available(*c));
-            match free {
-                Some(port) => p.published_port = port,
-                None => {
-                    return Err(format!(
-                        "ports: no free port left in {DYNAMIC_PORT_START}-{DYNAMIC_PORT_END}"
-                    ))
-                }
-            }
-        }
-        used.insert(p.published_port);
-    }
-    Ok(())
-}
 
 /// Parses `a.b.c.d/len` into (network, prefix).
 pub fn parse_subnet(cidr: &str) -> Option<(Ipv4Addr, u8)> {
@@ -158,23 +138,6 @@ mod subnet_properties;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dynamic_ports_skip_taken() {
-        let mut ports = vec![
-            PortConfig {
-                target_port: 80,
-                ..Default::default()
-            },
-            PortConfig {
-                target_port: 81,
-                ..Default::default()
-            },
-        ];
-        allocate_ports(&mut ports, |p| p != 30000).unwrap();
-        assert_eq!(ports[0].published_port, 30001);
-        assert_eq!(ports[1].published_port, 30002);
-    }
 
     #[test]
     fn node_addresses_come_from_the_top() {

@@ -2,7 +2,7 @@
 //! published ports a service holds, and the service's store writes (the
 //! service, its name index and its published-port index in one transaction).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use shoal_api::codec;
 use shoal_api::pb::{
@@ -14,9 +14,10 @@ use shoal_store::{Compare, Op, Store, StoreError, Txn};
 use tonic::Status;
 
 use super::resolve::{find_service, store_status};
+use crate::allocator::ports::{self, PortError};
 use crate::cache::ViewCache;
 use crate::state::{self, ClusterView};
-use crate::{allocator, orchestrator, quarantine, spec};
+use crate::{orchestrator, quarantine, spec};
 
 /// `service create`: a new service with its name and published ports
 /// reserved in the same write.
@@ -295,76 +296,19 @@ pub async fn remove(
     Ok(RemoveServiceResponse { id: service.id })
 }
 
-/// Published ports already owned by other services: port → service name.
-fn taken_ports(view: &ClusterView, except: &str) -> BTreeMap<u32, String> {
-    view.services
-        .values()
-        .filter(|s| s.id != except)
-        .flat_map(|s| {
-            let name = s
-                .spec
-                .as_ref()
-                .map(|sp| sp.name.clone())
-                .unwrap_or_default();
-            s.endpoint
-                .iter()
-                .flat_map(|e| e.ports.iter())
-                .map(move |p| (p.published_port, name.clone()))
-        })
-        .collect()
-}
-
-/// Fills the endpoint of a service spec: keeps ports it already had,
-/// rejects ports owned by others or bound on this host, allocates the rest.
+/// The endpoint the allocator gives `spec`, or why it cannot have its ports.
 fn allocate_endpoint(
     view: &ClusterView,
     service_id: &str,
     spec: &ServiceSpec,
     current: Option<&ServiceEndpoint>,
 ) -> Result<ServiceEndpoint, Status> {
-    let taken = taken_ports(view, service_id);
-    let mine: BTreeSet<u32> = current
-        .iter()
-        .flat_map(|e| e.ports.iter().map(|p| p.published_port))
-        .collect();
-    let mut ports = spec.ports.clone();
-    for p in &ports {
-        if p.published_port == 0 {
-            continue;
-        }
-        if let Some(owner) = taken.get(&p.published_port) {
-            return Err(Status::already_exists(format!(
-                "ports: published port {} is already used by service {owner}; pick another published port",
-                p.published_port
-            )));
-        }
-        if !mine.contains(&p.published_port) && host_port_in_use(p.published_port) {
-            return Err(Status::already_exists(format!(
-                "ports: port {} is already in use on this host by another program; pick another published port",
-                p.published_port
-            )));
-        }
-    }
-    // Ports with no number keep the one they had, if the target matches.
-    for p in ports.iter_mut().filter(|p| p.published_port == 0) {
-        if let Some(old) = current
-            .iter()
-            .flat_map(|e| e.ports.iter())
-            .find(|o| o.target_port == p.target_port && o.protocol == p.protocol)
-        {
-            p.published_port = old.published_port;
-        }
-    }
-    allocator::allocate_ports(&mut ports, |port| {
-        !taken.contains_key(&port) && (mine.contains(&port) || !host_port_in_use(port))
-    })
-    .map_err(Status::resource_exhausted)?;
-    Ok(ServiceEndpoint { ports })
-}
-
-/// Whether something on this host already listens on the TCP port.
-fn host_port_in_use(port: u32) -> bool {
-    std::net::TcpListener::bind(("0.0.0.0", port as u16)).is_err()
+    ports::allocate_endpoint(view, service_id, spec, current, ports::local_port_in_use).map_err(
+        |e| match e {
+            PortError::Exhausted => Status::resource_exhausted(e.to_string()),
+            _ => Status::already_exists(e.to_string()),
+        },
+    )
 }
 
 /// The write of a changed service read at `version`: the service itself and
