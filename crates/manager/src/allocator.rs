@@ -11,6 +11,7 @@ pub mod ports;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use shoal_api::pb::TaskState;
 use shoal_api::state::is_terminal;
@@ -112,7 +113,11 @@ pub fn allocate_tasks(view: &mut ClusterView, changes: &mut Changes, now: i64) {
         while next <= last && in_use.contains(&next) {
             next += 1;
         }
-        let task = view.tasks.get_mut(&id).expect("listed above");
+        let task = view
+            .tasks
+            .get_mut(&id)
+            .map(Arc::make_mut)
+            .expect("listed above");
         let status = task.status.get_or_insert_with(Default::default);
         if next > last {
             let err = format!("no free address left in {}", view.cluster.ingress_subnet);
@@ -142,7 +147,7 @@ mod tests {
     #[test]
     fn node_addresses_come_from_the_top() {
         let mut view = ClusterView::default();
-        view.cluster.ingress_subnet = "10.255.0.0/16".into();
+        Arc::make_mut(&mut view.cluster).ingress_subnet = "10.255.0.0/16".into();
         assert_eq!(
             allocate_node_address(&view).as_deref(),
             Some("10.255.255.254/16")
@@ -154,7 +159,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        view.nodes.insert("n1".into(), node);
+        view.nodes.insert("n1".into(), Arc::new(node));
         assert_eq!(
             allocate_node_address(&view).as_deref(),
             Some("10.255.255.253/16")

@@ -3,9 +3,14 @@
 //! change decodes only the objects it touched instead of the whole store, and
 //! every reader of one revision shares one `Arc<ClusterView>`.
 //!
-//! Before the cache, the reconciler, the feed, the withdrawal confirmer, the
-//! heartbeat checker and the assignment index each decoded every object in the
-//! store on every change: most of a busy manager's CPU (`bench/README.md`).
+//! Every leader component (reconciler, feed, withdrawal confirmer, heartbeat
+//! checker, assignment index, role manager) and every API handler (control,
+//! join, dispatcher) reads through this cache: decoding the whole store per
+//! change or per request would be most of a busy manager's CPU
+//! (`bench/README.md`). Readers take what they need and drop the view before
+//! they await: a view still held when the next change arrives makes
+//! [`ViewCache::current`] copy the view's maps (the objects themselves are
+//! shared, see [`ClusterView`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -117,7 +122,7 @@ pub(crate) fn apply(view: &mut ClusterView, event: &WatchEvent) {
         EventKind::Delete => {
             let key = event.kv.key.as_str();
             if key == state::CLUSTER_KEY {
-                view.cluster = Cluster::default();
+                view.cluster = Arc::default();
             } else if let Some(id) = key.strip_prefix(state::SERVICES) {
                 view.services.remove(id);
             } else if let Some(id) = key.strip_prefix(state::TASKS) {
@@ -134,11 +139,11 @@ pub(crate) fn upsert(view: &mut ClusterView, kv: &KeyValue) {
     let key = kv.key.as_str();
     if key == state::CLUSTER_KEY {
         if let Some(c) = Cluster::decode_kv(kv) {
-            view.cluster = c;
+            view.cluster = Arc::new(c);
         }
     } else if key.starts_with(state::SERVICES) {
         if let Some(s) = Service::decode_kv(kv) {
-            view.services.insert(s.id.clone(), s);
+            view.services.insert(s.id.clone(), Arc::new(s));
         }
     } else if key.starts_with(state::TASKS) {
         if let Some(t) = Task::decode_kv(kv) {
@@ -146,7 +151,7 @@ pub(crate) fn upsert(view: &mut ClusterView, kv: &KeyValue) {
         }
     } else if key.starts_with(state::NODES) {
         if let Some(n) = Node::decode_kv(kv) {
-            view.nodes.insert(n.id.clone(), n);
+            view.nodes.insert(n.id.clone(), Arc::new(n));
         }
     }
 }

@@ -234,7 +234,7 @@ pub async fn init_cluster(
         root_ca_cross_signed_pem: String::new(),
     };
     let ingress_address = allocator::allocate_node_address(&ClusterView {
-        cluster: cluster.clone(),
+        cluster: Arc::new(cluster.clone()),
         ..Default::default()
     })
     .unwrap_or_default();
@@ -370,8 +370,15 @@ impl Manager {
                 .spawn(async move { ("withdrawal confirmer", d.run_withdrawal_confirmer().await) });
         }
         {
-            let (store, rx, shutdown) = (store.clone(), changes_rx.clone(), shutdown.clone());
-            tasks.spawn(async move { ("role manager", role::run(store, rx, shutdown).await) });
+            let (store, cache, rx, shutdown) = (
+                store.clone(),
+                cache.clone(),
+                changes_rx.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(
+                async move { ("role manager", role::run(store, cache, rx, shutdown).await) },
+            );
         }
         Manager {
             inner: Arc::new(Inner {
@@ -401,7 +408,7 @@ impl Manager {
 
     /// The `NodeCA` service implementation (joining with a token).
     pub fn node_ca(&self) -> NodeCaApi {
-        NodeCaApi::new(self.inner.store.clone())
+        NodeCaApi::new(self.inner.store.clone(), self.inner.cache.clone())
     }
 
     /// The `Dispatcher` service implementation.

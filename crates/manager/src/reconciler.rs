@@ -8,6 +8,7 @@
 //! a stream of status reports one pass covers many changes (as swarmkit's
 //! scheduler debounces its commits).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_api::codec;
@@ -77,7 +78,7 @@ pub async fn reconcile_once(store: &Store, cache: &ViewCache) -> Result<bool, St
     }
     let mut txn = Txn::default();
     for id in &changes.dirty {
-        let Some(task) = view.tasks.get_mut(id) else {
+        let Some(task) = view.tasks.get_mut(id).map(Arc::make_mut) else {
             continue;
         };
         let key = state::task_key(id);
@@ -93,7 +94,7 @@ pub async fn reconcile_once(store: &Store, cache: &ViewCache) -> Result<bool, St
         });
     }
     for id in &changes.services {
-        let Some(service) = view.services.get_mut(id) else {
+        let Some(service) = view.services.get_mut(id).map(Arc::make_mut) else {
             continue;
         };
         let key = state::service_key(id);

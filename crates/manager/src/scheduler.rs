@@ -10,6 +10,7 @@
 //! (Swarm's spread). A task no node accepts stays PENDING with the reasons.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use shoal_api::pb::{Node, Placement, ServiceSpec, Task, TaskState};
 use shoal_api::state::is_terminal;
@@ -139,7 +140,11 @@ pub fn schedule(view: &mut ClusterView, changes: &mut Changes, now: i64) {
             let task = &view.tasks[&id];
             pick(view, &eligible, &load, task)
         };
-        let task = view.tasks.get_mut(&id).expect("listed above");
+        let task = view
+            .tasks
+            .get_mut(&id)
+            .map(Arc::make_mut)
+            .expect("listed above");
         match choice {
             Some(node) => {
                 load.add(&node, task);
@@ -178,10 +183,10 @@ fn pick(
     let want = placement::reservation(spec);
     let mut reasons = Reasons::default();
     let candidates: Vec<&Node> = if task.node_id.is_empty() {
-        view.nodes.values().collect()
+        view.nodes.values().map(|n| &**n).collect()
     } else {
         match view.nodes.get(&task.node_id) {
-            Some(n) => vec![n],
+            Some(n) => vec![&**n],
             None => {
                 reasons.unavailable = 1;
                 return (None, reasons);

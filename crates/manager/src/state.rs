@@ -12,7 +12,7 @@
 //!   promotion compares and bumps it (unique Raft ids and node addresses)
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use shoal_api::codec;
 use shoal_api::pb::{Cluster, Node, Service, Task};
@@ -93,19 +93,24 @@ pub fn list<T: Versioned>(store: &Store, prefix: &str) -> Vec<T> {
 }
 
 /// Everything the reconcilers look at, read in one pass.
+///
+/// Every object sits behind an [`Arc`]: cloning the view copies pointers,
+/// not objects, and a writer that changes one object
+/// ([`Arc::make_mut`]) copies that object only. The [`crate::cache::ViewCache`]
+/// and a reconcile pass's working copy share every object neither changed.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterView {
-    pub cluster: Cluster,
-    pub services: BTreeMap<String, Service>,
+    pub cluster: Arc<Cluster>,
+    pub services: BTreeMap<String, Arc<Service>>,
     /// Every task by id. Once [`ClusterView::tasks_of`] has been called, add
     /// and remove tasks with [`ClusterView::insert_task`] and
     /// [`ClusterView::remove_task`], which keep its index.
-    pub tasks: BTreeMap<String, Task>,
-    pub nodes: BTreeMap<String, Node>,
+    pub tasks: BTreeMap<String, Arc<Task>>,
+    pub nodes: BTreeMap<String, Arc<Node>>,
     /// service id → ids of its tasks, built by the first `tasks_of` (the
     /// orchestrators ask per service: a scan of every task each time was
     /// O(services × tasks) per pass).
-    pub(crate) by_service: OnceLock<BTreeMap<String, BTreeSet<String>>>,
+    pub(crate) by_service: OnceLock<Arc<BTreeMap<String, BTreeSet<String>>>>,
 }
 
 impl ClusterView {
@@ -134,17 +139,18 @@ impl ClusterView {
                     .or_default()
                     .insert(t.id.clone());
             }
-            index
+            Arc::new(index)
         });
         index
             .get(service_id)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.tasks.get(id))
+            .filter_map(|id| self.tasks.get(id).map(|t| &**t))
     }
 
     /// Adds (or replaces) a task.
-    pub fn insert_task(&mut self, task: Task) {
+    pub fn insert_task(&mut self, task: impl Into<Arc<Task>>) {
+        let task: Arc<Task> = task.into();
         if self
             .tasks
             .get(&task.id)
@@ -153,7 +159,7 @@ impl ClusterView {
             self.remove_task(&task.id.clone());
         }
         if let Some(index) = self.by_service.get_mut() {
-            index
+            Arc::make_mut(index)
                 .entry(task.service_id.clone())
                 .or_default()
                 .insert(task.id.clone());
@@ -162,9 +168,10 @@ impl ClusterView {
     }
 
     /// Removes a task.
-    pub fn remove_task(&mut self, id: &str) -> Option<Task> {
+    pub fn remove_task(&mut self, id: &str) -> Option<Arc<Task>> {
         let task = self.tasks.remove(id)?;
         if let Some(index) = self.by_service.get_mut() {
+            let index = Arc::make_mut(index);
             if let Some(ids) = index.get_mut(&task.service_id) {
                 ids.remove(id);
                 if ids.is_empty() {

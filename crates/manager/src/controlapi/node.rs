@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use shoal_api::codec;
 use shoal_api::pb::{
     GetNodeRequest, ListNodesResponse, Node, NodeResponse, NodeRole, NodeState, RemoveNodeRequest,
-    RemoveNodeResponse, TaskState, UpdateNodeRequest,
+    RemoveNodeResponse, Task, TaskState, UpdateNodeRequest,
 };
 use shoal_api::state::is_terminal;
 use shoal_store::{Compare, Op, Store, StoreError, Txn};
@@ -37,7 +37,12 @@ pub async fn get(
 
 /// `node ls`.
 pub async fn list(store: &Store, cache: &ViewCache) -> ListNodesResponse {
-    let nodes: Vec<Node> = cache.current().nodes.values().cloned().collect();
+    let nodes: Vec<Node> = cache
+        .current()
+        .nodes
+        .values()
+        .map(|n| Node::clone(n))
+        .collect();
     let voters = store.committed_voter_ids().await;
     let nodes = nodes
         .into_iter()
@@ -174,7 +179,7 @@ fn removal(view: &ClusterView, req: &RemoveNodeRequest) -> Result<(String, Txn),
         .values()
         .filter(|t| t.node_id == node.id && !is_terminal(task_state(t)))
     {
-        let mut t = t.clone();
+        let mut t = Task::clone(t);
         let tv = t.meta.as_ref().map(|m| m.version).unwrap_or(0);
         let status = t.status.get_or_insert_with(Default::default);
         status.state = TaskState::Orphaned as i32;
@@ -241,6 +246,7 @@ fn check_role_change(
     let managers: Vec<&Node> = view
         .nodes
         .values()
+        .map(|n| &**n)
         .filter(|n| {
             n.spec
                 .as_ref()

@@ -70,7 +70,7 @@ pub fn find_service(view: &ClusterView, query: &str) -> Result<Service, Status> 
         |s| &s.id,
         |s| s.spec.as_ref().map(|sp| sp.name.as_str()).unwrap_or(""),
     )
-    .cloned()
+    .map(|s| Service::clone(s))
 }
 
 /// A node by ID, hostname or ID prefix.
@@ -87,10 +87,10 @@ pub fn find_node(view: &ClusterView, query: &str) -> Result<Node, Status> {
                 .unwrap_or("")
         },
     )
-    .cloned()
+    .map(|n| Node::clone(n))
 }
 
 /// A task by ID or ID prefix (tasks have no name of their own).
 pub fn find_task(view: &ClusterView, query: &str) -> Result<Task, Status> {
-    resolve("task", query, view.tasks.values(), |t| &t.id, |_| "").cloned()
+    resolve("task", query, view.tasks.values(), |t| &t.id, |_| "").map(|t| Task::clone(t))
 }

@@ -118,7 +118,7 @@ pub fn list(cache: &ViewCache) -> ListServicesResponse {
         .map(|s| {
             let (running, desired, completed) = orchestrator::service_counts(&view, s);
             ServiceListEntry {
-                service: Some(s.clone()),
+                service: Some(Service::clone(s)),
                 running_tasks: running,
                 desired_tasks: desired,
                 completed_tasks: completed,

@@ -51,7 +51,7 @@ pub fn list(cache: &ViewCache, req: ListTasksRequest) -> Result<ListTasksRespons
             // Docker's "accepted" filter means "not yet running or done".
             || (desired.contains(&(TaskState::Accepted as i32)) && t.desired_state <= TaskState::Running as i32 && !is_terminal(task_state(t))))
         .filter(|t| quarantine::task_fits(t))
-        .cloned()
+        .map(|t| Task::clone(t))
         .collect();
     quarantine::fit_list(
         "tasks",

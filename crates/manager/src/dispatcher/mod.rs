@@ -337,7 +337,7 @@ impl DispatcherApi {
             if !leaving {
                 continue;
             }
-            let mut t = task.clone();
+            let mut t = Task::clone(task);
             let version = t.meta.as_ref().map(|m| m.version).unwrap_or(0);
             if t.withdraw_revision == 0 {
                 // The last write (the desired-state change or later) is where
@@ -374,7 +374,7 @@ impl DispatcherApi {
             .write_from_view(|view| {
                 let mut txn = Txn::default();
                 for id in nodes {
-                    let Some(mut node) = view.nodes.get(id).cloned() else {
+                    let Some(mut node) = view.nodes.get(id).map(|n| Node::clone(n)) else {
                         continue;
                     };
                     let s = node.status.get_or_insert_with(Default::default);
@@ -397,7 +397,7 @@ impl DispatcherApi {
             .cache
             .write_from_view(|view| {
                 let mut txn = Txn::default();
-                if let Some(mut node) = view.nodes.get(id).cloned() {
+                if let Some(mut node) = view.nodes.get(id).map(|n| Node::clone(n)) {
                     let before = node.clone();
                     f(&mut node);
                     if node != before {
@@ -573,7 +573,7 @@ impl AssignmentIndex {
             .flatten()
             .filter_map(|id| view.tasks.get(id))
             .filter(|t| crate::quarantine::task_fits(t))
-            .cloned()
+            .map(|t| Task::clone(t))
             .collect()
     }
 }

@@ -13,6 +13,7 @@
 //! job runs again. Sans-IO like the other orchestrators.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use shoal_api::pb::{JobStatus, Service, ServiceMode, ServiceSpec, Task, TaskState};
 use shoal_api::state::is_terminal;
@@ -118,7 +119,7 @@ fn created(t: &Task) -> i64 {
 
 /// Runs both job orchestrators over the view.
 pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
-    let jobs: Vec<Service> = view
+    let jobs: Vec<Arc<Service>> = view
         .services
         .values()
         .filter(|s| s.spec.as_ref().is_some_and(is_job))

@@ -19,6 +19,7 @@ pub mod restart;
 pub mod update;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use shoal_api::pb::{Meta, Service, ServiceMode, Task, TaskState, TaskStatus};
 
@@ -73,7 +74,7 @@ pub fn task_state(task: &Task) -> TaskState {
 
 /// Sets a task's desired state, recording the change only if it is one.
 pub fn set_desired(view: &mut ClusterView, changes: &mut Changes, id: &str, desired: TaskState) {
-    if let Some(task) = view.tasks.get_mut(id) {
+    if let Some(task) = view.tasks.get_mut(id).map(Arc::make_mut) {
         if task.desired_state != desired as i32 {
             task.desired_state = desired as i32;
             changes.dirty.insert(id.to_string());

@@ -15,6 +15,7 @@
 //! the intermediate version count as outdated, which cancels the old update.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use shoal_api::pb::{
     FailureAction, Service, ServiceMode, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState,
@@ -83,7 +84,7 @@ fn state_since(t: &Task) -> i64 {
 }
 
 fn set_status(view: &mut ClusterView, changes: &mut Changes, id: &str, status: UpdateStatus) {
-    if let Some(s) = view.services.get_mut(id) {
+    if let Some(s) = view.services.get_mut(id).map(Arc::make_mut) {
         if s.update_status.as_ref() != Some(&status) {
             s.update_status = Some(status);
             changes.services.insert(id.to_string());
@@ -237,7 +238,11 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
             match cfg.failure_action() {
                 FailureAction::Continue => {}
                 FailureAction::Rollback if !back && service.previous_spec.is_some() => {
-                    let svc = view.services.get_mut(service_id).expect("present");
+                    let svc = view
+                        .services
+                        .get_mut(service_id)
+                        .map(Arc::make_mut)
+                        .expect("present");
                     let current = svc.spec.take();
                     svc.spec = svc.previous_spec.take();
                     svc.previous_spec = current;

@@ -37,7 +37,8 @@ fn cluster() -> ClusterView {
                     ..Default::default()
                 }),
                 ..Default::default()
-            },
+            }
+            .into(),
         );
     }
     view.services.insert(
@@ -52,7 +53,8 @@ fn cluster() -> ClusterView {
                 ports: vec![port(8080, 80, "ingress")],
             }),
             ..Default::default()
-        },
+        }
+        .into(),
     );
     view.insert_task(Task {
         id: "t1".into(),
@@ -129,7 +131,7 @@ fn host_ports_held_on_any_node_are_refused_before_the_local_probe() {
     }
     // A task that ended frees its ports.
     let mut view = view;
-    let mut task = view.tasks["t1"].clone();
+    let mut task = Task::clone(&view.tasks["t1"]);
     task.status.as_mut().unwrap().state = TaskState::Shutdown as i32;
     view.insert_task(task);
     assert!(allocate_endpoint(
@@ -158,7 +160,7 @@ fn the_local_probe_still_refuses_ports_bound_on_this_host() {
 #[test]
 fn dynamic_allocation_skips_ports_held_anywhere() {
     let mut view = cluster();
-    let mut task = view.tasks["t1"].clone();
+    let mut task = Task::clone(&view.tasks["t1"]);
     task.status.as_mut().unwrap().ports[0].address = "127.0.0.1:30000".into();
     view.insert_task(task);
     let endpoint = allocate_endpoint(

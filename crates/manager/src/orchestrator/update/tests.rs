@@ -2,6 +2,8 @@
 //! Replay one simulation seed with `SHOAL_SIM_SEED=<n> cargo test -p
 //! shoal-manager update`.
 
+use std::sync::Arc;
+
 use shoal_api::pb::{
     Cluster, FailureAction, Node, NodeSpec, NodeState, NodeStatus, RestartPolicy, Service,
     ServiceMode, ServiceSpec, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState,
@@ -63,13 +65,16 @@ fn view_of(mode: ServiceMode, replicas: u64, nodes: &[&str], cfg: UpdateConfig) 
         ..Default::default()
     };
     ClusterView {
-        cluster: Cluster {
+        cluster: Arc::new(Cluster {
             ingress_subnet: "10.255.0.0/16".into(),
             task_history_limit: 5,
             ..Default::default()
-        },
-        services: [("web".to_string(), service)].into(),
-        nodes: nodes.iter().map(|n| (n.to_string(), node(n))).collect(),
+        }),
+        services: [("web".to_string(), Arc::new(service))].into(),
+        nodes: nodes
+            .iter()
+            .map(|n| (n.to_string(), Arc::new(node(n))))
+            .collect(),
         ..Default::default()
     }
 }
@@ -81,7 +86,7 @@ fn pass(v: &mut ClusterView, now: i64) -> Changes {
     scheduler::schedule(v, &mut c, now);
     reaper::reap(v, &mut c);
     for id in &c.dirty {
-        if let Some(t) = v.tasks.get_mut(id) {
+        if let Some(t) = v.tasks.get_mut(id).map(Arc::make_mut) {
             t.meta.get_or_insert_with(Default::default).version += 1;
         }
     }
@@ -92,6 +97,7 @@ fn set_state(v: &mut ClusterView, id: &str, state: TaskState, now: i64) {
     let s = v
         .tasks
         .get_mut(id)
+        .map(Arc::make_mut)
         .unwrap()
         .status
         .get_or_insert_with(Default::default);
@@ -114,7 +120,7 @@ fn agents_act(v: &mut ClusterView, now: i64) {
 }
 
 fn new_spec(v: &mut ClusterView, image: &str) {
-    let s = v.services.get_mut("web").unwrap();
+    let s = v.services.get_mut("web").map(Arc::make_mut).unwrap();
     s.previous_spec = s.spec.clone();
     s.spec.as_mut().unwrap().image = image.into();
     s.spec_version += 1;
@@ -161,7 +167,7 @@ fn stop_first_updates_one_slot_at_a_time() {
     converge(&mut v, &mut now, |v| running_of(v, 1) == 3);
     new_spec(&mut v, "shoal/echo:2");
     pass(&mut v, now);
-    let withdrawn: Vec<&Task> = v
+    let withdrawn: Vec<&Arc<Task>> = v
         .tasks
         .values()
         .filter(|t| t.spec_version == 1 && !is_live(t))
@@ -515,7 +521,7 @@ fn simulate(seed: u64, order: UpdateOrder, global: bool) {
             }
         }
         now += 100;
-        let live: Vec<&Task> = v.tasks.values().filter(|t| is_live(t)).collect();
+        let live: Vec<&Arc<Task>> = v.tasks.values().filter(|t| is_live(t)).collect();
         match order {
             UpdateOrder::StopFirst => {
                 // New tasks still starting never exceed the batch size (plus
@@ -652,6 +658,7 @@ fn scaling_is_not_an_update() {
     converge(&mut v, &mut now, |v| running_of(v, 1) == 2);
     v.services
         .get_mut("web")
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()
@@ -660,6 +667,7 @@ fn scaling_is_not_an_update() {
     converge_without_service_writes(&mut v, &mut now, |v| running_of(v, 1) == 5);
     v.services
         .get_mut("web")
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()
