@@ -14,10 +14,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use shoal_api::pb::{Cluster, Node, Service, Task};
-use shoal_store::{EventKind, KeyValue, Store, StoreError, Txn, WatchEvent};
+use shoal_store::{Store, StoreError, Txn};
 
-use crate::state::{self, ClusterView, Versioned};
+use crate::state::ClusterView;
 
 /// A [`ClusterView`] that follows the store. Cheap to clone.
 #[derive(Clone)]
@@ -69,7 +68,7 @@ impl ViewCache {
                 // Copies the view only if a reader still holds the old one.
                 let view = Arc::make_mut(&mut cached.view);
                 for event in &events {
-                    apply(view, event);
+                    view.apply(event);
                 }
             }
             Some(revision)
@@ -112,47 +111,6 @@ impl ViewCache {
             }
         }
         last
-    }
-}
-
-/// Applies one store change to `view`.
-pub(crate) fn apply(view: &mut ClusterView, event: &WatchEvent) {
-    match event.kind {
-        EventKind::Put => upsert(view, &event.kv),
-        EventKind::Delete => {
-            let key = event.kv.key.as_str();
-            if key == state::CLUSTER_KEY {
-                view.cluster = Arc::default();
-            } else if let Some(id) = key.strip_prefix(state::SERVICES) {
-                view.services.remove(id);
-            } else if let Some(id) = key.strip_prefix(state::TASKS) {
-                view.remove_task(id);
-            } else if let Some(id) = key.strip_prefix(state::NODES) {
-                view.nodes.remove(id);
-            }
-        }
-    }
-}
-
-/// Puts the object stored at `kv` into `view` (other keys are not part of it).
-pub(crate) fn upsert(view: &mut ClusterView, kv: &KeyValue) {
-    let key = kv.key.as_str();
-    if key == state::CLUSTER_KEY {
-        if let Some(c) = Cluster::decode_kv(kv) {
-            view.cluster = Arc::new(c);
-        }
-    } else if key.starts_with(state::SERVICES) {
-        if let Some(s) = Service::decode_kv(kv) {
-            view.services.insert(s.id.clone(), Arc::new(s));
-        }
-    } else if key.starts_with(state::TASKS) {
-        if let Some(t) = Task::decode_kv(kv) {
-            view.insert_task(t);
-        }
-    } else if key.starts_with(state::NODES) {
-        if let Some(n) = Node::decode_kv(kv) {
-            view.nodes.insert(n.id.clone(), Arc::new(n));
-        }
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use shoal_api::codec;
 use shoal_api::pb::{Cluster, Node, Service, Task};
-use shoal_store::{Compare, KeyValue, Op, Store, Txn};
+use shoal_store::{Compare, EventKind, KeyValue, Op, Store, Txn, WatchEvent};
 
 pub const CLUSTER_KEY: &str = "cluster";
 pub const SERVICES: &str = "services/";
@@ -96,8 +96,8 @@ pub fn list<T: Versioned>(store: &Store, prefix: &str) -> Vec<T> {
 ///
 /// Every object sits behind an [`Arc`]: cloning the view copies pointers,
 /// not objects, and a writer that changes one object
-/// ([`Arc::make_mut`]) copies that object only. The [`crate::cache::ViewCache`]
-/// and a reconcile pass's working copy share every object neither changed.
+/// ([`Arc::make_mut`]) copies that object only. The view cache and a
+/// reconcile pass's working copy share every object neither changed.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterView {
     pub cluster: Arc<Cluster>,
@@ -115,7 +115,7 @@ pub struct ClusterView {
 
 impl ClusterView {
     /// Decodes the whole store at one revision. The manager's components read
-    /// [`crate::cache::ViewCache`] instead, which decodes only what changed.
+    /// the view cache instead, which decodes only what changed.
     pub fn load(store: &Store) -> Self {
         Self::from_kvs(&store.list_at("").1)
     }
@@ -124,9 +124,50 @@ impl ClusterView {
     pub fn from_kvs(kvs: &[KeyValue]) -> Self {
         let mut view = Self::default();
         for kv in kvs {
-            crate::cache::upsert(&mut view, kv);
+            view.upsert(kv);
         }
         view
+    }
+
+    /// Applies one store change.
+    pub fn apply(&mut self, event: &WatchEvent) {
+        match event.kind {
+            EventKind::Put => self.upsert(&event.kv),
+            EventKind::Delete => {
+                let key = event.kv.key.as_str();
+                if key == CLUSTER_KEY {
+                    self.cluster = Arc::default();
+                } else if let Some(id) = key.strip_prefix(SERVICES) {
+                    self.services.remove(id);
+                } else if let Some(id) = key.strip_prefix(TASKS) {
+                    self.remove_task(id);
+                } else if let Some(id) = key.strip_prefix(NODES) {
+                    self.nodes.remove(id);
+                }
+            }
+        }
+    }
+
+    /// Puts the object stored at `kv` into the view (other keys are not part of it).
+    pub fn upsert(&mut self, kv: &KeyValue) {
+        let key = kv.key.as_str();
+        if key == CLUSTER_KEY {
+            if let Some(c) = Cluster::decode_kv(kv) {
+                self.cluster = Arc::new(c);
+            }
+        } else if key.starts_with(SERVICES) {
+            if let Some(s) = Service::decode_kv(kv) {
+                self.services.insert(s.id.clone(), Arc::new(s));
+            }
+        } else if key.starts_with(TASKS) {
+            if let Some(t) = Task::decode_kv(kv) {
+                self.insert_task(t);
+            }
+        } else if key.starts_with(NODES) {
+            if let Some(n) = Node::decode_kv(kv) {
+                self.nodes.insert(n.id.clone(), Arc::new(n));
+            }
+        }
     }
 
     /// The tasks of one service, in id order.

@@ -3,6 +3,7 @@ use shoal_api::pb::{Meta, Service, ServiceSpec, Task};
 use shoal_store::Txn;
 
 use super::*;
+use crate::state;
 use crate::test_support::leading_store;
 
 fn task(id: &str, service: &str, slot: u64) -> Task {

@@ -18,17 +18,12 @@ use std::sync::Arc;
 use shoal_api::pb::{JobStatus, Service, ServiceMode, ServiceSpec, Task, TaskState};
 use shoal_api::state::is_terminal;
 
-use super::{add_task, global, is_live, new_task, restart, set_desired, task_state, Changes};
+use super::global;
+use super::restart;
+use super::tasks::{add_task, is_live, new_task, set_desired, task_state, Changes};
 use crate::placement;
+use crate::spec::is_job;
 use crate::state::ClusterView;
-
-/// Whether the spec describes a job (replicated-job or global-job).
-pub fn is_job(spec: &ServiceSpec) -> bool {
-    matches!(
-        spec.mode(),
-        ServiceMode::ReplicatedJob | ServiceMode::GlobalJob
-    )
-}
 
 /// Starts the first (create) or next (update) iteration of a job; clears
 /// the job status of anything else.

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use shoal_api::pb::{
     Cluster, Node, NodeAvailability, NodeSpec, NodeState, NodeStatus, RestartCondition,
-    RestartPolicy, Service, ServiceMode, ServiceSpec, TaskState,
+    RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState,
 };
 
 use super::*;

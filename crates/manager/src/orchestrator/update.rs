@@ -18,25 +18,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shoal_api::pb::{
-    FailureAction, Service, ServiceMode, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState,
-    UpdateStatus,
+    FailureAction, Service, ServiceMode, Task, TaskState, UpdateOrder, UpdateState, UpdateStatus,
 };
 use shoal_api::state::is_terminal;
 
-use super::{add_task, is_live, new_task, routable, set_desired, task_state, Changes};
+use super::tasks::{add_task, is_live, new_task, routable, set_desired, task_state, Changes};
+use crate::spec;
 use crate::state::ClusterView;
-
-/// Docker's default update and rollback configuration.
-pub fn default_config() -> UpdateConfig {
-    UpdateConfig {
-        parallelism: 1,
-        delay_ms: 0,
-        failure_action: FailureAction::Pause as i32,
-        monitor_ms: 5000,
-        max_failure_ratio: 0.0,
-        order: UpdateOrder::StopFirst as i32,
-    }
-}
 
 fn rolling_back(service: &Service) -> bool {
     matches!(
@@ -131,7 +119,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
     } else {
         spec.update_config
     }
-    .unwrap_or_else(default_config);
+    .unwrap_or_else(spec::default_update_config);
 
     // Newest live task per slot within the replica count (global: per node
     // the orchestrator keeps a task on).
