@@ -3,6 +3,7 @@ use std::sync::Arc;
 use shoal_api::pb::{Meta, Task, TaskState, TaskStatus};
 
 use super::*;
+use crate::state::ClusterView;
 
 fn task(id: &str, node: &str, version: u64) -> Task {
     Task {
