@@ -2,6 +2,8 @@
 //! Replay one simulation seed with `SHOAL_SIM_SEED=<n> cargo test -p
 //! shoal-manager update`.
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use std::sync::Arc;
 
 use shoal_api::pb::{
@@ -453,20 +455,6 @@ fn global_failure_pauses_or_rolls_back() {
     }
 }
 
-/// A tiny deterministic generator (the seed derives every choice).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
 /// Rolling update with random agent timing and random task failures
 /// (`failure_action continue`, so it always finishes). Invariants checked
 /// after every step:
@@ -479,9 +467,10 @@ impl Rng {
 ///
 /// For a global service a slot is a node: the same invariants hold per node.
 fn simulate(seed: u64, order: UpdateOrder, global: bool) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let replicas = 2 + rng.next() % 6;
-    let parallelism = 1 + rng.next() % 3;
+    // The seed derives every choice.
+    let mut rng = StdRng::seed_from_u64(seed);
+    let replicas: u64 = rng.random_range(2..8);
+    let parallelism: u64 = rng.random_range(1..4);
     let mut cfg = config(parallelism, order, FailureAction::Continue);
     cfg.max_failure_ratio = 1.0;
     let names: Vec<String> = (1..=replicas).map(|n| format!("n{n}")).collect();
@@ -503,11 +492,11 @@ fn simulate(seed: u64, order: UpdateOrder, global: bool) {
             let state = task_state(t);
             if t.desired_state > TaskState::Running as i32 && !shoal_api::state::is_terminal(state)
             {
-                if rng.chance(50) {
+                if rng.random_bool(0.50) {
                     set_state(&mut v, &id, TaskState::Shutdown, now);
                 }
-            } else if is_live(t) && state == TaskState::Assigned && rng.chance(40) {
-                let fails = step < 300 && rng.chance(15);
+            } else if is_live(t) && state == TaskState::Assigned && rng.random_bool(0.40) {
+                let fails = step < 300 && rng.random_bool(0.15);
                 set_state(
                     &mut v,
                     &id,
