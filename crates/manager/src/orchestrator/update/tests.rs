@@ -2,10 +2,10 @@
 //! Replay one simulation seed with `SHOAL_SIM_SEED=<n> cargo test -p
 //! shoal-manager update`.
 
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 use std::sync::Arc;
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use shoal_api::pb::{
     Cluster, FailureAction, Node, NodeSpec, NodeState, NodeStatus, RestartPolicy, Service,
     ServiceMode, ServiceSpec, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState,
