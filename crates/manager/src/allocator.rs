@@ -113,20 +113,27 @@ pub fn allocate_tasks(view: &mut ClusterView, changes: &mut Changes, now: i64) {
         while next <= last && in_use.contains(&next) {
             next += 1;
         }
+        if next > last {
+            // Reported once; the task is not copied again while it waits.
+            let err = format!("no free address left in {}", view.cluster.ingress_subnet);
+            let task = &view.tasks[&id];
+            if task.status.as_ref().map_or("", |s| s.err.as_str()) != err {
+                let task = view
+                    .tasks
+                    .get_mut(&id)
+                    .map(Arc::make_mut)
+                    .expect("listed above");
+                task.status.get_or_insert_with(Default::default).err = err;
+                changes.dirty.insert(id);
+            }
+            continue;
+        }
         let task = view
             .tasks
             .get_mut(&id)
             .map(Arc::make_mut)
             .expect("listed above");
         let status = task.status.get_or_insert_with(Default::default);
-        if next > last {
-            let err = format!("no free address left in {}", view.cluster.ingress_subnet);
-            if status.err != err {
-                status.err = err;
-                changes.dirty.insert(id);
-            }
-            continue;
-        }
         in_use.insert(next);
         task.ingress_address = format!("{}/{}", Ipv4Addr::from(next), len);
         status.state = TaskState::Pending as i32;

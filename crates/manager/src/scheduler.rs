@@ -140,6 +140,19 @@ pub fn schedule(view: &mut ClusterView, changes: &mut Changes, now: i64) {
             let task = &view.tasks[&id];
             pick(view, &eligible, &load, task)
         };
+        // A task that stays pending for the same reasons is left as it is
+        // (and shared with the cached view, not copied).
+        let err = choice.is_none().then(|| reasons.text());
+        let unchanged = err.as_ref().is_some_and(|err| {
+            view.tasks[&id]
+                .status
+                .as_ref()
+                .map_or("", |s| s.err.as_str())
+                == err
+        });
+        if unchanged {
+            continue;
+        }
         let task = view
             .tasks
             .get_mut(&id)
@@ -158,11 +171,8 @@ pub fn schedule(view: &mut ClusterView, changes: &mut Changes, now: i64) {
             }
             None => {
                 let status = task.status.get_or_insert_with(Default::default);
-                let err = reasons.text();
-                if status.err != err {
-                    status.err = err;
-                    changes.dirty.insert(id);
-                }
+                status.err = err.unwrap_or_default();
+                changes.dirty.insert(id);
             }
         }
     }

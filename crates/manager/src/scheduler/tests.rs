@@ -172,7 +172,14 @@ fn unsatisfiable_constraints_leave_tasks_pending_with_swarms_text() {
         pending_errs(&v),
         vec!["no suitable node (scheduling constraints not satisfied on 2 nodes)"]
     );
+    // Another pass over a copy of the view (as the reconcile loop runs one)
+    // neither rewrites nor copies the still-pending task.
+    let before = v.clone();
     assert!(pass(&mut v).is_empty(), "the same reason is not rewritten");
+    assert!(v
+        .tasks
+        .iter()
+        .all(|(id, t)| Arc::ptr_eq(t, &before.tasks[id])));
     // A label appears: the pending task is placed.
     label_node(&mut v, "n2", "zone", Some("nowhere"));
     pass(&mut v);
