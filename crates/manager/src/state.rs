@@ -171,7 +171,7 @@ impl ClusterView {
     }
 
     /// The tasks of one service, in id order.
-    pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+    pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
         let index = self.by_service.get_or_init(|| {
             let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
             for t in self.tasks.values() {
@@ -186,7 +186,7 @@ impl ClusterView {
             .get(service_id)
             .into_iter()
             .flatten()
-            .filter_map(|id| self.tasks.get(id).map(|t| &**t))
+            .filter_map(|id| self.tasks.get(id))
     }
 
     /// Adds (or replaces) a task.

@@ -22,7 +22,7 @@ pub fn service_logs(
 ) -> Result<LogStream, Status> {
     let view = cache.current();
     let service = find_service(&view, &req.service)?;
-    let tasks: Vec<Task> = view.tasks_of(&service.id).cloned().collect();
+    let tasks: Vec<Task> = view.tasks_of(&service.id).map(|t| Task::clone(t)).collect();
     let stream = dispatcher.log_broker().subscribe(
         &tasks,
         vec![service.id.clone()],

@@ -130,7 +130,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
             t.slot >= 1 && t.slot <= spec.replicas
         }
     };
-    let mut newest: BTreeMap<SlotKey, Task> = BTreeMap::new();
+    let mut newest: BTreeMap<SlotKey, Arc<Task>> = BTreeMap::new();
     for t in view
         .tasks_of(service_id)
         .filter(|t| is_live(t) && in_scope(t))
@@ -171,7 +171,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
         let last_running = newest
             .values()
             .filter(|t| routable(t))
-            .map(state_since)
+            .map(|t| state_since(t))
             .max()
             .unwrap_or(now);
         if now >= last_running + cfg.monitor_ms as i64 {
@@ -213,7 +213,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
     let started = if in_progress(&service) { started } else { now };
 
     // Failures: new-version tasks that ended badly since the update began.
-    let failed: Vec<&Task> = view
+    let failed: Vec<&Arc<Task>> = view
         .tasks_of(service_id)
         .filter(|t| t.spec_version == version)
         .filter(|t| matches!(task_state(t), TaskState::Failed | TaskState::Rejected))
@@ -278,7 +278,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
     let batch_done_at = newest
         .values()
         .filter(|t| t.spec_version == version && routable(t))
-        .map(state_since)
+        .map(|t| state_since(t))
         .filter(|ts| *ts >= started)
         .max();
     if let Some(done) = batch_done_at {
