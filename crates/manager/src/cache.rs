@@ -92,7 +92,7 @@ const WRITE_ATTEMPTS: usize = 5;
 impl ViewCache {
     /// Builds a transaction from the current view and writes it; when one of
     /// its version compares fails (another write changed an object it read),
-    /// builds it again from the fresh view, [`WRITE_ATTEMPTS`] times at most.
+    /// builds it again from the fresh view, `WRITE_ATTEMPTS` times at most.
     /// An empty transaction writes nothing. The view is not held during the
     /// write. Returns the committed revision, or None if nothing was written.
     pub async fn write_from_view(

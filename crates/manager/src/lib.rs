@@ -20,6 +20,7 @@
 //! - [`orchestrator`], [`allocator`], [`scheduler`], [`reaper`]: sans-IO cores.
 //! - [`placement`]: constraints, preferences, caps and reservations.
 //! - [`reconciler`]: the async loop that runs them.
+//! - [`role`]: the role manager (a demoted manager leaves the Raft group).
 //! - [`dispatcher`]: sessions, heartbeats, assignments, task status, the
 //!   discovery feed and the log broker.
 #![forbid(unsafe_code)]

@@ -108,8 +108,8 @@ pub struct ClusterView {
     pub tasks: BTreeMap<String, Arc<Task>>,
     pub nodes: BTreeMap<String, Arc<Node>>,
     /// service id → ids of its tasks, built by the first `tasks_of` (the
-    /// orchestrators ask per service: a scan of every task each time was
-    /// O(services × tasks) per pass).
+    /// orchestrators ask per service: a scan of every task each time would
+    /// be O(services × tasks) per pass).
     pub(crate) by_service: OnceLock<Arc<BTreeMap<String, BTreeSet<String>>>>,
 }
 

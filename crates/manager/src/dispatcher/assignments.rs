@@ -15,10 +15,10 @@ use crate::state::ClusterView;
 /// Every node's assigned tasks (ids, sorted), rebuilt once per store revision
 /// by the dispatcher's assignment loop, and a fingerprint per node of what
 /// its session message carries: only the sessions whose fingerprint changed
-/// are woken. (Each session used to decode every task of the store on every
-/// change; then to rebuild its message on every change: with 500 nodes, most
-/// of a busy manager's CPU.) It keeps ids, not the view: a view held past its
-/// revision would make the cache copy the whole view on its next change.
+/// are woken (a session rebuilding its message on every change is, with 500
+/// nodes, most of a busy manager's CPU). It keeps ids, not the view: a view
+/// held past its revision makes the cache copy the view's maps on its next
+/// change.
 #[derive(Default)]
 pub struct AssignmentIndex {
     by_node: HashMap<String, Vec<String>>,
