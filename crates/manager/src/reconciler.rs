@@ -1,9 +1,10 @@
 //! The thin async loop around the sans-IO cores: on store changes (and once
 //! a second, for timers), take the current
 //! [`ClusterView`](crate::state::ClusterView) from the
-//! [`ViewCache`], run orchestrator → allocator → scheduler → reaper on a copy,
-//! and write what changed as one transaction guarded by version compares. A
-//! conflicting write (an agent's status update raced us) is simply retried
+//! [`ViewCache`], run orchestrator → allocator → scheduler → reaper on a copy
+//! (pointers to the cached objects; a pass copies only the objects it
+//! changes), and write what changed as one transaction guarded by version
+//! compares. A conflicting write (an agent's status update raced us) is simply retried
 //! from a fresh view. Passes start at most every [`MIN_PASS_INTERVAL`]: under
 //! a stream of status reports one pass covers many changes (as swarmkit's
 //! scheduler debounces its commits).
@@ -117,6 +118,7 @@ pub async fn reconcile_once(store: &Store, cache: &ViewCache) -> Result<bool, St
         });
         txn.ops.push(Op::Delete { key });
     }
+    drop(view);
     store.write(txn).await?;
     Ok(true)
 }
