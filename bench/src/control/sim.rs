@@ -34,7 +34,7 @@ use shoal_api::pb::{
     NodeDescription, PortBinding, SessionRequest, Task, TaskState, TaskStatus, TaskStatusUpdate,
     UpdateTaskStatusRequest,
 };
-use shoal_manager::ca;
+use shoal_ca as ca;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};

@@ -1,16 +1,22 @@
 //! The allocator: published ports for services and ingress addresses for
-//! tasks. Port allocation runs inside the control API (conflicts are refused
-//! at create); address allocation is a sans-IO pass of the reconcile loop
-//! that moves tasks from NEW to PENDING.
+//! tasks and nodes. Port allocation ([`ports`]) runs inside the control API
+//! (conflicts are refused at create and update); address allocation is a
+//! sans-IO pass of the reconcile loop that moves tasks from NEW to PENDING.
+//!
+//! # Layout
+//! - this module: ingress subnets and addresses.
+//! - [`ports`]: published ports, checked cluster-wide against the store.
+
+pub mod ports;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
-use shoal_api::pb::{PortConfig, TaskState};
+use shoal_api::pb::TaskState;
 use shoal_api::state::is_terminal;
 
 use crate::orchestrator::{is_live, task_state, Changes};
-use crate::spec::{DYNAMIC_PORT_END, DYNAMIC_PORT_START};
 use crate::state::ClusterView;
 
 /// Docker's default address pool (`swarm init --default-addr-pool`).
@@ -24,31 +30,6 @@ pub const INGRESS_PREFIX: u8 = 16;
 /// Ingress subnet of a cluster created without a host check (the first
 /// [`INGRESS_PREFIX`] of [`DEFAULT_ADDR_POOL`]).
 pub const DEFAULT_INGRESS_SUBNET: &str = "10.0.0.0/16";
-
-/// Fills in published ports of `ports` that are 0 with the lowest port of
-/// the dynamic range that `available` accepts and no other port here uses.
-pub fn allocate_ports(
-    ports: &mut [PortConfig],
-    available: impl Fn(u32) -> bool,
-) -> Result<(), String> {
-    let mut used: BTreeSet<u32> = ports.iter().map(|p| p.published_port).collect();
-    for p in ports.iter_mut() {
-        if p.published_port == 0 {
-            let free = (DYNAMIC_PORT_START..=DYNAMIC_PORT_END)
-                .find(|c| !used.contains(c) && available(*c));
-            match free {
-                Some(port) => p.published_port = port,
-                None => {
-                    return Err(format!(
-                        "ports: no free port left in {DYNAMIC_PORT_START}-{DYNAMIC_PORT_END}"
-                    ))
-                }
-            }
-        }
-        used.insert(p.published_port);
-    }
-    Ok(())
-}
 
 /// Parses `a.b.c.d/len` into (network, prefix).
 pub fn parse_subnet(cidr: &str) -> Option<(Ipv4Addr, u8)> {
@@ -132,16 +113,27 @@ pub fn allocate_tasks(view: &mut ClusterView, changes: &mut Changes, now: i64) {
         while next <= last && in_use.contains(&next) {
             next += 1;
         }
-        let task = view.tasks.get_mut(&id).expect("listed above");
-        let status = task.status.get_or_insert_with(Default::default);
         if next > last {
+            // Reported once; the task is not copied again while it waits.
             let err = format!("no free address left in {}", view.cluster.ingress_subnet);
-            if status.err != err {
-                status.err = err;
+            let task = &view.tasks[&id];
+            if task.status.as_ref().map_or("", |s| s.err.as_str()) != err {
+                let task = view
+                    .tasks
+                    .get_mut(&id)
+                    .map(Arc::make_mut)
+                    .expect("listed above");
+                task.status.get_or_insert_with(Default::default).err = err;
                 changes.dirty.insert(id);
             }
             continue;
         }
+        let task = view
+            .tasks
+            .get_mut(&id)
+            .map(Arc::make_mut)
+            .expect("listed above");
+        let status = task.status.get_or_insert_with(Default::default);
         in_use.insert(next);
         task.ingress_address = format!("{}/{}", Ipv4Addr::from(next), len);
         status.state = TaskState::Pending as i32;
@@ -160,26 +152,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dynamic_ports_skip_taken() {
-        let mut ports = vec![
-            PortConfig {
-                target_port: 80,
-                ..Default::default()
-            },
-            PortConfig {
-                target_port: 81,
-                ..Default::default()
-            },
-        ];
-        allocate_ports(&mut ports, |p| p != 30000).unwrap();
-        assert_eq!(ports[0].published_port, 30001);
-        assert_eq!(ports[1].published_port, 30002);
-    }
-
-    #[test]
     fn node_addresses_come_from_the_top() {
         let mut view = ClusterView::default();
-        view.cluster.ingress_subnet = "10.255.0.0/16".into();
+        Arc::make_mut(&mut view.cluster).ingress_subnet = "10.255.0.0/16".into();
         assert_eq!(
             allocate_node_address(&view).as_deref(),
             Some("10.255.255.254/16")
@@ -191,7 +166,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        view.nodes.insert("n1".into(), node);
+        view.nodes.insert("n1".into(), Arc::new(node));
         assert_eq!(
             allocate_node_address(&view).as_deref(),
             Some("10.255.255.253/16")

@@ -3,16 +3,20 @@
 //! change decodes only the objects it touched instead of the whole store, and
 //! every reader of one revision shares one `Arc<ClusterView>`.
 //!
-//! Before the cache, the reconciler, the feed, the withdrawal confirmer, the
-//! heartbeat checker and the assignment index each decoded every object in the
-//! store on every change: most of a busy manager's CPU (`bench/README.md`).
+//! Every leader component (reconciler, feed, withdrawal confirmer, heartbeat
+//! checker, assignment index, role manager) and every API handler (control,
+//! join, dispatcher) reads through this cache: decoding the whole store per
+//! change or per request would be most of a busy manager's CPU
+//! (`bench/README.md`). Readers take what they need and drop the view before
+//! they await: a view still held when the next change arrives makes
+//! [`ViewCache::current`] copy the view's maps (the objects themselves are
+//! shared, see [`ClusterView`]).
 
 use std::sync::{Arc, Mutex};
 
-use shoal_api::pb::{Cluster, Node, Service, Task};
-use shoal_store::{EventKind, KeyValue, Store, StoreError, Txn, WatchEvent};
+use shoal_store::{Store, StoreError, Txn};
 
-use crate::state::{self, ClusterView, Versioned};
+use crate::state::ClusterView;
 
 /// A [`ClusterView`] that follows the store. Cheap to clone.
 #[derive(Clone)]
@@ -64,7 +68,7 @@ impl ViewCache {
                 // Copies the view only if a reader still holds the old one.
                 let view = Arc::make_mut(&mut cached.view);
                 for event in &events {
-                    apply(view, event);
+                    view.apply(event);
                 }
             }
             Some(revision)
@@ -88,7 +92,7 @@ const WRITE_ATTEMPTS: usize = 5;
 impl ViewCache {
     /// Builds a transaction from the current view and writes it; when one of
     /// its version compares fails (another write changed an object it read),
-    /// builds it again from the fresh view, [`WRITE_ATTEMPTS`] times at most.
+    /// builds it again from the fresh view, `WRITE_ATTEMPTS` times at most.
     /// An empty transaction writes nothing. The view is not held during the
     /// write. Returns the committed revision, or None if nothing was written.
     pub async fn write_from_view(
@@ -107,47 +111,6 @@ impl ViewCache {
             }
         }
         last
-    }
-}
-
-/// Applies one store change to `view`.
-pub(crate) fn apply(view: &mut ClusterView, event: &WatchEvent) {
-    match event.kind {
-        EventKind::Put => upsert(view, &event.kv),
-        EventKind::Delete => {
-            let key = event.kv.key.as_str();
-            if key == state::CLUSTER_KEY {
-                view.cluster = Cluster::default();
-            } else if let Some(id) = key.strip_prefix(state::SERVICES) {
-                view.services.remove(id);
-            } else if let Some(id) = key.strip_prefix(state::TASKS) {
-                view.remove_task(id);
-            } else if let Some(id) = key.strip_prefix(state::NODES) {
-                view.nodes.remove(id);
-            }
-        }
-    }
-}
-
-/// Puts the object stored at `kv` into `view` (other keys are not part of it).
-pub(crate) fn upsert(view: &mut ClusterView, kv: &KeyValue) {
-    let key = kv.key.as_str();
-    if key == state::CLUSTER_KEY {
-        if let Some(c) = Cluster::decode_kv(kv) {
-            view.cluster = c;
-        }
-    } else if key.starts_with(state::SERVICES) {
-        if let Some(s) = Service::decode_kv(kv) {
-            view.services.insert(s.id.clone(), s);
-        }
-    } else if key.starts_with(state::TASKS) {
-        if let Some(t) = Task::decode_kv(kv) {
-            view.insert_task(t);
-        }
-    } else if key.starts_with(state::NODES) {
-        if let Some(n) = Node::decode_kv(kv) {
-            view.nodes.insert(n.id.clone(), n);
-        }
     }
 }
 

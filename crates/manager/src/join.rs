@@ -10,17 +10,21 @@ use shoal_store::{Compare, Op, Store, StoreError, Txn};
 use tonic::{Request, Response, Status};
 
 use crate::allocator;
+use crate::cache::ViewCache;
 use crate::state::{self, ClusterView};
 
 /// Implements `shoal.v1.NodeCA` on a manager.
 #[derive(Clone)]
 pub struct NodeCaApi {
+    /// Where joins and renewals write.
     store: Store,
+    /// The decoded state every join and renewal reads.
+    cache: ViewCache,
 }
 
 impl NodeCaApi {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, cache: ViewCache) -> Self {
+        Self { store, cache }
     }
 }
 
@@ -103,14 +107,15 @@ fn with_cross_signed(mut certificate_pem: String, cluster: &Cluster) -> String {
 /// Records that `node_id` now holds a certificate of the root `digest`, and
 /// ends a root rotation once every node does (best effort: a renewal does
 /// not fail for it; the next one records again).
-async fn record_certificate_root(store: &Store, node_id: &str, digest: &str) {
-    if let Err(err) = try_record_certificate_root(store, node_id, digest).await {
+async fn record_certificate_root(store: &Store, cache: &ViewCache, node_id: &str, digest: &str) {
+    if let Err(err) = try_record_certificate_root(store, cache, node_id, digest).await {
         tracing::warn!(node = %node_id, error = %err.message(), "recording the root of a node certificate failed");
     }
 }
 
 async fn try_record_certificate_root(
     store: &Store,
+    cache: &ViewCache,
     node_id: &str,
     digest: &str,
 ) -> Result<(), Status> {
@@ -125,11 +130,12 @@ async fn try_record_certificate_root(
             .map_err(|e| Status::unavailable(format!("store: {e}")))?;
     }
     for _ in 0..5 {
-        let view = ClusterView::load(store);
-        let mut cluster = view.cluster.clone();
+        let view = cache.current();
+        let mut cluster = Cluster::clone(&view.cluster);
         if cluster.previous_root_ca_pem.is_empty() || rotation_pending(store, &view, digest) {
             return Ok(());
         }
+        drop(view);
         cluster.previous_root_ca_pem.clear();
         cluster.root_ca_cross_signed_pem.clear();
         let mut txn = Txn::default();
@@ -314,15 +320,20 @@ impl NodeCa for NodeCaApi {
         let (cluster, node) = loop {
             attempts += 1;
             let allocations = Allocations::read(&self.store);
-            let view = ClusterView::load(&self.store);
-            let mut node = view.nodes.get(&peer).cloned().ok_or_else(|| {
-                Status::not_found(format!("node {peer} is not a member of this swarm"))
-            })?;
+            let view = self.cache.current();
+            let cluster = Cluster::clone(&view.cluster);
+            let mut node = view
+                .nodes
+                .get(&peer)
+                .map(|n| Node::clone(n))
+                .ok_or_else(|| {
+                    Status::not_found(format!("node {peer} is not a member of this swarm"))
+                })?;
             let role = node.spec.as_ref().map(|s| s.role()).unwrap_or_default();
             if req.keep_role {
                 // A renewal before expiry: the role change, if any, is the
                 // role follower's to make.
-                break (view.cluster, node);
+                break (cluster, node);
             }
             match (role, node.manager_status.as_ref()) {
                 // Promoted: give it a Raft id and the address it will serve Raft on;
@@ -334,6 +345,7 @@ impl NodeCa for NodeCaApi {
                         ));
                     }
                     let raft_id = allocations.next_raft_id(&view);
+                    drop(view);
                     node.manager_status = Some(ManagerStatus {
                         leader: false,
                         reachability: "unknown".into(),
@@ -366,7 +378,7 @@ impl NodeCa for NodeCaApi {
                 }
                 _ => {}
             }
-            break (view.cluster, node);
+            break (cluster, node);
         };
         let ca = cluster_ca(&cluster)?;
         let role = if req.keep_role {
@@ -402,7 +414,7 @@ impl NodeCa for NodeCaApi {
             tracing::info!(node = %peer, ?role, "node certificate renewed for its new role");
         }
         let certificate_pem = with_cross_signed(certificate_pem, &cluster);
-        record_certificate_root(&self.store, &peer, ca.digest()).await;
+        record_certificate_root(&self.store, &self.cache, &peer, ca.digest()).await;
         let status = node.status.clone().unwrap_or_default();
         Ok(Response::new(IssueNodeCertificateResponse {
             node_id: peer,
@@ -457,8 +469,8 @@ impl NodeCa for NodeCaApi {
         let (cluster, ca, role, node) = loop {
             attempts += 1;
             let allocations = Allocations::read(&self.store);
-            let view = ClusterView::load(&self.store);
-            let cluster = view.cluster.clone();
+            let view = self.cache.current();
+            let cluster = Cluster::clone(&view.cluster);
             let ca = cluster_ca(&cluster)?;
             let role = token_role(&cluster, &ca, &req.token)?;
             if view.nodes.contains_key(&node_id) {
@@ -508,6 +520,7 @@ impl NodeCa for NodeCaApi {
                 .when_absent(key.clone())
                 .put(key, codec::encode(&node));
             allocations.guard(&mut txn, raft_id);
+            drop(view);
             match self.store.write(txn).await {
                 Ok(_) => break (cluster, ca, role, node),
                 Err(StoreError::ConditionFailed { .. }) if attempts < ALLOCATION_ATTEMPTS => {}
@@ -530,7 +543,7 @@ impl NodeCa for NodeCaApi {
             .map_err(|e| Status::invalid_argument(format!("csr: {e}")))?;
         tracing::info!(node = %node_id, hostname = %req.hostname, ?role, "node joined");
         let certificate_pem = with_cross_signed(certificate_pem, &cluster);
-        record_certificate_root(&self.store, &node_id, ca.digest()).await;
+        record_certificate_root(&self.store, &self.cache, &node_id, ca.digest()).await;
         let status = node.status.unwrap_or_default();
         Ok(Response::new(IssueNodeCertificateResponse {
             node_id,

@@ -20,6 +20,7 @@
 //! - [`orchestrator`], [`allocator`], [`scheduler`], [`reaper`]: sans-IO cores.
 //! - [`placement`]: constraints, preferences, caps and reservations.
 //! - [`reconciler`]: the async loop that runs them.
+//! - [`role`]: the role manager (a demoted manager leaves the Raft group).
 //! - [`dispatcher`]: sessions, heartbeats, assignments, task status, the
 //!   discovery feed and the log broker.
 #![forbid(unsafe_code)]
@@ -50,18 +51,18 @@ use shoal_api::pb::{
     Cluster, ManagerStatus, Meta, Node, NodeAvailability, NodeDescription, NodeRole, NodeSpec,
     NodeState, NodeStatus,
 };
+use shoal_ca as ca;
 use shoal_store::{Compare, Op, Store, StoreError, Txn};
 
-use crate::state::ClusterView;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::state::ClusterView;
+
 pub use controlapi::ControlApi;
 pub use dispatcher::DispatcherApi;
 pub use join::NodeCaApi;
-/// The cluster CA, re-exported for crates that reach it through the manager.
-pub use shoal_ca as ca;
 
 /// Errors of the manager's background components.
 #[derive(Debug, thiserror::Error)]
@@ -235,7 +236,7 @@ pub async fn init_cluster(
         root_ca_cross_signed_pem: String::new(),
     };
     let ingress_address = allocator::allocate_node_address(&ClusterView {
-        cluster: cluster.clone(),
+        cluster: Arc::new(cluster.clone()),
         ..Default::default()
     })
     .unwrap_or_default();
@@ -371,8 +372,15 @@ impl Manager {
                 .spawn(async move { ("withdrawal confirmer", d.run_withdrawal_confirmer().await) });
         }
         {
-            let (store, rx, shutdown) = (store.clone(), changes_rx.clone(), shutdown.clone());
-            tasks.spawn(async move { ("role manager", role::run(store, rx, shutdown).await) });
+            let (store, cache, rx, shutdown) = (
+                store.clone(),
+                cache.clone(),
+                changes_rx.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(
+                async move { ("role manager", role::run(store, cache, rx, shutdown).await) },
+            );
         }
         Manager {
             inner: Arc::new(Inner {
@@ -402,7 +410,7 @@ impl Manager {
 
     /// The `NodeCA` service implementation (joining with a token).
     pub fn node_ca(&self) -> NodeCaApi {
-        NodeCaApi::new(self.inner.store.clone())
+        NodeCaApi::new(self.inner.store.clone(), self.inner.cache.clone())
     }
 
     /// The `Dispatcher` service implementation.

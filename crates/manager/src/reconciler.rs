@@ -1,13 +1,15 @@
 //! The thin async loop around the sans-IO cores: on store changes (and once
 //! a second, for timers), take the current
 //! [`ClusterView`](crate::state::ClusterView) from the
-//! [`ViewCache`], run orchestrator → allocator → scheduler → reaper on a copy,
-//! and write what changed as one transaction guarded by version compares. A
-//! conflicting write (an agent's status update raced us) is simply retried
+//! [`ViewCache`], run orchestrator → allocator → scheduler → reaper on a copy
+//! (pointers to the cached objects; a pass copies only the objects it
+//! changes), and write what changed as one transaction guarded by version
+//! compares. A conflicting write (an agent's status update raced us) is simply retried
 //! from a fresh view. Passes start at most every [`MIN_PASS_INTERVAL`]: under
 //! a stream of status reports one pass covers many changes (as swarmkit's
 //! scheduler debounces its commits).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_api::codec;
@@ -77,7 +79,7 @@ pub async fn reconcile_once(store: &Store, cache: &ViewCache) -> Result<bool, St
     }
     let mut txn = Txn::default();
     for id in &changes.dirty {
-        let Some(task) = view.tasks.get_mut(id) else {
+        let Some(task) = view.tasks.get_mut(id).map(Arc::make_mut) else {
             continue;
         };
         let key = state::task_key(id);
@@ -93,7 +95,7 @@ pub async fn reconcile_once(store: &Store, cache: &ViewCache) -> Result<bool, St
         });
     }
     for id in &changes.services {
-        let Some(service) = view.services.get_mut(id) else {
+        let Some(service) = view.services.get_mut(id).map(Arc::make_mut) else {
             continue;
         };
         let key = state::service_key(id);
@@ -116,6 +118,7 @@ pub async fn reconcile_once(store: &Store, cache: &ViewCache) -> Result<bool, St
         });
         txn.ops.push(Op::Delete { key });
     }
+    drop(view);
     store.write(txn).await?;
     Ok(true)
 }

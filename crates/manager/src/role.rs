@@ -10,7 +10,7 @@
 //! [`plan`] is the sans-IO core (nodes + Raft members in, actions out);
 //! [`run`] is the thin loop around it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use shoal_api::pb::{Cluster, Node, NodeRole};
@@ -18,6 +18,7 @@ use shoal_store::{Store, StoreError, Txn};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::ViewCache;
 use crate::state;
 use crate::ManagerError;
 
@@ -32,9 +33,12 @@ pub enum RoleAction {
 }
 
 /// The actions that bring Raft membership in line with the nodes' roles.
-pub fn plan(nodes: &BTreeMap<String, Node>, members: &BTreeSet<u64>) -> Vec<RoleAction> {
+pub fn plan<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    members: &BTreeSet<u64>,
+) -> Vec<RoleAction> {
     let mut actions = Vec::new();
-    for node in nodes.values() {
+    for node in nodes {
         let demoted = node
             .spec
             .as_ref()
@@ -59,6 +63,7 @@ pub fn plan(nodes: &BTreeMap<String, Node>, members: &BTreeSet<u64>) -> Vec<Role
 /// Runs until `shutdown`; acts only while this node leads.
 pub async fn run(
     store: Store,
+    cache: ViewCache,
     mut changes: watch::Receiver<u64>,
     shutdown: CancellationToken,
 ) -> Result<(), ManagerError> {
@@ -72,11 +77,10 @@ pub async fn run(
         if !store.is_leader() {
             continue;
         }
-        let nodes: BTreeMap<String, Node> = state::list::<Node>(&store, state::NODES)
-            .into_iter()
-            .map(|n| (n.id.clone(), n))
-            .collect();
-        let mut actions = plan(&nodes, &store.member_ids());
+        let mut actions = plan(
+            cache.current().nodes.values().map(|n| &**n),
+            &store.member_ids(),
+        );
         // Removing this leader last lets the others go first.
         let own = store.node_id();
         actions.sort_by_key(
@@ -124,6 +128,8 @@ async fn clear_manager_status(store: &Store, node_id: &str) -> Result<(), StoreE
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use shoal_api::pb::{ManagerStatus, NodeSpec};
 
@@ -154,7 +160,7 @@ mod tests {
             node("b", NodeRole::Manager, Some(2)),
             node("c", NodeRole::Worker, None),
         ]);
-        assert!(plan(&n, &BTreeSet::from([1, 2])).is_empty());
+        assert!(plan(n.values(), &BTreeSet::from([1, 2])).is_empty());
     }
 
     #[test]
@@ -164,14 +170,14 @@ mod tests {
             node("b", NodeRole::Worker, Some(2)),
         ]);
         assert_eq!(
-            plan(&n, &BTreeSet::from([1, 2])),
+            plan(n.values(), &BTreeSet::from([1, 2])),
             vec![RoleAction::RemoveMember {
                 node_id: "b".into(),
                 raft_id: 2
             }]
         );
         assert_eq!(
-            plan(&n, &BTreeSet::from([1])),
+            plan(n.values(), &BTreeSet::from([1])),
             vec![RoleAction::ClearManagerStatus {
                 node_id: "b".into()
             }]
@@ -184,6 +190,6 @@ mod tests {
             node("a", NodeRole::Manager, Some(1)),
             node("b", NodeRole::Manager, Some(2)),
         ]);
-        assert!(plan(&n, &BTreeSet::from([1])).is_empty());
+        assert!(plan(n.values(), &BTreeSet::from([1])).is_empty());
     }
 }

@@ -10,6 +10,7 @@
 //! (Swarm's spread). A task no node accepts stays PENDING with the reasons.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use shoal_api::pb::{Node, Placement, ServiceSpec, Task, TaskState};
 use shoal_api::state::is_terminal;
@@ -139,7 +140,24 @@ pub fn schedule(view: &mut ClusterView, changes: &mut Changes, now: i64) {
             let task = &view.tasks[&id];
             pick(view, &eligible, &load, task)
         };
-        let task = view.tasks.get_mut(&id).expect("listed above");
+        // A task that stays pending for the same reasons is left as it is
+        // (and shared with the cached view, not copied).
+        let err = choice.is_none().then(|| reasons.text());
+        let unchanged = err.as_ref().is_some_and(|err| {
+            view.tasks[&id]
+                .status
+                .as_ref()
+                .map_or("", |s| s.err.as_str())
+                == err
+        });
+        if unchanged {
+            continue;
+        }
+        let task = view
+            .tasks
+            .get_mut(&id)
+            .map(Arc::make_mut)
+            .expect("listed above");
         match choice {
             Some(node) => {
                 load.add(&node, task);
@@ -153,11 +171,8 @@ pub fn schedule(view: &mut ClusterView, changes: &mut Changes, now: i64) {
             }
             None => {
                 let status = task.status.get_or_insert_with(Default::default);
-                let err = reasons.text();
-                if status.err != err {
-                    status.err = err;
-                    changes.dirty.insert(id);
-                }
+                status.err = err.unwrap_or_default();
+                changes.dirty.insert(id);
             }
         }
     }
@@ -178,10 +193,10 @@ fn pick(
     let want = placement::reservation(spec);
     let mut reasons = Reasons::default();
     let candidates: Vec<&Node> = if task.node_id.is_empty() {
-        view.nodes.values().collect()
+        view.nodes.values().map(|n| &**n).collect()
     } else {
         match view.nodes.get(&task.node_id) {
-            Some(n) => vec![n],
+            Some(n) => vec![&**n],
             None => {
                 reasons.unavailable = 1;
                 return (None, reasons);

@@ -4,12 +4,34 @@
 
 pub mod bounds;
 
-use shoal_api::pb::{PortConfig, Runtime, ServiceMode, ServiceSpec};
+use shoal_api::pb::{
+    FailureAction, PortConfig, Runtime, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
+};
 
 /// First port handed out when a spec publishes a port without a number.
 pub const DYNAMIC_PORT_START: u32 = 30000;
 /// Last port of the dynamic range (inclusive), as in Swarm.
 pub const DYNAMIC_PORT_END: u32 = 32767;
+
+/// Whether the spec describes a job (replicated-job or global-job).
+pub fn is_job(spec: &ServiceSpec) -> bool {
+    matches!(
+        spec.mode(),
+        ServiceMode::ReplicatedJob | ServiceMode::GlobalJob
+    )
+}
+
+/// Docker's default update and rollback configuration.
+pub fn default_update_config() -> UpdateConfig {
+    UpdateConfig {
+        parallelism: 1,
+        delay_ms: 0,
+        failure_action: FailureAction::Pause as i32,
+        monitor_ms: 5000,
+        max_failure_ratio: 0.0,
+        order: UpdateOrder::StopFirst as i32,
+    }
+}
 
 /// Checks everything that does not need the store.
 pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
@@ -94,9 +116,7 @@ fn validate_mode(spec: &ServiceSpec) -> Result<(), String> {
             "max_concurrent: --max-concurrent can only be used with replicated-job mode".into(),
         );
     }
-    if crate::orchestrator::jobs::is_job(spec)
-        && (spec.update_config.is_some() || spec.rollback_config.is_some())
-    {
+    if is_job(spec) && (spec.update_config.is_some() || spec.rollback_config.is_some()) {
         return Err(
             "update_config: update and rollback configuration is not supported for jobs; drop the --update-* and --rollback-* flags"
                 .into(),
@@ -212,9 +232,9 @@ pub fn normalize(spec: &mut ServiceSpec) {
             p.publish_mode = "ingress".into();
         }
     }
-    if crate::orchestrator::jobs::is_job(spec) {
+    if is_job(spec) {
         // Jobs have no rolling updates: the defaults mean "none given".
-        let default = Some(crate::orchestrator::update::default_config());
+        let default = Some(default_update_config());
         if spec.update_config == default {
             spec.update_config = None;
         }
@@ -226,10 +246,10 @@ pub fn normalize(spec: &mut ServiceSpec) {
         }
     } else {
         if spec.update_config.is_none() {
-            spec.update_config = Some(crate::orchestrator::update::default_config());
+            spec.update_config = Some(default_update_config());
         }
         if spec.rollback_config.is_none() {
-            spec.rollback_config = Some(crate::orchestrator::update::default_config());
+            spec.rollback_config = Some(default_update_config());
         }
     }
     if spec.restart.is_none() {
@@ -297,7 +317,7 @@ mod tests {
 
         let mut s = spec();
         s.mode = ServiceMode::ReplicatedJob as i32;
-        s.update_config = Some(crate::orchestrator::update::default_config());
+        s.update_config = Some(default_update_config());
         s.update_config.as_mut().unwrap().parallelism = 2;
         normalize(&mut s);
         assert!(validate(&s).unwrap_err().starts_with("update_config:"));
@@ -327,7 +347,7 @@ mod tests {
         s.ports.clear();
         s.mode = ServiceMode::ReplicatedJob as i32;
         s.replicas = 6;
-        s.update_config = Some(crate::orchestrator::update::default_config());
+        s.update_config = Some(default_update_config());
         normalize(&mut s);
         assert_eq!(s.max_concurrent, 6);
         assert_eq!((s.update_config, s.rollback_config), (None, None));

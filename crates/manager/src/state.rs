@@ -12,11 +12,11 @@
 //!   promotion compares and bumps it (unique Raft ids and node addresses)
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use shoal_api::codec;
 use shoal_api::pb::{Cluster, Node, Service, Task};
-use shoal_store::{Compare, KeyValue, Op, Store, Txn};
+use shoal_store::{Compare, EventKind, KeyValue, Op, Store, Txn, WatchEvent};
 
 pub const CLUSTER_KEY: &str = "cluster";
 pub const SERVICES: &str = "services/";
@@ -93,24 +93,29 @@ pub fn list<T: Versioned>(store: &Store, prefix: &str) -> Vec<T> {
 }
 
 /// Everything the reconcilers look at, read in one pass.
+///
+/// Every object sits behind an [`Arc`]: cloning the view copies pointers,
+/// not objects, and a writer that changes one object
+/// ([`Arc::make_mut`]) copies that object only. The view cache and a
+/// reconcile pass's working copy share every object neither changed.
 #[derive(Clone, Debug, Default)]
 pub struct ClusterView {
-    pub cluster: Cluster,
-    pub services: BTreeMap<String, Service>,
+    pub cluster: Arc<Cluster>,
+    pub services: BTreeMap<String, Arc<Service>>,
     /// Every task by id. Once [`ClusterView::tasks_of`] has been called, add
     /// and remove tasks with [`ClusterView::insert_task`] and
     /// [`ClusterView::remove_task`], which keep its index.
-    pub tasks: BTreeMap<String, Task>,
-    pub nodes: BTreeMap<String, Node>,
+    pub tasks: BTreeMap<String, Arc<Task>>,
+    pub nodes: BTreeMap<String, Arc<Node>>,
     /// service id → ids of its tasks, built by the first `tasks_of` (the
-    /// orchestrators ask per service: a scan of every task each time was
-    /// O(services × tasks) per pass).
-    pub(crate) by_service: OnceLock<BTreeMap<String, BTreeSet<String>>>,
+    /// orchestrators ask per service: a scan of every task each time would
+    /// be O(services × tasks) per pass).
+    pub(crate) by_service: OnceLock<Arc<BTreeMap<String, BTreeSet<String>>>>,
 }
 
 impl ClusterView {
     /// Decodes the whole store at one revision. The manager's components read
-    /// [`crate::cache::ViewCache`] instead, which decodes only what changed.
+    /// the view cache instead, which decodes only what changed.
     pub fn load(store: &Store) -> Self {
         Self::from_kvs(&store.list_at("").1)
     }
@@ -119,13 +124,54 @@ impl ClusterView {
     pub fn from_kvs(kvs: &[KeyValue]) -> Self {
         let mut view = Self::default();
         for kv in kvs {
-            crate::cache::upsert(&mut view, kv);
+            view.upsert(kv);
         }
         view
     }
 
+    /// Applies one store change.
+    pub fn apply(&mut self, event: &WatchEvent) {
+        match event.kind {
+            EventKind::Put => self.upsert(&event.kv),
+            EventKind::Delete => {
+                let key = event.kv.key.as_str();
+                if key == CLUSTER_KEY {
+                    self.cluster = Arc::default();
+                } else if let Some(id) = key.strip_prefix(SERVICES) {
+                    self.services.remove(id);
+                } else if let Some(id) = key.strip_prefix(TASKS) {
+                    self.remove_task(id);
+                } else if let Some(id) = key.strip_prefix(NODES) {
+                    self.nodes.remove(id);
+                }
+            }
+        }
+    }
+
+    /// Puts the object stored at `kv` into the view (other keys are not part of it).
+    pub fn upsert(&mut self, kv: &KeyValue) {
+        let key = kv.key.as_str();
+        if key == CLUSTER_KEY {
+            if let Some(c) = Cluster::decode_kv(kv) {
+                self.cluster = Arc::new(c);
+            }
+        } else if key.starts_with(SERVICES) {
+            if let Some(s) = Service::decode_kv(kv) {
+                self.services.insert(s.id.clone(), Arc::new(s));
+            }
+        } else if key.starts_with(TASKS) {
+            if let Some(t) = Task::decode_kv(kv) {
+                self.insert_task(t);
+            }
+        } else if key.starts_with(NODES) {
+            if let Some(n) = Node::decode_kv(kv) {
+                self.nodes.insert(n.id.clone(), Arc::new(n));
+            }
+        }
+    }
+
     /// The tasks of one service, in id order.
-    pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+    pub fn tasks_of<'a>(&'a self, service_id: &'a str) -> impl Iterator<Item = &'a Arc<Task>> + 'a {
         let index = self.by_service.get_or_init(|| {
             let mut index: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
             for t in self.tasks.values() {
@@ -134,7 +180,7 @@ impl ClusterView {
                     .or_default()
                     .insert(t.id.clone());
             }
-            index
+            Arc::new(index)
         });
         index
             .get(service_id)
@@ -144,7 +190,8 @@ impl ClusterView {
     }
 
     /// Adds (or replaces) a task.
-    pub fn insert_task(&mut self, task: Task) {
+    pub fn insert_task(&mut self, task: impl Into<Arc<Task>>) {
+        let task: Arc<Task> = task.into();
         if self
             .tasks
             .get(&task.id)
@@ -153,7 +200,7 @@ impl ClusterView {
             self.remove_task(&task.id.clone());
         }
         if let Some(index) = self.by_service.get_mut() {
-            index
+            Arc::make_mut(index)
                 .entry(task.service_id.clone())
                 .or_default()
                 .insert(task.id.clone());
@@ -162,9 +209,10 @@ impl ClusterView {
     }
 
     /// Removes a task.
-    pub fn remove_task(&mut self, id: &str) -> Option<Task> {
+    pub fn remove_task(&mut self, id: &str) -> Option<Arc<Task>> {
         let task = self.tasks.remove(id)?;
         if let Some(index) = self.by_service.get_mut() {
+            let index = Arc::make_mut(index);
             if let Some(ids) = index.get_mut(&task.service_id) {
                 ids.remove(id);
                 if ids.is_empty() {

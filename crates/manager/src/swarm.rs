@@ -86,10 +86,10 @@ pub fn apply_update(cluster: &mut Cluster, req: &UpdateSwarmRequest) {
 
 /// `swarm ca --rotate`: `new_root` becomes the root CA (new certificates
 /// and join tokens use it); the current one stays trusted, and signs the new
-/// one (`cross_signed`, from [`crate::ca::ClusterCa::cross_sign`]), until
+/// one (`cross_signed`, from [`shoal_ca::ClusterCa::cross_sign`]), until
 /// every node holds a certificate of the new one. A rotation during a
 /// rotation drops the oldest root.
-pub fn rotate_root(cluster: &mut Cluster, new_root: &crate::ca::ClusterCa, cross_signed: String) {
+pub fn rotate_root(cluster: &mut Cluster, new_root: &shoal_ca::ClusterCa, cross_signed: String) {
     cluster.previous_root_ca_pem = std::mem::take(&mut cluster.root_ca_pem);
     cluster.root_ca_pem = new_root.cert_pem().to_string();
     cluster.root_ca_key_pem = new_root.key_pem().to_string();

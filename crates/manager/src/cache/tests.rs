@@ -3,6 +3,7 @@ use shoal_api::pb::{Meta, Service, ServiceSpec, Task};
 use shoal_store::Txn;
 
 use super::*;
+use crate::state;
 use crate::test_support::leading_store;
 
 fn task(id: &str, service: &str, slot: u64) -> Task {
@@ -145,4 +146,45 @@ async fn writes_from_the_view_again_after_a_conflict() {
     assert!(matches!(err, StoreError::ConditionFailed { .. }), "{err}");
     assert_eq!(attempts, WRITE_ATTEMPTS);
     store.shutdown().await.unwrap();
+}
+
+/// A change copies the objects it touches; a reader of the old view and the
+/// new view share every other object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_copies_only_the_objects_it_touches() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = leading_store(dir.path(), 1000).await;
+    store
+        .write(
+            Txn::new()
+                .put(state::service_key("s1"), codec::encode(&service("s1", 2)))
+                .put(state::task_key("t1"), codec::encode(&task("t1", "s1", 1)))
+                .put(state::task_key("t2"), codec::encode(&task("t2", "s1", 2))),
+        )
+        .await
+        .unwrap();
+    let cache = ViewCache::new(store.clone());
+    let before = cache.current();
+    store
+        .write(Txn::new().put(state::task_key("t2"), codec::encode(&task("t2", "s1", 7))))
+        .await
+        .unwrap();
+    let after = cache.current();
+    assert!(Arc::ptr_eq(&before.tasks["t1"], &after.tasks["t1"]));
+    assert!(Arc::ptr_eq(&before.services["s1"], &after.services["s1"]));
+    assert!(Arc::ptr_eq(&before.cluster, &after.cluster));
+    assert!(!Arc::ptr_eq(&before.tasks["t2"], &after.tasks["t2"]));
+    assert_eq!(before.tasks["t2"].slot, 2);
+    assert_eq!(after.tasks["t2"].slot, 7);
+
+    // A reconcile pass's working copy shares everything until it writes.
+    let mut working = (*after).clone();
+    working
+        .tasks
+        .get_mut("t1")
+        .map(Arc::make_mut)
+        .unwrap()
+        .desired_state = 4;
+    assert!(!Arc::ptr_eq(&working.tasks["t1"], &after.tasks["t1"]));
+    assert!(Arc::ptr_eq(&working.tasks["t2"], &after.tasks["t2"]));
 }

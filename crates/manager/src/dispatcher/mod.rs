@@ -3,17 +3,30 @@
 //! subscribe to the discovery feed; agents serve log subscriptions.
 //!
 //! # Layout
-//! - this module: sessions, heartbeats, assignments, task status.
+//! - this module: [`DispatcherApi`], the RPCs and the leader loops
+//!   (heartbeat checker, assignments, withdrawal confirmer).
+//! - `sessions`: the session table (soft state, the leader's own).
+//! - `nodes`: node objects registered when a session opens, Down after
+//!   missed heartbeats.
+//! - `assignments`: what each session carries; wakes only changed sessions.
+//! - `withdrawals`: tasks marked withdrawn once every mesh applied it.
+//! - [`heartbeat`]: the heartbeat period and the Down limit.
 //! - [`feed`]: the revisioned routing feed (snapshot + deltas).
 //! - [`logbroker`]: log subscriptions out to agents, log lines back.
 //! - `status`: task status reports, written in batches.
+//! - [`relay`]: a follower relays its nodes' dispatcher calls to the leader.
+//! - [`caller`]: who may call for which node (local agent or mTLS peer).
 
+mod assignments;
 pub mod caller;
 pub mod feed;
 pub mod heartbeat;
 pub mod logbroker;
+mod nodes;
 pub mod relay;
+mod sessions;
 mod status;
+mod withdrawals;
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -21,29 +34,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use shoal_api::codec;
 use shoal_api::pb::dispatcher_server::Dispatcher;
 use shoal_api::pb::*;
-use shoal_store::{Compare, Op, Store, StoreError, Txn};
+use shoal_store::{Store, StoreError};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cache::ViewCache;
-use crate::state::{self, ClusterView};
+use crate::state;
 use crate::ManagerError;
+pub use assignments::{fit_assignments, ASSIGNMENTS_BUDGET_BYTES};
+use assignments::{session_message, AssignmentIndex};
 pub use feed::Feed;
 pub use logbroker::LogBroker;
-
-/// One connected node.
-struct Session {
-    id: String,
-    last_heartbeat: Instant,
-    /// The Raft term this manager led in when the session opened; a
-    /// session is only valid in that term.
-    term: u64,
-}
+use sessions::Sessions;
 
 /// Implements `shoal.v1.Dispatcher`. Cheap to clone.
 #[derive(Clone)]
@@ -59,8 +65,8 @@ struct Inner {
     changes: watch::Receiver<u64>,
     /// The heartbeat period, following the cluster object (`swarm update`).
     heartbeat: Mutex<heartbeat::HeartbeatPeriod>,
-    /// node id → live session.
-    sessions: Mutex<HashMap<String, Session>>,
+    /// node id → live session (soft state: the leader's own).
+    sessions: Sessions,
     /// node id → feed revision its mesh has applied (reported by the node).
     feed_applied: Mutex<HashMap<String, u64>>,
     assignments: Mutex<AssignmentIndex>,
@@ -126,7 +132,7 @@ impl DispatcherApi {
                 status,
                 status_reports: Mutex::new(Some(status_reports)),
                 heartbeat: Mutex::new(period),
-                sessions: Mutex::new(HashMap::new()),
+                sessions: Sessions::default(),
                 feed_applied: Mutex::new(HashMap::new()),
                 assignments: Mutex::new(AssignmentIndex::default()),
                 feed,
@@ -163,13 +169,7 @@ impl DispatcherApi {
 
     /// Nodes with a live session.
     pub fn connected_nodes(&self) -> Vec<String> {
-        self.inner
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .keys()
-            .cloned()
-            .collect()
+        self.inner.sessions.connected()
     }
 
     pub async fn run_feed(&self) -> Result<(), ManagerError> {
@@ -235,28 +235,13 @@ impl DispatcherApi {
                 // Sessions opened in an earlier term (a restarted manager
                 // that briefly believed it led) are not sessions with this
                 // leader: their nodes get the new-leader grace like any other.
-                let term = self.inner.store.current_term();
                 self.inner
                     .sessions
-                    .lock()
-                    .expect("sessions lock")
-                    .retain(|_, s| s.term == term);
+                    .keep_term(self.inner.store.current_term());
             }
             let since = *leader_since.get_or_insert_with(Instant::now);
             let limit = self.heartbeat_limit();
-            let expired: Vec<String> = {
-                let mut sessions = self.inner.sessions.lock().expect("sessions lock");
-                let gone: Vec<String> = sessions
-                    .iter()
-                    .filter(|(_, s)| s.last_heartbeat.elapsed() > limit)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                for n in &gone {
-                    sessions.remove(n);
-                }
-                gone
-            };
-            let mut down = expired;
+            let mut down = self.inner.sessions.expire(limit);
             // Agents of a dead leader notice it by a missed heartbeat answer
             // (2 periods, 2 s at least), then reconnect with backoff through
             // any manager: a new leader waits that long before it calls them Down.
@@ -280,7 +265,7 @@ impl DispatcherApi {
                 tracing::warn!(%node, "node missed its heartbeats: marking it down");
                 self.inner.logs.node_down(node);
             }
-            if let Err(err) = self.mark_down(&down).await {
+            if let Err(err) = nodes::mark_down(&self.inner.cache, &down).await {
                 tracing::debug!(%err, "marking nodes down will be retried");
             }
         }
@@ -310,339 +295,36 @@ impl DispatcherApi {
     async fn confirm_withdrawals(&self) -> Result<(), StoreError> {
         self.inner
             .cache
-            .write_from_view(|view| self.withdrawals(view))
-            .await
-            .map(|_| ())
-    }
-
-    /// The writes that mark or confirm withdrawals in `view`.
-    fn withdrawals(&self, view: &ClusterView) -> Txn {
-        let applied = self.inner.feed_applied.lock().expect("feed lock").clone();
-        // The slowest Ready node decides; a node that never reported holds back.
-        let slowest = view
-            .nodes
-            .values()
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .is_some_and(|s| s.state() == NodeState::Ready)
-            })
-            .map(|n| applied.get(&n.id).copied().unwrap_or(0))
-            .min()
-            .unwrap_or(u64::MAX);
-        let mut txn = Txn::default();
-        let mut waiting_for = 0;
-        for task in view.tasks.values() {
-            let leaving = !crate::orchestrator::is_live(task)
-                && !shoal_api::state::is_terminal(crate::orchestrator::task_state(task))
-                && !task.withdrawn;
-            if !leaving {
-                continue;
-            }
-            let mut t = task.clone();
-            let version = t.meta.as_ref().map(|m| m.version).unwrap_or(0);
-            if t.withdraw_revision == 0 {
-                // The last write (the desired-state change or later) is where
-                // the feed withdrew it.
-                t.withdraw_revision = version;
-            } else if slowest >= t.withdraw_revision {
-                t.withdrawn = true;
-            } else {
-                waiting_for = waiting_for.max(t.withdraw_revision);
-                continue;
-            }
-            state::touch_meta(&mut t.meta);
-            let key = state::task_key(&t.id);
-            txn.compares.push(Compare::Version {
-                key: key.clone(),
-                version,
-            });
-            txn.ops.push(Op::Put {
-                key,
-                value: codec::encode(&t),
-            });
-        }
-        if waiting_for > 0 {
-            self.inner.feed.publish_at_least(waiting_for);
-        }
-        txn
-    }
-
-    /// Marks `nodes` Down in one write (50 agents that vanish at once are
-    /// one Raft write, not 50), retrying on conflict from a fresh view.
-    async fn mark_down(&self, nodes: &[String]) -> Result<(), StoreError> {
-        self.inner
-            .cache
             .write_from_view(|view| {
-                let mut txn = Txn::default();
-                for id in nodes {
-                    let Some(mut node) = view.nodes.get(id).cloned() else {
-                        continue;
-                    };
-                    let s = node.status.get_or_insert_with(Default::default);
-                    if s.state() == NodeState::Down {
-                        continue;
-                    }
-                    s.state = NodeState::Down as i32;
-                    s.message = "heartbeat failure".into();
-                    state::guarded_put(&mut txn, state::node_key(id), &mut node);
+                let applied = self.inner.feed_applied.lock().expect("feed lock").clone();
+                let pass = withdrawals::withdrawals(view, &applied);
+                if pass.waiting_for > 0 {
+                    self.inner.feed.publish_at_least(pass.waiting_for);
                 }
-                txn
+                pass.txn
             })
             .await
             .map(|_| ())
     }
 
-    /// Read-modify-write of a node with retries on conflict.
-    async fn update_node(&self, id: &str, f: impl Fn(&mut Node)) -> Result<(), StoreError> {
-        self.inner
-            .cache
-            .write_from_view(|view| {
-                let mut txn = Txn::default();
-                if let Some(mut node) = view.nodes.get(id).cloned() {
-                    let before = node.clone();
-                    f(&mut node);
-                    if node != before {
-                        state::guarded_put(&mut txn, state::node_key(id), &mut node);
-                    }
-                }
-                txn
-            })
-            .await
-            .map(|_| ())
-    }
-
-    /// Creates or refreshes the node record of a connecting agent.
-    async fn register_node(&self, req: &SessionRequest) -> Result<(), StoreError> {
-        let key = state::node_key(&req.node_id);
-        if state::get::<Node>(&self.inner.store, &key).is_none() {
-            let now = shoal_api::now_ms();
-            let node = Node {
-                id: req.node_id.clone(),
-                meta: Some(Meta {
-                    version: 0,
-                    created_at_ms: now,
-                    updated_at_ms: now,
-                }),
-                spec: Some(NodeSpec::default()),
-                description: req.description.clone(),
-                status: Some(NodeStatus {
-                    state: NodeState::Ready as i32,
-                    addr: req.addr.clone(),
-                    ..Default::default()
-                }),
-                manager_status: None,
-            };
-            let txn = Txn::new()
-                .when_absent(key.clone())
-                .put(key, codec::encode(&node));
-            match self.inner.store.write(txn).await {
-                Ok(_) | Err(StoreError::ConditionFailed { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let (desc, addr) = (req.description.clone(), req.addr.clone());
-        self.update_node(&req.node_id, move |n| {
-            if desc.is_some() {
-                n.description = desc.clone();
-            }
-            let s = n.status.get_or_insert_with(Default::default);
-            s.state = NodeState::Ready as i32;
-            s.message.clear();
-            if !addr.is_empty() {
-                s.addr = addr.clone();
-            }
-        })
-        .await
-    }
-
+    /// A heartbeat or status report: valid only from a node not removed,
+    /// on its current session with this leader.
     fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), Status> {
         if crate::join::is_removed(&self.inner.store, node_id) {
-            self.inner
-                .sessions
-                .lock()
-                .expect("sessions lock")
-                .remove(node_id);
+            self.inner.sessions.close(node_id);
             return Err(crate::join::removed_status(node_id));
         }
         // Sessions live on the leader: one that lost leadership (or a
         // restarted manager that led before) sends its agents to the new one.
         if !self.inner.store.is_leader() {
-            self.inner
-                .sessions
-                .lock()
-                .expect("sessions lock")
-                .remove(node_id);
+            self.inner.sessions.close(node_id);
             return Err(Status::unavailable(
                 "this manager does not lead the swarm any more; open a new session",
             ));
         }
-        let term = self.inner.store.current_term();
-        let mut sessions = self.inner.sessions.lock().expect("sessions lock");
-        match sessions.get_mut(node_id) {
-            Some(s) if s.id == session_id && s.term == term => {
-                s.last_heartbeat = Instant::now();
-                Ok(())
-            }
-            _ => Err(Status::not_found("session expired; open a new session")),
-        }
-    }
-}
-
-/// Every node's assigned tasks (ids, sorted), rebuilt once per store revision
-/// by [`DispatcherApi::run_assignments`], and a fingerprint per node of what
-/// its session message carries: only the sessions whose fingerprint changed
-/// are woken. (Each session used to decode every task of the store on every
-/// change; then to rebuild its message on every change: with 500 nodes, most
-/// of a busy manager's CPU.) It keeps ids, not the view: a view held past its
-/// revision would make the cache copy the whole view on its next change.
-#[derive(Default)]
-struct AssignmentIndex {
-    by_node: HashMap<String, Vec<String>>,
-    /// node → hash of its tasks' ids and versions, its node object's version
-    /// and the cluster object's version.
-    fingerprints: HashMap<String, u64>,
-    /// node → the channel its session waits on.
-    wake: HashMap<String, watch::Sender<u64>>,
-}
-
-impl AssignmentIndex {
-    /// Brings the index to `view` and wakes the sessions whose message changed.
-    fn update(&mut self, revision: u64, view: &ClusterView) {
-        use std::hash::{Hash, Hasher};
-        let mut by_node: HashMap<String, Vec<String>> = HashMap::new();
-        // In id order: the tasks map is sorted.
-        for t in view.tasks.values() {
-            let assigned = t
-                .status
-                .as_ref()
-                .is_some_and(|s| s.state >= TaskState::Assigned as i32);
-            if assigned && !t.node_id.is_empty() {
-                by_node
-                    .entry(t.node_id.clone())
-                    .or_default()
-                    .push(t.id.clone());
-            }
-        }
-        let cluster_version = view.cluster.meta.as_ref().map_or(0, |m| m.version);
-        let nodes: std::collections::BTreeSet<&String> = by_node
-            .keys()
-            .chain(view.nodes.keys())
-            .chain(self.wake.keys())
-            .collect();
-        let mut fingerprints = HashMap::with_capacity(nodes.len());
-        for node in nodes {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            cluster_version.hash(&mut h);
-            view.nodes
-                .get(node)
-                .and_then(|n| n.meta.as_ref())
-                .map_or(0, |m| m.version)
-                .hash(&mut h);
-            for id in by_node.get(node).into_iter().flatten() {
-                id.hash(&mut h);
-                view.tasks[id]
-                    .meta
-                    .as_ref()
-                    .map_or(0, |m| m.version)
-                    .hash(&mut h);
-            }
-            let fp = h.finish();
-            if self.fingerprints.get(node) != Some(&fp) {
-                if let Some(wake) = self.wake.get(node) {
-                    wake.send_replace(revision);
-                }
-            }
-            fingerprints.insert(node.clone(), fp);
-        }
-        self.by_node = by_node;
-        self.fingerprints = fingerprints;
-    }
-
-    /// What wakes `node`'s session.
-    fn subscribe(&mut self, node: &str) -> watch::Receiver<u64> {
-        self.wake
-            .entry(node.to_string())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
-    }
-
-    /// `node`'s assigned tasks as of the last update, as `view` has them.
-    fn tasks_of(&self, view: &ClusterView, node_id: &str) -> Vec<Task> {
-        self.by_node
-            .get(node_id)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| view.tasks.get(id))
-            .filter(|t| crate::quarantine::task_fits(t))
-            .cloned()
-            .collect()
-    }
-}
-
-/// What a session message may carry in tasks: a margin under the transport
-/// limit for the rest of the message.
-pub const ASSIGNMENTS_BUDGET_BYTES: usize = shoal_api::MAX_MESSAGE_BYTES - 1024 * 1024;
-
-/// Keeps a node's assignment set under `budget` bytes, so one message never
-/// breaks the session: past it, finished tasks (history the agent only
-/// reports) go first, then the newest tasks are left for a later message,
-/// logged once per node and count.
-pub fn fit_assignments(mut tasks: Vec<Task>, node_id: &str, budget: usize) -> Vec<Task> {
-    let size = |tasks: &[Task]| -> usize {
-        tasks
-            .iter()
-            .map(|t| shoal_api::codec::encoded_len(t) + 8)
-            .sum()
-    };
-    if size(&tasks) <= budget {
-        return tasks;
-    }
-    let total = tasks.len();
-    tasks.retain(|t| !shoal_api::state::is_terminal(crate::orchestrator::task_state(t)));
-    let mut used = 0;
-    tasks.sort_by_key(|t| t.meta.as_ref().map_or(0, |m| m.created_at_ms));
-    tasks.retain(|t| {
-        used += shoal_api::codec::encoded_len(t) + 8;
-        used <= budget
-    });
-    let _logged = crate::quarantine::warn_once(
-        "node",
-        node_id,
-        &format!(
-            "its assignments exceed {budget} bytes; {} of {total} tasks sent (finished ones left out first)",
-            tasks.len()
-        ),
-    );
-    tasks
-}
-
-/// What a node's session carries now: its assignments, its role, and the
-/// managers it may fail over to.
-fn session_message(
-    view: &ClusterView,
-    tasks: Vec<Task>,
-    node_id: &str,
-    session_id: &str,
-    heartbeat: Duration,
-) -> SessionMessage {
-    let node = view.nodes.get(node_id);
-    SessionMessage {
-        session_id: session_id.to_string(),
-        heartbeat_period_ms: heartbeat.as_millis() as u64,
-        tasks,
-        managers: view.cluster.manager_addrs.clone(),
-        ingress_address: node
-            .as_ref()
-            .and_then(|n| n.status.as_ref())
-            .map(|s| s.ingress_address.clone())
-            .unwrap_or_default(),
-        role: node
-            .as_ref()
-            .and_then(|n| n.spec.as_ref())
-            .map(|s| s.role)
-            .unwrap_or_default(),
-        raft_member: node.is_some_and(|n| n.manager_status.is_some()),
+        self.inner
+            .sessions
+            .heartbeat(node_id, session_id, self.inner.store.current_term())
     }
 }
 
@@ -673,16 +355,13 @@ impl Dispatcher for DispatcherApi {
                 "this manager does not lead the swarm; open the session with the leader",
             ));
         }
-        self.register_node(&req).await.map_err(unavailable)?;
-        let session_id = shoal_api::id::new_id();
-        self.inner.sessions.lock().expect("sessions lock").insert(
-            req.node_id.clone(),
-            Session {
-                id: session_id.clone(),
-                last_heartbeat: Instant::now(),
-                term: self.inner.store.current_term(),
-            },
-        );
+        nodes::register_node(&self.inner.store, &self.inner.cache, &req)
+            .await
+            .map_err(unavailable)?;
+        let session_id = self
+            .inner
+            .sessions
+            .open(&req.node_id, self.inner.store.current_term());
         tracing::info!(node = %req.node_id, "agent session opened");
         self.inner.logs.node_up(&req.node_id);
         let (tx, rx) = mpsc::channel(4);

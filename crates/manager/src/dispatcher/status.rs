@@ -85,7 +85,7 @@ pub(crate) fn merge<'a>(
         }
         let task = changed
             .entry(stored.id.clone())
-            .or_insert_with(|| stored.clone());
+            .or_insert_with(|| Task::clone(stored));
         let current = task.status.clone().unwrap_or_default();
         if new.state < current.state || *new == current {
             continue;

@@ -1,6 +1,9 @@
+use std::sync::Arc;
+
 use shoal_api::pb::{Meta, Task, TaskState, TaskStatus};
 
 use super::*;
+use crate::state::ClusterView;
 
 fn task(id: &str, node: &str, version: u64) -> Task {
     Task {
@@ -20,7 +23,10 @@ fn task(id: &str, node: &str, version: u64) -> Task {
 
 fn view(tasks: &[Task]) -> ClusterView {
     ClusterView {
-        tasks: tasks.iter().map(|t| (t.id.clone(), t.clone())).collect(),
+        tasks: tasks
+            .iter()
+            .map(|t| (t.id.clone(), Arc::new(t.clone())))
+            .collect(),
         ..Default::default()
     }
 }

@@ -41,7 +41,7 @@ async fn join(api: &NodeCaApi, token: &str, i: usize) -> IssueNodeCertificateRes
 async fn joins_at_once_get_distinct_raft_ids_and_addresses_never_reused() {
     let dir = tempfile::tempdir().unwrap();
     let (store, cluster) = cluster(dir.path()).await;
-    let api = NodeCaApi::new(store.clone());
+    let api = NodeCaApi::new(store.clone(), crate::cache::ViewCache::new(store.clone()));
     let ca = cluster_ca(&cluster).unwrap();
     let token = ca::format_token(ca.digest(), &cluster.manager_token_secret);
 
@@ -73,7 +73,7 @@ async fn joins_at_once_get_distinct_raft_ids_and_addresses_never_reused() {
         .into_values()
         .find(|n| n.manager_status.as_ref().is_some_and(|m| m.raft_id == 7))
         .unwrap();
-    let mut demoted = highest.clone();
+    let mut demoted = Node::clone(&highest);
     demoted.manager_status = None;
     let mut txn = Txn::default();
     state::guarded_put(&mut txn, state::node_key(&highest.id), &mut demoted);
@@ -86,7 +86,7 @@ async fn joins_at_once_get_distinct_raft_ids_and_addresses_never_reused() {
 async fn a_removed_node_rejoins_only_as_a_new_node_with_the_configured_expiry() {
     let dir = tempfile::tempdir().unwrap();
     let (store, cluster) = cluster(dir.path()).await;
-    let api = NodeCaApi::new(store.clone());
+    let api = NodeCaApi::new(store.clone(), crate::cache::ViewCache::new(store.clone()));
     let ca = cluster_ca(&cluster).unwrap();
     let token = ca::format_token(ca.digest(), &cluster.worker_token_secret);
 

@@ -4,10 +4,14 @@
 //! is rolled out node by node by the update supervisor ([`update`]), with
 //! the service's update policy.
 
+use std::sync::Arc;
+
 use shoal_api::pb::{NodeAvailability, NodeState, ServiceMode, Task, TaskState};
 use shoal_api::state::is_terminal;
 
-use super::{add_task, is_live, new_task, restart, set_desired, task_state, update, Changes};
+use super::restart;
+use super::tasks::{add_task, is_live, new_task, set_desired, task_state, Changes};
+use super::update;
 use crate::placement;
 use crate::state::ClusterView;
 
@@ -69,9 +73,13 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
             })
             .cloned()
             .collect();
-        let tasks: Vec<Task> = view.tasks_of(&service.id).cloned().collect();
+        let tasks: Vec<Arc<Task>> = view.tasks_of(&service.id).cloned().collect();
         for node in &eligible {
-            let history: Vec<&Task> = tasks.iter().filter(|t| &t.node_id == node).collect();
+            let history: Vec<&Task> = tasks
+                .iter()
+                .filter(|t| &t.node_id == node)
+                .map(|t| &**t)
+                .collect();
             let current = history
                 .iter()
                 .filter(|t| is_live(t))

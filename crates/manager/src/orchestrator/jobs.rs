@@ -13,21 +13,17 @@
 //! job runs again. Sans-IO like the other orchestrators.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use shoal_api::pb::{JobStatus, Service, ServiceMode, ServiceSpec, Task, TaskState};
 use shoal_api::state::is_terminal;
 
-use super::{add_task, global, is_live, new_task, restart, set_desired, task_state, Changes};
+use super::global;
+use super::restart;
+use super::tasks::{add_task, is_live, new_task, set_desired, task_state, Changes};
 use crate::placement;
+use crate::spec::is_job;
 use crate::state::ClusterView;
-
-/// Whether the spec describes a job (replicated-job or global-job).
-pub fn is_job(spec: &ServiceSpec) -> bool {
-    matches!(
-        spec.mode(),
-        ServiceMode::ReplicatedJob | ServiceMode::GlobalJob
-    )
-}
 
 /// Starts the first (create) or next (update) iteration of a job; clears
 /// the job status of anything else.
@@ -78,7 +74,7 @@ pub fn max_concurrent(spec: &ServiceSpec) -> u64 {
 pub fn counts(view: &ClusterView, service: &Service) -> (u64, u64, u64) {
     let spec = service.spec.clone().unwrap_or_default();
     let iteration = iteration(service);
-    let current: Vec<&Task> = view
+    let current: Vec<&Arc<Task>> = view
         .tasks_of(&service.id)
         .filter(|t| t.job_iteration == iteration)
         .collect();
@@ -118,7 +114,7 @@ fn created(t: &Task) -> i64 {
 
 /// Runs both job orchestrators over the view.
 pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, now: i64) {
-    let jobs: Vec<Service> = view
+    let jobs: Vec<Arc<Service>> = view
         .services
         .values()
         .filter(|s| s.spec.as_ref().is_some_and(is_job))
@@ -163,7 +159,7 @@ fn supervise(
     view: &mut ClusterView,
     changes: &mut Changes,
     service: &Service,
-    history: &[Task],
+    history: &[Arc<Task>],
     now: i64,
 ) -> Current {
     let Some(current) = history
@@ -180,7 +176,7 @@ fn supervise(
     }
     let global = service.spec.as_ref().map(|s| s.mode()) == Some(ServiceMode::GlobalJob);
     if is_terminal(state) {
-        let refs: Vec<&Task> = history.iter().collect();
+        let refs: Vec<&Task> = history.iter().map(|t| &**t).collect();
         if restart::should_restart(&current, &refs, now) {
             set_desired(view, changes, &current.id, TaskState::Shutdown);
             let not_before = restart::restart_not_before(&current, now);
@@ -223,7 +219,7 @@ fn reconcile_replicated(
     let spec = service.spec.clone().unwrap_or_default();
     let iteration = iteration(service);
     let total = spec.replicas;
-    let mut slots: BTreeMap<u64, Vec<Task>> = BTreeMap::new();
+    let mut slots: BTreeMap<u64, Vec<Arc<Task>>> = BTreeMap::new();
     for t in view
         .tasks_of(&service.id)
         .filter(|t| t.job_iteration == iteration)
@@ -274,13 +270,13 @@ fn reconcile_global(view: &mut ClusterView, changes: &mut Changes, service: &Ser
                 .is_some_and(|node| placement::spec_matches(node, &spec))
         })
         .collect();
-    let tasks: Vec<Task> = view
+    let tasks: Vec<Arc<Task>> = view
         .tasks_of(&service.id)
         .filter(|t| t.job_iteration == iteration)
         .cloned()
         .collect();
     for node in &eligible {
-        let history: Vec<Task> = tasks
+        let history: Vec<Arc<Task>> = tasks
             .iter()
             .filter(|t| &t.node_id == node)
             .cloned()

@@ -3,7 +3,7 @@
 
 use shoal_api::pb::TaskState;
 
-use super::{set_desired, Changes};
+use super::tasks::{set_desired, Changes};
 use crate::state::ClusterView;
 
 pub fn reconcile(view: &mut ClusterView, changes: &mut Changes) {

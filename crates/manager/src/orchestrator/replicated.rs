@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use shoal_api::pb::{ServiceMode, Task, TaskState};
 use shoal_api::state::is_terminal;
 
-use super::{
-    add_task, global, is_live, new_task, restart, set_desired, task_state, update, Changes,
-};
+use super::global;
+use super::restart;
+use super::tasks::{add_task, is_live, new_task, set_desired, task_state, Changes};
+use super::update;
 use crate::placement;
 use crate::state::ClusterView;
 

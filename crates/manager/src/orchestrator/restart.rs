@@ -4,7 +4,7 @@
 use shoal_api::pb::{RestartCondition, Task, TaskState};
 use shoal_api::state::is_terminal;
 
-use super::task_state;
+use super::tasks::task_state;
 
 /// Decides for `task`, which has finished while still desired running.
 /// `history` are all tasks of the same slot (or node, for global services),

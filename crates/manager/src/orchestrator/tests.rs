@@ -1,6 +1,8 @@
+use std::sync::Arc;
+
 use shoal_api::pb::{
     Cluster, Node, NodeAvailability, NodeSpec, NodeState, NodeStatus, RestartCondition,
-    RestartPolicy, Service, ServiceMode, ServiceSpec, TaskState,
+    RestartPolicy, Service, ServiceMode, ServiceSpec, Task, TaskState,
 };
 
 use super::*;
@@ -42,13 +44,19 @@ pub(crate) fn service(id: &str, mode: ServiceMode, replicas: u64) -> Service {
 
 pub(crate) fn view(nodes: &[&str], services: Vec<Service>) -> ClusterView {
     ClusterView {
-        cluster: Cluster {
+        cluster: Arc::new(Cluster {
             ingress_subnet: "10.255.0.0/16".into(),
             task_history_limit: 5,
             ..Default::default()
-        },
-        services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
-        nodes: nodes.iter().map(|n| (n.to_string(), node(n))).collect(),
+        }),
+        services: services
+            .into_iter()
+            .map(|s| (s.id.clone(), Arc::new(s)))
+            .collect(),
+        nodes: nodes
+            .iter()
+            .map(|n| (n.to_string(), Arc::new(node(n))))
+            .collect(),
         ..Default::default()
     }
 }
@@ -62,7 +70,7 @@ pub(crate) fn pass(v: &mut ClusterView, now: i64) -> Changes {
     scheduler::schedule(v, &mut c, now);
     reaper::reap(v, &mut c);
     for id in &c.dirty {
-        if let Some(t) = v.tasks.get_mut(id) {
+        if let Some(t) = v.tasks.get_mut(id).map(Arc::make_mut) {
             t.meta.get_or_insert_with(Default::default).version += 1;
         }
     }
@@ -70,13 +78,13 @@ pub(crate) fn pass(v: &mut ClusterView, now: i64) -> Changes {
 }
 
 pub(crate) fn set_state(v: &mut ClusterView, id: &str, state: TaskState) {
-    let t = v.tasks.get_mut(id).unwrap();
+    let t = v.tasks.get_mut(id).map(Arc::make_mut).unwrap();
     let s = t.status.get_or_insert_with(Default::default);
     s.state = state as i32;
     s.timestamp_ms = NOW;
 }
 
-fn live_in_slot(v: &ClusterView, slot: u64) -> Vec<&Task> {
+fn live_in_slot(v: &ClusterView, slot: u64) -> Vec<&Arc<Task>> {
     v.tasks
         .values()
         .filter(|t| t.slot == slot && is_live(t))
@@ -115,6 +123,7 @@ fn scale_down_removes_highest_slots_and_reaps_them() {
     pass(&mut v, NOW);
     v.services
         .get_mut("web")
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()
@@ -222,13 +231,14 @@ fn global_runs_one_task_per_active_node() {
     assert_eq!(nodes, vec!["n1", "n2"]);
     v.nodes
         .get_mut("n2")
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()
         .unwrap()
         .availability = NodeAvailability::Drain as i32;
     pass(&mut v, NOW);
-    let on_n2: Vec<&Task> = v.tasks.values().filter(|t| t.node_id == "n2").collect();
+    let on_n2: Vec<&Arc<Task>> = v.tasks.values().filter(|t| t.node_id == "n2").collect();
     assert!(on_n2
         .iter()
         .all(|t| t.desired_state == TaskState::Shutdown as i32));
@@ -251,6 +261,7 @@ fn no_ready_node_leaves_tasks_pending_with_a_reason() {
     let mut v = view(&["n1"], vec![service("web", ServiceMode::Replicated, 1)]);
     v.nodes
         .get_mut("n1")
+        .map(Arc::make_mut)
         .unwrap()
         .status
         .as_mut()
@@ -283,6 +294,7 @@ fn tasks_on_a_down_or_drained_node_move_elsewhere() {
     assert_eq!(on_n2(&v), 2, "spread over both nodes");
     v.nodes
         .get_mut("n2")
+        .map(Arc::make_mut)
         .unwrap()
         .status
         .as_mut()
@@ -290,12 +302,13 @@ fn tasks_on_a_down_or_drained_node_move_elsewhere() {
         .state = NodeState::Down as i32;
     pass(&mut v, NOW);
     assert_eq!(on_n2(&v), 0);
-    let live: Vec<&Task> = v.tasks.values().filter(|t| is_live(t)).collect();
+    let live: Vec<&Arc<Task>> = v.tasks.values().filter(|t| is_live(t)).collect();
     assert_eq!(live.len(), 4, "never more live tasks than replicas");
     assert!(live.iter().all(|t| t.node_id == "n1"));
     // The node comes back: nothing moves back by itself (no rebalancing), as in Swarm.
     v.nodes
         .get_mut("n2")
+        .map(Arc::make_mut)
         .unwrap()
         .status
         .as_mut()
@@ -310,6 +323,7 @@ fn tasks_on_a_down_or_drained_node_move_elsewhere() {
     pass(&mut v, NOW);
     v.nodes
         .get_mut("n1")
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()
@@ -332,6 +346,7 @@ fn paused_nodes_keep_their_tasks_but_get_no_new_ones() {
     pass(&mut v, NOW);
     v.nodes
         .get_mut("n1")
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()
@@ -340,6 +355,7 @@ fn paused_nodes_keep_their_tasks_but_get_no_new_ones() {
     assert!(pass(&mut v, NOW).is_empty(), "pause moves nothing");
     v.services
         .get_mut("web")
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()

@@ -15,27 +15,16 @@
 //! the intermediate version count as outdated, which cancels the old update.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use shoal_api::pb::{
-    FailureAction, Service, ServiceMode, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState,
-    UpdateStatus,
+    FailureAction, Service, ServiceMode, Task, TaskState, UpdateOrder, UpdateState, UpdateStatus,
 };
 use shoal_api::state::is_terminal;
 
-use super::{add_task, is_live, new_task, routable, set_desired, task_state, Changes};
+use super::tasks::{add_task, is_live, new_task, routable, set_desired, task_state, Changes};
+use crate::spec;
 use crate::state::ClusterView;
-
-/// Docker's default update and rollback configuration.
-pub fn default_config() -> UpdateConfig {
-    UpdateConfig {
-        parallelism: 1,
-        delay_ms: 0,
-        failure_action: FailureAction::Pause as i32,
-        monitor_ms: 5000,
-        max_failure_ratio: 0.0,
-        order: UpdateOrder::StopFirst as i32,
-    }
-}
 
 fn rolling_back(service: &Service) -> bool {
     matches!(
@@ -83,7 +72,7 @@ fn state_since(t: &Task) -> i64 {
 }
 
 fn set_status(view: &mut ClusterView, changes: &mut Changes, id: &str, status: UpdateStatus) {
-    if let Some(s) = view.services.get_mut(id) {
+    if let Some(s) = view.services.get_mut(id).map(Arc::make_mut) {
         if s.update_status.as_ref() != Some(&status) {
             s.update_status = Some(status);
             changes.services.insert(id.to_string());
@@ -130,7 +119,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
     } else {
         spec.update_config
     }
-    .unwrap_or_else(default_config);
+    .unwrap_or_else(spec::default_update_config);
 
     // Newest live task per slot within the replica count (global: per node
     // the orchestrator keeps a task on).
@@ -141,7 +130,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
             t.slot >= 1 && t.slot <= spec.replicas
         }
     };
-    let mut newest: BTreeMap<SlotKey, Task> = BTreeMap::new();
+    let mut newest: BTreeMap<SlotKey, Arc<Task>> = BTreeMap::new();
     for t in view
         .tasks_of(service_id)
         .filter(|t| is_live(t) && in_scope(t))
@@ -182,7 +171,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
         let last_running = newest
             .values()
             .filter(|t| routable(t))
-            .map(state_since)
+            .map(|t| state_since(t))
             .max()
             .unwrap_or(now);
         if now >= last_running + cfg.monitor_ms as i64 {
@@ -224,7 +213,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
     let started = if in_progress(&service) { started } else { now };
 
     // Failures: new-version tasks that ended badly since the update began.
-    let failed: Vec<&Task> = view
+    let failed: Vec<&Arc<Task>> = view
         .tasks_of(service_id)
         .filter(|t| t.spec_version == version)
         .filter(|t| matches!(task_state(t), TaskState::Failed | TaskState::Rejected))
@@ -237,7 +226,11 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
             match cfg.failure_action() {
                 FailureAction::Continue => {}
                 FailureAction::Rollback if !back && service.previous_spec.is_some() => {
-                    let svc = view.services.get_mut(service_id).expect("present");
+                    let svc = view
+                        .services
+                        .get_mut(service_id)
+                        .map(Arc::make_mut)
+                        .expect("present");
                     let current = svc.spec.take();
                     svc.spec = svc.previous_spec.take();
                     svc.previous_spec = current;
@@ -285,7 +278,7 @@ pub fn reconcile(view: &mut ClusterView, changes: &mut Changes, service_id: &str
     let batch_done_at = newest
         .values()
         .filter(|t| t.spec_version == version && routable(t))
-        .map(state_since)
+        .map(|t| state_since(t))
         .filter(|ts| *ts >= started)
         .max();
     if let Some(done) = batch_done_at {

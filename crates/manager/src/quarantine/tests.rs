@@ -1,6 +1,8 @@
 //! A store that already holds absurd or oversized objects: the orchestrators
 //! leave them alone and serve the rest.
 
+use std::sync::Arc;
+
 use shoal_api::pb::{
     Cluster, Node, NodeSpec, NodeState, NodeStatus, Service, ServiceMode, ServiceSpec, TaskState,
 };
@@ -36,14 +38,17 @@ fn view(services: Vec<Service>) -> ClusterView {
         ..Default::default()
     };
     ClusterView {
-        cluster: Cluster {
+        cluster: Arc::new(Cluster {
             id: "c".into(),
             ingress_subnet: "10.255.0.0/16".into(),
             task_history_limit: 5,
             ..Default::default()
-        },
-        services: services.into_iter().map(|s| (s.id.clone(), s)).collect(),
-        nodes: [("n1".to_string(), node)].into(),
+        }),
+        services: services
+            .into_iter()
+            .map(|s| (s.id.clone(), Arc::new(s)))
+            .collect(),
+        nodes: [("n1".to_string(), Arc::new(node))].into(),
         ..Default::default()
     }
 }
@@ -122,12 +127,12 @@ async fn a_store_holding_an_absurd_service_still_runs_the_rest() {
         huge(service("huge", ServiceMode::Replicated, 3)),
         web,
     ]);
-    let mut txn = Txn::new().put(state::CLUSTER_KEY, codec::encode(&v.cluster));
+    let mut txn = Txn::new().put(state::CLUSTER_KEY, codec::encode(&*v.cluster));
     for n in v.nodes.values() {
-        txn = txn.put(state::node_key(&n.id), codec::encode(n));
+        txn = txn.put(state::node_key(&n.id), codec::encode(&**n));
     }
     for s in v.services.values() {
-        txn = txn.put(state::service_key(&s.id), codec::encode(s));
+        txn = txn.put(state::service_key(&s.id), codec::encode(&**s));
     }
     store.write(txn).await.unwrap();
     let cache = ViewCache::new(store.clone());

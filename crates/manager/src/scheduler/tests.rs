@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use shoal_api::pb::{
     Cluster, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, Placement,
     Resources, Service, ServiceMode, ServiceSpec, Task, TaskState,
@@ -62,13 +64,16 @@ fn constraints(cs: &[&str]) -> Placement {
 
 fn view(nodes: Vec<Node>, service: Service) -> ClusterView {
     ClusterView {
-        cluster: Cluster {
+        cluster: Arc::new(Cluster {
             ingress_subnet: "10.255.0.0/16".into(),
             task_history_limit: 5,
             ..Default::default()
-        },
-        services: [(service.id.clone(), service)].into(),
-        nodes: nodes.into_iter().map(|n| (n.id.clone(), n)).collect(),
+        }),
+        services: [(service.id.clone(), Arc::new(service))].into(),
+        nodes: nodes
+            .into_iter()
+            .map(|n| (n.id.clone(), Arc::new(n)))
+            .collect(),
         ..Default::default()
     }
 }
@@ -81,14 +86,14 @@ fn pass(v: &mut ClusterView) -> Changes {
     schedule(v, &mut c, NOW);
     reaper::reap(v, &mut c);
     for id in &c.dirty {
-        if let Some(t) = v.tasks.get_mut(id) {
+        if let Some(t) = v.tasks.get_mut(id).map(Arc::make_mut) {
             t.meta.get_or_insert_with(Default::default).version += 1;
         }
     }
     c
 }
 
-fn live(v: &ClusterView) -> Vec<&Task> {
+fn live(v: &ClusterView) -> Vec<&Arc<Task>> {
     v.tasks.values().filter(|t| is_live(t)).collect()
 }
 
@@ -105,7 +110,15 @@ fn pending_errs(v: &ClusterView) -> Vec<String> {
 }
 
 fn label_node(v: &mut ClusterView, id: &str, key: &str, value: Option<&str>) {
-    let labels = &mut v.nodes.get_mut(id).unwrap().spec.as_mut().unwrap().labels;
+    let labels = &mut v
+        .nodes
+        .get_mut(id)
+        .map(Arc::make_mut)
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .labels;
     match value {
         Some(val) => labels.insert(key.into(), val.into()),
         None => labels.remove(key),
@@ -159,7 +172,14 @@ fn unsatisfiable_constraints_leave_tasks_pending_with_swarms_text() {
         pending_errs(&v),
         vec!["no suitable node (scheduling constraints not satisfied on 2 nodes)"]
     );
+    // Another pass over a copy of the view (as the reconcile loop runs one)
+    // neither rewrites nor copies the still-pending task.
+    let before = v.clone();
     assert!(pass(&mut v).is_empty(), "the same reason is not rewritten");
+    assert!(v
+        .tasks
+        .iter()
+        .all(|(id, t)| Arc::ptr_eq(t, &before.tasks[id])));
     // A label appears: the pending task is placed.
     label_node(&mut v, "n2", "zone", Some("nowhere"));
     pass(&mut v);
@@ -295,7 +315,14 @@ fn enforcer_moves_tasks_when_a_label_changes() {
     );
     pass(&mut v);
     assert_eq!(on(&v, "n2"), 1);
-    v.nodes.get_mut("n2").unwrap().spec.as_mut().unwrap().role = NodeRole::Manager as i32;
+    v.nodes
+        .get_mut("n2")
+        .map(Arc::make_mut)
+        .unwrap()
+        .spec
+        .as_mut()
+        .unwrap()
+        .role = NodeRole::Manager as i32;
     pass(&mut v);
     assert_eq!(
         pending_errs(&v),

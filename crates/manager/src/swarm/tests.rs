@@ -111,8 +111,8 @@ fn cert_expiry_is_bounded_and_stored() {
 
 #[test]
 fn a_root_rotation_keeps_the_old_root_trusted_and_cross_signed() {
-    let old = crate::ca::ClusterCa::generate().unwrap();
-    let new = crate::ca::ClusterCa::generate().unwrap();
+    let old = shoal_ca::ClusterCa::generate().unwrap();
+    let new = shoal_ca::ClusterCa::generate().unwrap();
     let mut c = Cluster {
         root_ca_pem: old.cert_pem().into(),
         root_ca_key_pem: old.key_pem().into(),
@@ -126,7 +126,7 @@ fn a_root_rotation_keeps_the_old_root_trusted_and_cross_signed() {
     assert_eq!(c.root_ca_cross_signed_pem, cross);
     let roots = crate::join::trusted_roots_pem(&c);
     assert_eq!(
-        crate::ca::pem_digests(&roots).unwrap(),
+        shoal_ca::pem_digests(&roots).unwrap(),
         [new.digest().to_string(), old.digest().to_string()]
     );
 }

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use shoal_api::pb::{TaskState, TaskStatus};
 
 use super::*;
@@ -27,7 +29,10 @@ fn update(id: &str, state: TaskState, message: &str) -> TaskStatusUpdate {
 
 fn view(tasks: Vec<Task>) -> ClusterView {
     ClusterView {
-        tasks: tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        tasks: tasks
+            .into_iter()
+            .map(|t| (t.id.clone(), Arc::new(t)))
+            .collect(),
         ..Default::default()
     }
 }

@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use shoal_api::pb::{NodeAvailability, RestartCondition, ServiceMode, TaskState};
 
 use super::*;
@@ -16,7 +18,7 @@ fn unfinished(v: &ClusterView) -> Vec<Task> {
         .tasks
         .values()
         .filter(|t| is_live(t) && task_state(t) != TaskState::Complete)
-        .cloned()
+        .map(|t| Task::clone(t))
         .collect();
     t.sort_by_key(|t| t.slot);
     t
@@ -125,6 +127,7 @@ fn replicated_job_task_on_a_lost_node_runs_again_elsewhere() {
     let lost = t.node_id.clone();
     v.nodes
         .get_mut(&lost)
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()
@@ -157,6 +160,7 @@ fn global_job_runs_once_per_eligible_node() {
     set_state(&mut v, &n2.id, TaskState::Failed);
     v.nodes
         .get_mut(&n3.node_id)
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()
@@ -172,7 +176,7 @@ fn global_job_runs_once_per_eligible_node() {
     assert!(unfinished(&v).is_empty());
     assert_eq!(counts(&v, &v.services["once"].clone()), (0, 0, 2));
     // A node that joins later runs the job too.
-    v.nodes.insert("n4".into(), node("n4"));
+    v.nodes.insert("n4".into(), Arc::new(node("n4")));
     pass(&mut v, NOW);
     let new = unfinished(&v);
     assert_eq!(new.len(), 1);
@@ -193,7 +197,7 @@ fn a_new_iteration_runs_the_job_again_and_retires_the_old_tasks() {
     let second = unfinished(&v).remove(0);
     set_state(&mut v, &second.id, TaskState::Running);
     // `service update --force`: a new iteration.
-    let svc = v.services.get_mut("batch").unwrap();
+    let svc = v.services.get_mut("batch").map(Arc::make_mut).unwrap();
     spec_changed(svc, NOW + 1);
     assert_eq!(iteration(svc), 1);
     assert!(svc.update_status.is_none());

@@ -2,6 +2,10 @@
 //! Replay one simulation seed with `SHOAL_SIM_SEED=<n> cargo test -p
 //! shoal-manager update`.
 
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use shoal_api::pb::{
     Cluster, FailureAction, Node, NodeSpec, NodeState, NodeStatus, RestartPolicy, Service,
     ServiceMode, ServiceSpec, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState,
@@ -63,13 +67,16 @@ fn view_of(mode: ServiceMode, replicas: u64, nodes: &[&str], cfg: UpdateConfig) 
         ..Default::default()
     };
     ClusterView {
-        cluster: Cluster {
+        cluster: Arc::new(Cluster {
             ingress_subnet: "10.255.0.0/16".into(),
             task_history_limit: 5,
             ..Default::default()
-        },
-        services: [("web".to_string(), service)].into(),
-        nodes: nodes.iter().map(|n| (n.to_string(), node(n))).collect(),
+        }),
+        services: [("web".to_string(), Arc::new(service))].into(),
+        nodes: nodes
+            .iter()
+            .map(|n| (n.to_string(), Arc::new(node(n))))
+            .collect(),
         ..Default::default()
     }
 }
@@ -81,7 +88,7 @@ fn pass(v: &mut ClusterView, now: i64) -> Changes {
     scheduler::schedule(v, &mut c, now);
     reaper::reap(v, &mut c);
     for id in &c.dirty {
-        if let Some(t) = v.tasks.get_mut(id) {
+        if let Some(t) = v.tasks.get_mut(id).map(Arc::make_mut) {
             t.meta.get_or_insert_with(Default::default).version += 1;
         }
     }
@@ -92,6 +99,7 @@ fn set_state(v: &mut ClusterView, id: &str, state: TaskState, now: i64) {
     let s = v
         .tasks
         .get_mut(id)
+        .map(Arc::make_mut)
         .unwrap()
         .status
         .get_or_insert_with(Default::default);
@@ -114,7 +122,7 @@ fn agents_act(v: &mut ClusterView, now: i64) {
 }
 
 fn new_spec(v: &mut ClusterView, image: &str) {
-    let s = v.services.get_mut("web").unwrap();
+    let s = v.services.get_mut("web").map(Arc::make_mut).unwrap();
     s.previous_spec = s.spec.clone();
     s.spec.as_mut().unwrap().image = image.into();
     s.spec_version += 1;
@@ -161,7 +169,7 @@ fn stop_first_updates_one_slot_at_a_time() {
     converge(&mut v, &mut now, |v| running_of(v, 1) == 3);
     new_spec(&mut v, "shoal/echo:2");
     pass(&mut v, now);
-    let withdrawn: Vec<&Task> = v
+    let withdrawn: Vec<&Arc<Task>> = v
         .tasks
         .values()
         .filter(|t| t.spec_version == 1 && !is_live(t))
@@ -447,20 +455,6 @@ fn global_failure_pauses_or_rolls_back() {
     }
 }
 
-/// A tiny deterministic generator (the seed derives every choice).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
 /// Rolling update with random agent timing and random task failures
 /// (`failure_action continue`, so it always finishes). Invariants checked
 /// after every step:
@@ -473,9 +467,10 @@ impl Rng {
 ///
 /// For a global service a slot is a node: the same invariants hold per node.
 fn simulate(seed: u64, order: UpdateOrder, global: bool) {
-    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    let replicas = 2 + rng.next() % 6;
-    let parallelism = 1 + rng.next() % 3;
+    // The seed derives every choice.
+    let mut rng = StdRng::seed_from_u64(seed);
+    let replicas: u64 = rng.random_range(2..8);
+    let parallelism: u64 = rng.random_range(1..4);
     let mut cfg = config(parallelism, order, FailureAction::Continue);
     cfg.max_failure_ratio = 1.0;
     let names: Vec<String> = (1..=replicas).map(|n| format!("n{n}")).collect();
@@ -497,11 +492,11 @@ fn simulate(seed: u64, order: UpdateOrder, global: bool) {
             let state = task_state(t);
             if t.desired_state > TaskState::Running as i32 && !shoal_api::state::is_terminal(state)
             {
-                if rng.chance(50) {
+                if rng.random_bool(0.50) {
                     set_state(&mut v, &id, TaskState::Shutdown, now);
                 }
-            } else if is_live(t) && state == TaskState::Assigned && rng.chance(40) {
-                let fails = step < 300 && rng.chance(15);
+            } else if is_live(t) && state == TaskState::Assigned && rng.random_bool(0.40) {
+                let fails = step < 300 && rng.random_bool(0.15);
                 set_state(
                     &mut v,
                     &id,
@@ -515,7 +510,7 @@ fn simulate(seed: u64, order: UpdateOrder, global: bool) {
             }
         }
         now += 100;
-        let live: Vec<&Task> = v.tasks.values().filter(|t| is_live(t)).collect();
+        let live: Vec<&Arc<Task>> = v.tasks.values().filter(|t| is_live(t)).collect();
         match order {
             UpdateOrder::StopFirst => {
                 // New tasks still starting never exceed the batch size (plus
@@ -652,6 +647,7 @@ fn scaling_is_not_an_update() {
     converge(&mut v, &mut now, |v| running_of(v, 1) == 2);
     v.services
         .get_mut("web")
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()
@@ -660,6 +656,7 @@ fn scaling_is_not_an_update() {
     converge_without_service_writes(&mut v, &mut now, |v| running_of(v, 1) == 5);
     v.services
         .get_mut("web")
+        .map(Arc::make_mut)
         .unwrap()
         .spec
         .as_mut()

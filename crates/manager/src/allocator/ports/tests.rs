@@ -1,0 +1,190 @@
+use shoal_api::pb::{
+    Node, NodeDescription, PortBinding, PortConfig, Service, ServiceEndpoint, ServiceSpec, Task,
+    TaskState, TaskStatus,
+};
+
+use super::*;
+
+fn port(published: u32, target: u32, mode: &str) -> PortConfig {
+    PortConfig {
+        protocol: "tcp".into(),
+        target_port: target,
+        published_port: published,
+        publish_mode: mode.into(),
+        ..Default::default()
+    }
+}
+
+fn spec(ports: Vec<PortConfig>) -> ServiceSpec {
+    ServiceSpec {
+        name: "new".into(),
+        ports,
+        ..Default::default()
+    }
+}
+
+/// A cluster of two nodes where service `web` publishes 8080 and a task of
+/// `db` on node-2 holds host port 9000 and loopback port 40123.
+fn cluster() -> ClusterView {
+    let mut view = ClusterView::default();
+    for (id, host) in [("n1", "node-1"), ("n2", "node-2")] {
+        view.nodes.insert(
+            id.into(),
+            Node {
+                id: id.into(),
+                description: Some(NodeDescription {
+                    hostname: host.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into(),
+        );
+    }
+    view.services.insert(
+        "web".into(),
+        Service {
+            id: "web".into(),
+            spec: Some(ServiceSpec {
+                name: "web".into(),
+                ..Default::default()
+            }),
+            endpoint: Some(ServiceEndpoint {
+                ports: vec![port(8080, 80, "ingress")],
+            }),
+            ..Default::default()
+        }
+        .into(),
+    );
+    view.insert_task(Task {
+        id: "t1".into(),
+        service_id: "db".into(),
+        service_name: "db".into(),
+        node_id: "n2".into(),
+        endpoint: Some(ServiceEndpoint {
+            ports: vec![port(9000, 5432, "host")],
+        }),
+        status: Some(TaskStatus {
+            state: TaskState::Running as i32,
+            ports: vec![PortBinding {
+                target_port: 5432,
+                address: "127.0.0.1:40123".into(),
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    view
+}
+
+const NOTHING_LOCAL: fn(u32) -> bool = |_| false;
+
+#[test]
+fn dynamic_ports_skip_taken() {
+    let mut ports = vec![port(0, 80, "ingress"), port(0, 81, "ingress")];
+    allocate_ports(&mut ports, |p| p != 30000).unwrap();
+    assert_eq!(ports[0].published_port, 30001);
+    assert_eq!(ports[1].published_port, 30002);
+}
+
+#[test]
+fn a_port_of_another_service_is_refused() {
+    let err = allocate_endpoint(
+        &cluster(),
+        "new",
+        &spec(vec![port(8080, 80, "ingress")]),
+        None,
+        NOTHING_LOCAL,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        PortError::UsedByService {
+            port: 8080,
+            service: "web".into()
+        }
+    );
+}
+
+#[test]
+fn host_ports_held_on_any_node_are_refused_before_the_local_probe() {
+    let view = cluster();
+    for held in [9000, 40123] {
+        // The local probe would say "free": the store decides first.
+        let err = allocate_endpoint(
+            &view,
+            "new",
+            &spec(vec![port(held, 80, "ingress")]),
+            None,
+            NOTHING_LOCAL,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            PortError::UsedOnNode {
+                port: held,
+                node: "node-2".into(),
+                task: "t1".into(),
+                service: "db".into(),
+            }
+        );
+    }
+    // A task that ended frees its ports.
+    let mut view = view;
+    let mut task = Task::clone(&view.tasks["t1"]);
+    task.status.as_mut().unwrap().state = TaskState::Shutdown as i32;
+    view.insert_task(task);
+    assert!(allocate_endpoint(
+        &view,
+        "new",
+        &spec(vec![port(9000, 80, "ingress")]),
+        None,
+        NOTHING_LOCAL
+    )
+    .is_ok());
+}
+
+#[test]
+fn the_local_probe_still_refuses_ports_bound_on_this_host() {
+    let err = allocate_endpoint(
+        &cluster(),
+        "new",
+        &spec(vec![port(8099, 80, "ingress")]),
+        None,
+        |p| p == 8099,
+    )
+    .unwrap_err();
+    assert_eq!(err, PortError::UsedOnThisHost { port: 8099 });
+}
+
+#[test]
+fn dynamic_allocation_skips_ports_held_anywhere() {
+    let mut view = cluster();
+    let mut task = Task::clone(&view.tasks["t1"]);
+    task.status.as_mut().unwrap().ports[0].address = "127.0.0.1:30000".into();
+    view.insert_task(task);
+    let endpoint = allocate_endpoint(
+        &view,
+        "new",
+        &spec(vec![port(0, 80, "ingress")]),
+        None,
+        |p| p == 30001,
+    )
+    .unwrap();
+    assert_eq!(endpoint.ports[0].published_port, 30002);
+}
+
+#[test]
+fn a_service_keeps_its_own_ports() {
+    let view = cluster();
+    let current = view.services["web"].endpoint.clone();
+    let endpoint = allocate_endpoint(
+        &view,
+        "web",
+        &spec(vec![port(8080, 80, "ingress")]),
+        current.as_ref(),
+        |_| true,
+    )
+    .unwrap();
+    assert_eq!(endpoint.ports[0].published_port, 8080);
+}
