@@ -1,12 +1,10 @@
-//! Docker-shaped JSON for services, tasks and nodes (`inspect` output), the
-//! minimal Go-template `--format` (`{{.Status.ContainerStatus.PID}}`,
-//! `{{json .Spec}}`), and the top-level `shoal inspect`.
+//! Docker-shaped JSON for services, tasks and nodes (`inspect` output), their
+//! `-f/--format` templates, and the top-level `shoal inspect`.
 
 use std::collections::BTreeMap;
 
 use anyhow::bail;
 use serde::Serialize;
-use serde_json::Value;
 use shoal_api::pb;
 
 use crate::client::{self, DaemonError, Host};
@@ -18,7 +16,7 @@ mod tests;
 /// `shoal inspect ID...`.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// Format output using a Go-template path, e.g. '{{.Status.ContainerStatus.PID}}'.
+    /// Format output using a Go template, e.g. '{{.Status.ContainerStatus.PID}}'.
     #[arg(short, long)]
     format: Option<String>,
     /// Task, service or node IDs (or names).
@@ -95,9 +93,10 @@ pub fn print_values(values: &[Object], format: Option<&str>) -> anyhow::Result<(
     let mut out = std::io::stdout().lock();
     match format {
         Some(tmpl) => {
+            let template = crate::template::Template::parse(tmpl)?;
             for v in values {
-                let v = serde_json::to_value(v)?;
-                writeln!(out, "{}", render_template(tmpl, &v)?)?;
+                let data = crate::template::data::from_json(&serde_json::to_value(v)?);
+                writeln!(out, "{}", template.render(&data)?)?;
             }
         }
         None => writeln!(out, "{}", to_docker_json(values))?,
@@ -113,65 +112,6 @@ pub fn to_docker_json<T: Serialize + ?Sized>(v: &T) -> String {
     // Serializing a Value into memory cannot fail.
     v.serialize(&mut ser).expect("serialize JSON value");
     String::from_utf8(buf).expect("serde_json writes UTF-8")
-}
-
-/// Renders a minimal Go template: text with `{{.A.B}}` or `{{json .A.B}}` actions.
-pub fn render_template(tmpl: &str, v: &Value) -> anyhow::Result<String> {
-    let mut out = String::new();
-    let mut rest = tmpl;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            bail!("template: unclosed action in {tmpl:?}");
-        };
-        out.push_str(&render_action(after[..end].trim(), v, tmpl)?);
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn render_action(action: &str, v: &Value, tmpl: &str) -> anyhow::Result<String> {
-    let (json, path) = match action.strip_prefix("json") {
-        Some(p) if p.starts_with(char::is_whitespace) => (true, p.trim()),
-        _ => (false, action),
-    };
-    if !path.starts_with('.') {
-        bail!("template: unsupported action {{{{{action}}}}} in {tmpl:?}: use {{{{.Field.Path}}}} or {{{{json .Field}}}}");
-    }
-    let found = resolve_path(v, path);
-    Ok(match (json, found) {
-        (true, Some(x)) => serde_json::to_string(x)?,
-        (true, None) => "null".into(),
-        (false, Some(x)) => go_print(x),
-        (false, None) => "<no value>".into(),
-    })
-}
-
-/// Follows `.A.B.C` through objects; `.` alone is the value itself.
-pub fn resolve_path<'v>(v: &'v Value, path: &str) -> Option<&'v Value> {
-    path.split('.')
-        .filter(|s| !s.is_empty())
-        .try_fold(v, |cur, key| cur.get(key))
-}
-
-/// Go's default printing of a value: strings bare, maps as `map[k:v]`.
-fn go_print(v: &Value) -> String {
-    match v {
-        Value::Null => "<nil>".into(),
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::Array(a) => format!("[{}]", a.iter().map(go_print).collect::<Vec<_>>().join(" ")),
-        Value::Object(m) => format!(
-            "map[{}]",
-            m.iter()
-                .map(|(k, v)| format!("{k}:{}", go_print(v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-    }
 }
 
 // === Docker shapes ===

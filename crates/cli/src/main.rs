@@ -13,6 +13,8 @@
 //! - [`service`]: `service create|update|rollback|ls|ps|inspect|scale|rm|logs`.
 //! - [`node`]: `node ls|inspect|update|promote|demote|rm|ps`.
 //! - [`swarm`]: `swarm init|join|join-token|leave`.
+//! - [`task_table`]: the task table `service ps` and `node ps` share.
+//! - [`template`]: Go templates for `-f/--format` (gtmpl plus Docker's functions).
 #![forbid(unsafe_code)]
 
 mod client;
@@ -23,6 +25,8 @@ mod opts;
 mod progress;
 mod service;
 mod swarm;
+mod task_table;
+mod template;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,5 @@
 //! `shoal node ls|inspect|update|promote|demote|rm|ps`.
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::bail;
@@ -10,7 +9,10 @@ use crate::client::{self, Control, DaemonExt, Host};
 use crate::format::{natural_cmp, title, Table};
 use crate::inspect::{self, availability_name, node_state_name};
 use crate::opts;
-use crate::service::ps::{self as task_ps, RowOptions};
+use crate::task_table::{self, hostname, RowOptions};
+
+/// `service logs` maps node IDs to hostnames with the task table's lookup.
+pub use crate::task_table::hostnames;
 
 /// `shoal node ...`.
 #[derive(Debug, clap::Subcommand)]
@@ -96,6 +98,11 @@ pub struct NodePsArgs {
     /// Only display task IDs.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Format output: 'table', 'table TEMPLATE', 'json' or a Go template
+    /// ({{.ID}} {{.Name}} {{.Image}} {{.Node}} {{.DesiredState}}
+    /// {{.CurrentState}} {{.Error}} {{.Ports}}).
+    #[arg(long)]
+    pub format: Option<String>,
     /// Node IDs, prefixes or hostnames (default: this node).
     pub nodes: Vec<String>,
 }
@@ -342,8 +349,8 @@ async fn ps(host: &Host, a: &NodePsArgs) -> anyhow::Result<()> {
             no_trunc: a.no_trunc,
             no_resolve: a.no_resolve,
         };
-        let rows = task_ps::rows(&tasks, &hosts, &filters, opts, shoal_api::now_ms());
-        task_ps::print(&rows, a.quiet)?;
+        let rows = task_table::rows(&tasks, &hosts, &filters, opts, shoal_api::now_ms());
+        task_table::print(&rows, a.quiet, a.format.as_deref())?;
     }
     if !errors.is_empty() {
         bail!("{}", errors.join("; "));
@@ -364,10 +371,6 @@ async fn ls(c: &mut Control, quiet: bool) -> anyhow::Result<()> {
     }
     write!(out, "{}", node_table(&nodes, &self_id).render())?;
     Ok(())
-}
-
-fn hostname(n: &pb::Node) -> &str {
-    n.description.as_ref().map_or("", |d| d.hostname.as_str())
 }
 
 /// The `node ls` table; `self_id` gets ` *` after its ID.
@@ -413,18 +416,6 @@ pub fn manager_status(n: &pb::Node) -> String {
         Some(m) if is_manager => title(&m.reachability),
         _ => String::new(),
     }
-}
-
-/// Node ID → hostname, for `service ps` and `service logs`.
-pub async fn hostnames(c: &mut Control) -> anyhow::Result<HashMap<String, String>> {
-    let nodes = c.list_nodes(pb::ListNodesRequest {}).await.daemon()?.nodes;
-    Ok(nodes
-        .into_iter()
-        .map(|n| {
-            let h = hostname(&n).to_string();
-            (n.id, h)
-        })
-        .collect())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ mod create;
 mod logs;
 mod ls;
 mod policy;
-pub mod ps;
+mod ps;
 mod simple;
 mod template;
 mod update;
