@@ -9,6 +9,7 @@
 //! - [`opts`]: client-side flag parsing and validation (`--publish`, `--replicas`, ...).
 //! - [`format`]: Docker-style tables, human durations, port columns, timestamps.
 //! - [`inspect`]: Docker-shaped JSON for services, tasks and nodes, and `--format`.
+//! - [`list_filter`]: `-f/--filter` of `service ls` and `node ls`.
 //! - [`progress`]: the `overall progress: N out of M tasks` convergence display.
 //! - [`service`]: `service create|update|rollback|ls|ps|inspect|scale|rm|logs`.
 //! - [`node`]: `node ls|inspect|update|promote|demote|rm|ps`.
@@ -20,6 +21,7 @@
 mod client;
 mod format;
 mod inspect;
+mod list_filter;
 mod node;
 mod opts;
 mod progress;

@@ -23,6 +23,7 @@ use crate::client::{self, Host};
 
 pub use create::CreateArgs;
 pub use logs::LogsArgs;
+pub use ls::LsArgs;
 pub use ps::PsArgs;
 pub use update::{RollbackArgs, UpdateArgs};
 
@@ -37,11 +38,7 @@ pub enum ServiceCommand {
     Rollback(RollbackArgs),
     /// List services.
     #[command(alias = "list")]
-    Ls {
-        /// Only display IDs.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Ls(LsArgs),
     /// List the tasks of one or more services.
     Ps(PsArgs),
     /// Display detailed information on one or more services.
@@ -83,7 +80,7 @@ pub async fn run(host: &Host, cmd: ServiceCommand) -> anyhow::Result<()> {
         ServiceCommand::Create(args) => create::run(host, &args).await,
         ServiceCommand::Update(args) => update::run(host, &args).await,
         ServiceCommand::Rollback(args) => update::rollback(host, &args).await,
-        ServiceCommand::Ls { quiet } => ls::run(host, quiet).await,
+        ServiceCommand::Ls(args) => ls::run(host, &args).await,
         ServiceCommand::Ps(args) => ps::run(host, &args).await,
         ServiceCommand::Inspect {
             pretty,
