@@ -97,15 +97,19 @@ impl ListFilter {
         })
     }
 
-    /// Checks every value of `key` against `known` (lower-cased), with the
-    /// daemon's wording for one it does not know.
-    pub fn check_values(&self, key: &str, what: &str, known: &[&str]) -> anyhow::Result<()> {
+    /// Checks every value of `key` with `parse`, with the daemon's wording
+    /// for one it does not take.
+    pub fn check_values<T>(
+        &self,
+        key: &str,
+        what: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> anyhow::Result<()> {
         for v in self.values(key) {
-            if !v.is_empty() && !known.contains(&v.to_lowercase().as_str()) {
+            if !v.is_empty() && parse(v).is_none() {
                 bail!(
-                    "Error response from daemon: Invalid {what} filter: '{}' (expected {})",
-                    v.escape_debug(),
-                    known.join(" or ")
+                    "Error response from daemon: Invalid {what} filter: '{}'",
+                    v.escape_debug()
                 );
             }
         }

@@ -10,6 +10,7 @@
 //! - [`format`]: Docker-style tables, human durations, port columns, timestamps.
 //! - [`inspect`]: Docker-shaped JSON for services, tasks and nodes, and `--format`.
 //! - [`list_filter`]: `-f/--filter` of `service ls` and `node ls`.
+//! - [`names`]: Docker's names of Shoal's enums, printed and parsed in one place.
 //! - [`progress`]: the `overall progress: N out of M tasks` convergence display.
 //! - [`service`]: `service create|update|rollback|ls|ps|inspect|scale|rm|logs`.
 //! - [`node`]: `node ls|inspect|update|promote|demote|rm|ps`.
@@ -22,6 +23,7 @@ mod client;
 mod format;
 mod inspect;
 mod list_filter;
+mod names;
 mod node;
 mod opts;
 mod progress;

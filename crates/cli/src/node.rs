@@ -381,8 +381,12 @@ const FILTERS: [&str; 6] = ["id", "name", "role", "membership", "label", "node.l
 /// Parses and checks `node ls -f` values.
 pub fn parse_filter(values: &[String]) -> anyhow::Result<ListFilter> {
     let f = ListFilter::parse(values, &FILTERS)?;
-    f.check_values("role", "role", &["manager", "worker"])?;
-    f.check_values("membership", "membership", &["accepted", "pending"])?;
+    f.check_values("role", "role", crate::names::parse_role)?;
+    f.check_values("membership", "membership", |m| {
+        ["accepted", "pending"]
+            .contains(&m.to_lowercase().as_str())
+            .then_some(())
+    })?;
     Ok(f)
 }
 
@@ -390,11 +394,7 @@ pub fn parse_filter(values: &[String]) -> anyhow::Result<ListFilter> {
 /// and none has engine labels (`label`); `node.label` are its own labels.
 pub fn matches(f: &ListFilter, n: &pb::Node) -> bool {
     let spec = n.spec.clone().unwrap_or_default();
-    let role = if spec.role == pb::NodeRole::Manager as i32 {
-        "manager"
-    } else {
-        "worker"
-    };
+    let role = crate::names::role_name(spec.role);
     f.prefix("id", &n.id)
         && f.prefix("name", hostname(n))
         && f.any("role", |r| r.eq_ignore_ascii_case(role))

@@ -1,4 +1,5 @@
 use super::*;
+use crate::names::update_state_name;
 
 /// Renders a `--format` template over one inspect object (its JSON shape).
 fn render_template(tmpl: &str, v: &serde_json::Value) -> anyhow::Result<String> {

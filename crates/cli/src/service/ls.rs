@@ -7,6 +7,7 @@ use shoal_api::pb;
 use crate::client::{DaemonExt, Host};
 use crate::format::{natural_cmp, service_ports, Table};
 use crate::list_filter::ListFilter;
+use crate::names::{mode_flag_name, mode_name};
 use crate::template::listing;
 
 /// `shoal service ls`.
@@ -37,24 +38,21 @@ const COLUMNS: [(&str, &str); 6] = [
 /// The filters `service ls` takes, as Docker's daemon.
 const FILTERS: [&str; 4] = ["id", "name", "label", "mode"];
 
-/// The values of the `mode` filter.
-const MODES: [&str; 4] = ["replicated", "global", "replicated-job", "global-job"];
-
 /// Parses and checks `service ls -f` values.
 pub fn parse_filter(values: &[String]) -> anyhow::Result<ListFilter> {
     let f = ListFilter::parse(values, &FILTERS)?;
-    f.check_values("mode", "mode", &MODES)?;
+    f.check_values("mode", "mode", crate::names::parse_mode)?;
     Ok(f)
 }
 
 /// Whether a service passes the filter: ID and name prefixes, labels, mode.
 pub fn matches(f: &ListFilter, s: &pb::Service) -> bool {
     let spec = s.spec.clone().unwrap_or_default();
-    let mode = mode_name(spec.mode).replace(' ', "-");
+    let mode = mode_flag_name(spec.mode);
     f.prefix("id", &s.id)
         && f.prefix("name", &spec.name)
         && f.labels("label", &spec.labels)
-        && f.any("mode", |m| m.eq_ignore_ascii_case(&mode))
+        && f.any("mode", |m| m.eq_ignore_ascii_case(mode))
 }
 
 /// Lists services sorted by name.
@@ -93,16 +91,6 @@ fn name(e: &pb::ServiceListEntry) -> &str {
         .map_or("", |s| s.name.as_str())
 }
 
-/// The MODE column: `replicated`, `global`, `replicated job`, `global job`.
-pub fn mode_name(mode: i32) -> &'static str {
-    match pb::ServiceMode::try_from(mode).unwrap_or_default() {
-        pb::ServiceMode::Replicated => "replicated",
-        pb::ServiceMode::Global => "global",
-        pb::ServiceMode::ReplicatedJob => "replicated job",
-        pb::ServiceMode::GlobalJob => "global job",
-    }
-}
-
 /// The REPLICAS column: `running/desired`; jobs add their completions,
 /// `0/2 (6/6 completed)` (for a global job the total is desired + completed).
 fn replicas(e: &pb::ServiceListEntry, spec: &pb::ServiceSpec) -> String {
@@ -131,7 +119,7 @@ fn cells(e: &pb::ServiceListEntry) -> Option<Vec<String>> {
     Some(vec![
         shoal_api::id::short(&s.id).to_string(),
         spec.name.clone(),
-        mode_name(spec.mode).to_string(),
+        mode_name(spec.mode),
         replicas(e, &spec),
         spec.image.clone(),
         ports,
