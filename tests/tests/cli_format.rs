@@ -14,11 +14,26 @@ fn list_formats_filters_and_template_errors() {
     let c = Cluster::single("clifmt");
     let n = &c.node;
     n.shoal_ok(&[
-        "service", "create", "-d", "--name", "web", "--replicas", "2", "-l", "tier=front",
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "-l",
+        "tier=front",
         "shoal/echo",
     ]);
     n.shoal_ok(&[
-        "service", "create", "-d", "--name", "mon", "--mode", "global", "shoal/echo",
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "mon",
+        "--mode",
+        "global",
+        "shoal/echo",
     ]);
     let web_id = n
         .shoal_ok(&["service", "inspect", "-f", "{{.ID}}", "web"])
@@ -64,7 +79,10 @@ fn list_formats_filters_and_template_errors() {
     let out = n.shoal(&["service", "ls", "-f", "nope"]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(125), "{stderr}");
-    assert!(stderr.contains("bad format of filter (expected name=value)"), "{stderr}");
+    assert!(
+        stderr.contains("bad format of filter (expected name=value)"),
+        "{stderr}"
+    );
 
     // node ls: format and filters.
     let hostname = n.shoal_ok(&["node", "ls", "--format", "{{.Hostname}}"]);
@@ -79,17 +97,28 @@ fn list_formats_filters_and_template_errors() {
         "a manager is not a worker"
     );
     assert_eq!(
-        n.shoal_ok(&["node", "ls", "-q", "-f", "role=manager"]).lines().count(),
+        n.shoal_ok(&["node", "ls", "-q", "-f", "role=manager"])
+            .lines()
+            .count(),
         1
     );
     let out = n.shoal(&["node", "ls", "-f", "role=boss"]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.starts_with("Error response from daemon: Invalid role filter: 'boss'"), "{stderr}");
+    assert!(
+        stderr.starts_with("Error response from daemon: Invalid role filter: 'boss'"),
+        "{stderr}"
+    );
 
     // service ps: -q prints whole task IDs; --format with Docker's placeholders.
     assert_eventually("web's tasks run", Duration::from_secs(30), || {
-        let states = n.shoal_ok(&["service", "ps", "web", "--format", "{{.Name}} {{.DesiredState}}"]);
+        let states = n.shoal_ok(&[
+            "service",
+            "ps",
+            "web",
+            "--format",
+            "{{.Name}} {{.DesiredState}}",
+        ]);
         if states == "web.1 Running\nweb.2 Running\n" {
             Ok(())
         } else {
@@ -103,7 +132,15 @@ fn list_formats_filters_and_template_errors() {
     );
     for id in n.shoal_ok(&["service", "ps", "-q", "web"]).lines() {
         assert_eq!(id.len(), 25, "{id}");
-        let json = n.shoal_ok(&["service", "ps", "--format", "json", "-f", &format!("id={id}"), "web"]);
+        let json = n.shoal_ok(&[
+            "service",
+            "ps",
+            "--format",
+            "json",
+            "-f",
+            &format!("id={id}"),
+            "web",
+        ]);
         let row: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
         assert_eq!(row["ID"], &id[..12]);
     }
@@ -114,17 +151,35 @@ fn list_formats_filters_and_template_errors() {
 
     // inspect templates: Go's durations and times, Docker's JSON, functions.
     assert_eq!(
-        n.shoal_ok(&["service", "inspect", "-f", "{{.Spec.TaskTemplate.RestartPolicy.Delay}}", "web"]),
+        n.shoal_ok(&[
+            "service",
+            "inspect",
+            "-f",
+            "{{.Spec.TaskTemplate.RestartPolicy.Delay}}",
+            "web"
+        ]),
         "5s\n"
     );
     assert_eq!(
-        n.shoal_ok(&["service", "inspect", "-f", "{{json .Spec.TaskTemplate.RestartPolicy}}", "web"]),
+        n.shoal_ok(&[
+            "service",
+            "inspect",
+            "-f",
+            "{{json .Spec.TaskTemplate.RestartPolicy}}",
+            "web"
+        ]),
         "{\"Condition\":\"any\",\"Delay\":5000000000,\"MaxAttempts\":0}\n"
     );
     let created = n.shoal_ok(&["service", "inspect", "-f", "{{.CreatedAt}}", "web"]);
     assert!(created.trim_end().ends_with(" +0000 UTC"), "{created}");
     assert_eq!(
-        n.shoal_ok(&["service", "inspect", "-f", "{{upper .Spec.Name}} {{index .Spec.Labels \"tier\"}} {{len .Spec.Labels}}", "web"]),
+        n.shoal_ok(&[
+            "service",
+            "inspect",
+            "-f",
+            "{{upper .Spec.Name}} {{index .Spec.Labels \"tier\"}} {{len .Spec.Labels}}",
+            "web"
+        ]),
         "WEB front 1\n"
     );
     let out = n.shoal(&["inspect", "-f", "{{.Nope}}", "web"]);

@@ -6,7 +6,8 @@
 //!   then the progress display; also `rollback`.
 //! - `policy`: the `--update-*` / `--rollback-*` flags both share.
 //! - `template`: placement, resources and health-check flags both share.
-//! - `ls`, `ps`: the two tables.
+//! - `ls`: the services table, its `-f/--filter` and `--format`.
+//! - `ps`: the tasks of the named services (the table is [`crate::task_table`]).
 //! - `scale`, `rm`, `inspect`: small verbs over Get/Update/RemoveService.
 //! - `logs`: the `ServiceLogs` stream with Docker's line prefix.
 

@@ -1,6 +1,9 @@
 //! Docker's JSON shapes of services, tasks and nodes (`docker service
 //! inspect`, `docker inspect TASK`, `docker node inspect`): field names and
 //! order, omitted empty fields, durations in nanoseconds, RFC 3339 times.
+//! One file past the usual length because it is one thing: serde structs
+//! that mirror Docker's API types one to one, the three objects sharing the
+//! port, container-spec, resources and restart-policy pieces.
 
 use std::collections::BTreeMap;
 
