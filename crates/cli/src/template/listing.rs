@@ -14,10 +14,10 @@ use crate::format::align_columns;
 /// One row's placeholders (`ID`, `Name`, ...) and their values.
 pub type Row = Vec<(&'static str, Value)>;
 
-/// Whether `format` asks for the command's own table (no `--format`, or a
-/// bare `table`).
+/// Whether `format` asks for the command's own table (no `--format`, an
+/// empty one, or a bare `table`), as Docker's.
 pub fn is_default(format: Option<&str>) -> bool {
-    matches!(format.map(str::trim), None | Some("table"))
+    matches!(format.map(str::trim), None | Some("" | "table"))
 }
 
 /// Docker's `Format.templateString`: `json` is `{{json .}}`; the `table`

@@ -146,6 +146,7 @@ fn list_formats() {
     assert!(listing::render("{{.Nope}}", &headers, &rows).is_err());
     assert!(listing::is_default(None));
     assert!(listing::is_default(Some("table")));
+    assert!(listing::is_default(Some("")));
     assert!(!listing::is_default(Some("table {{.ID}}")));
 }
 
