@@ -34,33 +34,41 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// The rendered table, one `\n`-terminated line per row.
+    /// The rendered table, one `\n`-terminated line per row. A tab or line
+    /// break inside a cell is written as a space, so it cannot split a row.
     pub fn render(&self) -> String {
-        let cols = self.rows[0].len();
-        let widths: Vec<usize> = (0..cols)
-            .map(|c| {
-                let widest = self
-                    .rows
-                    .iter()
-                    .map(|r| r[c].chars().count())
-                    .max()
-                    .unwrap_or(0);
-                (widest + 3).max(10)
-            })
-            .collect();
-        let mut out = String::new();
+        let mut text = String::new();
         for row in &self.rows {
             for (c, cell) in row.iter().enumerate() {
-                out.push_str(cell);
-                if c + 1 < cols {
-                    let pad = widths[c] - cell.chars().count();
-                    out.extend(std::iter::repeat_n(' ', pad));
+                if c > 0 {
+                    text.push('\t');
                 }
+                text.extend(cell.chars().map(|ch| match ch {
+                    '\t' | '\n' | '\r' => ' ',
+                    ch => ch,
+                }));
             }
-            out.push('\n');
+            text.push('\n');
         }
-        out
+        align_columns(&text)
     }
+}
+
+/// Aligns tab-separated `text` into Docker's table columns (Go's
+/// `tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`): a column is as wide as its
+/// widest cell plus 3, and at least 10; the text after a line's last tab is
+/// not padded.
+pub fn align_columns(text: &str) -> String {
+    use std::io::Write;
+    // Go's width is max(cell + padding, minwidth); the crate's is
+    // max(cell, minwidth) + padding, so its minwidth is 10 - 3.
+    let mut tw = tabwriter::TabWriter::new(Vec::with_capacity(text.len() * 2))
+        .minwidth(7)
+        .padding(3);
+    // Writing into memory cannot fail.
+    tw.write_all(text.as_bytes()).expect("write into memory");
+    let bytes = tw.into_inner().expect("flush into memory");
+    String::from_utf8(bytes).expect("tabwriter passes UTF-8 through")
 }
 
 /// Docker's `units.HumanDuration`: "Less than a second", "About a minute", "3 hours", ...

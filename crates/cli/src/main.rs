@@ -9,20 +9,28 @@
 //! - [`opts`]: client-side flag parsing and validation (`--publish`, `--replicas`, ...).
 //! - [`format`]: Docker-style tables, human durations, port columns, timestamps.
 //! - [`inspect`]: Docker-shaped JSON for services, tasks and nodes, and `--format`.
+//! - [`list_filter`]: `-f/--filter` of `service ls` and `node ls`.
+//! - [`names`]: Docker's names of Shoal's enums, printed and parsed in one place.
 //! - [`progress`]: the `overall progress: N out of M tasks` convergence display.
 //! - [`service`]: `service create|update|rollback|ls|ps|inspect|scale|rm|logs`.
 //! - [`node`]: `node ls|inspect|update|promote|demote|rm|ps`.
 //! - [`swarm`]: `swarm init|join|join-token|leave`.
+//! - [`task_table`]: the task table `service ps` and `node ps` share.
+//! - [`template`]: Go templates for `-f/--format` (gtmpl plus Docker's functions).
 #![forbid(unsafe_code)]
 
 mod client;
 mod format;
 mod inspect;
+mod list_filter;
+mod names;
 mod node;
 mod opts;
 mod progress;
 mod service;
 mod swarm;
+mod task_table;
+mod template;
 
 use std::process::ExitCode;
 

@@ -1,6 +1,5 @@
 //! `shoal node ls|inspect|update|promote|demote|rm|ps`.
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use anyhow::bail;
@@ -9,19 +8,20 @@ use shoal_api::pb;
 use crate::client::{self, Control, DaemonExt, Host};
 use crate::format::{natural_cmp, title, Table};
 use crate::inspect::{self, availability_name, node_state_name};
+use crate::list_filter::ListFilter;
 use crate::opts;
-use crate::service::ps::{self as task_ps, RowOptions};
+use crate::task_table::{self, hostname, RowOptions};
+use crate::template::listing;
+
+/// `service logs` maps node IDs to hostnames with the task table's lookup.
+pub use crate::task_table::hostnames;
 
 /// `shoal node ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeCommand {
     /// List nodes in the swarm.
     #[command(alias = "list")]
-    Ls {
-        /// Only display IDs.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Ls(LsArgs),
     /// Display detailed information on one or more nodes.
     Inspect {
         /// Print the information in a human friendly format.
@@ -62,6 +62,22 @@ pub enum NodeCommand {
     Ps(NodePsArgs),
 }
 
+/// `shoal node ls`.
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    /// Only display IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Format output: 'table', 'table TEMPLATE', 'json' or a Go template
+    /// ({{.ID}} {{.Self}} {{.Hostname}} {{.Status}} {{.Availability}}
+    /// {{.ManagerStatus}} {{.EngineVersion}}).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Filter output (id=, name=, role=, membership=, label=, node.label=KEY[=VALUE]).
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+}
+
 /// `shoal node update [OPTIONS] NODE`.
 #[derive(Debug, clap::Args)]
 pub struct UpdateArgs {
@@ -96,6 +112,11 @@ pub struct NodePsArgs {
     /// Only display task IDs.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Format output: 'table', 'table TEMPLATE', 'json' or a Go template
+    /// ({{.ID}} {{.Name}} {{.Image}} {{.Node}} {{.DesiredState}}
+    /// {{.CurrentState}} {{.Error}} {{.Ports}}).
+    #[arg(long)]
+    pub format: Option<String>,
     /// Node IDs, prefixes or hostnames (default: this node).
     pub nodes: Vec<String>,
 }
@@ -158,7 +179,10 @@ impl NodeUpdate {
 /// Runs a `node` subcommand; flags are validated before connecting.
 pub async fn run(host: &Host, cmd: NodeCommand) -> anyhow::Result<()> {
     match cmd {
-        NodeCommand::Ls { quiet } => ls(&mut client::connect(host).await?, quiet).await,
+        NodeCommand::Ls(args) => {
+            let filter = parse_filter(&args.filter)?;
+            ls(&mut client::connect(host).await?, &args, &filter).await
+        }
         NodeCommand::Inspect {
             pretty,
             format,
@@ -342,8 +366,8 @@ async fn ps(host: &Host, a: &NodePsArgs) -> anyhow::Result<()> {
             no_trunc: a.no_trunc,
             no_resolve: a.no_resolve,
         };
-        let rows = task_ps::rows(&tasks, &hosts, &filters, opts, shoal_api::now_ms());
-        task_ps::print(&rows, a.quiet)?;
+        let rows = task_table::rows(&tasks, &hosts, &filters, opts, shoal_api::now_ms());
+        task_table::print(&rows, a.quiet, a.format.as_deref())?;
     }
     if !errors.is_empty() {
         bail!("{}", errors.join("; "));
@@ -351,12 +375,46 @@ async fn ps(host: &Host, a: &NodePsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn ls(c: &mut Control, quiet: bool) -> anyhow::Result<()> {
+/// The filters `node ls` takes, as Docker's daemon.
+const FILTERS: [&str; 6] = ["id", "name", "role", "membership", "label", "node.label"];
+
+/// Parses and checks `node ls -f` values.
+pub fn parse_filter(values: &[String]) -> anyhow::Result<ListFilter> {
+    let f = ListFilter::parse(values, &FILTERS)?;
+    f.check_values("role", "role", crate::names::parse_role)?;
+    f.check_values("membership", "membership", |m| {
+        ["accepted", "pending"]
+            .contains(&m.to_lowercase().as_str())
+            .then_some(())
+    })?;
+    Ok(f)
+}
+
+/// Whether a node passes the filter. Every Shoal node is an accepted member,
+/// and none has engine labels (`label`); `node.label` are its own labels.
+pub fn matches(f: &ListFilter, n: &pb::Node) -> bool {
+    let spec = n.spec.clone().unwrap_or_default();
+    let role = crate::names::role_name(spec.role);
+    f.prefix("id", &n.id)
+        && f.prefix("name", hostname(n))
+        && f.any("role", |r| r.eq_ignore_ascii_case(role))
+        && f.any("membership", |m| m.eq_ignore_ascii_case("accepted"))
+        && f.labels("label", &std::collections::HashMap::new())
+        && f.labels("node.label", &spec.labels)
+}
+
+async fn ls(c: &mut Control, args: &LsArgs, filter: &ListFilter) -> anyhow::Result<()> {
     let self_id = c.info(pb::InfoRequest {}).await.daemon()?.node_id;
     let mut nodes = c.list_nodes(pb::ListNodesRequest {}).await.daemon()?.nodes;
+    nodes.retain(|n| matches(filter, n));
     nodes.sort_by(|a, b| natural_cmp(hostname(a), hostname(b)).then(a.id.cmp(&b.id)));
     let mut out = std::io::stdout().lock();
-    if quiet {
+    if !listing::is_default(args.format.as_deref()) {
+        let format = args.format.as_deref().unwrap_or_default();
+        write!(out, "{}", node_formatted(&nodes, &self_id, format)?)?;
+        return Ok(());
+    }
+    if args.quiet {
         for n in &nodes {
             writeln!(out, "{}", n.id)?;
         }
@@ -364,10 +422,6 @@ async fn ls(c: &mut Control, quiet: bool) -> anyhow::Result<()> {
     }
     write!(out, "{}", node_table(&nodes, &self_id).render())?;
     Ok(())
-}
-
-fn hostname(n: &pb::Node) -> &str {
-    n.description.as_ref().map_or("", |d| d.hostname.as_str())
 }
 
 /// The `node ls` table; `self_id` gets ` *` after its ID.
@@ -401,6 +455,51 @@ pub fn node_table(nodes: &[pb::Node], self_id: &str) -> Table {
     t
 }
 
+/// The placeholders of a `node ls` row, with their column titles.
+const COLUMNS: [(&str, &str); 7] = [
+    ("ID", "ID"),
+    ("Self", ""),
+    ("Hostname", "HOSTNAME"),
+    ("Status", "STATUS"),
+    ("Availability", "AVAILABILITY"),
+    ("ManagerStatus", "MANAGER STATUS"),
+    ("EngineVersion", "ENGINE VERSION"),
+];
+
+/// The nodes through a user's `--format`.
+pub fn node_formatted(nodes: &[pb::Node], self_id: &str, format: &str) -> anyhow::Result<String> {
+    use gtmpl::Value;
+    let rows: Vec<listing::Row> = nodes
+        .iter()
+        .map(|n| {
+            let spec = n.spec.clone().unwrap_or_default();
+            vec![
+                ("ID", Value::from(n.id.as_str())),
+                ("Self", Value::Bool(n.id == self_id)),
+                ("Hostname", Value::from(hostname(n))),
+                (
+                    "Status",
+                    Value::from(node_state_name(n.status.as_ref().map_or(0, |s| s.state))),
+                ),
+                (
+                    "Availability",
+                    Value::from(availability_name(spec.availability)),
+                ),
+                ("ManagerStatus", Value::from(manager_status(n))),
+                (
+                    "EngineVersion",
+                    Value::from(
+                        n.description
+                            .as_ref()
+                            .map_or("", |d| d.engine_version.as_str()),
+                    ),
+                ),
+            ]
+        })
+        .collect();
+    listing::render(format, &COLUMNS, &rows)
+}
+
 /// The MANAGER STATUS column: `Leader`, else the title-cased reachability
 /// (`Reachable`, `Unavailable`); empty for workers.
 pub fn manager_status(n: &pb::Node) -> String {
@@ -413,18 +512,6 @@ pub fn manager_status(n: &pb::Node) -> String {
         Some(m) if is_manager => title(&m.reachability),
         _ => String::new(),
     }
-}
-
-/// Node ID → hostname, for `service ps` and `service logs`.
-pub async fn hostnames(c: &mut Control) -> anyhow::Result<HashMap<String, String>> {
-    let nodes = c.list_nodes(pb::ListNodesRequest {}).await.daemon()?.nodes;
-    Ok(nodes
-        .into_iter()
-        .map(|n| {
-            let h = hostname(&n).to_string();
-            (n.id, h)
-        })
-        .collect())
 }
 
 #[cfg(test)]

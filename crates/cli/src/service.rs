@@ -6,7 +6,8 @@
 //!   then the progress display; also `rollback`.
 //! - `policy`: the `--update-*` / `--rollback-*` flags both share.
 //! - `template`: placement, resources and health-check flags both share.
-//! - `ls`, `ps`: the two tables.
+//! - `ls`: the services table, its `-f/--filter` and `--format`.
+//! - `ps`: the tasks of the named services (the table is [`crate::task_table`]).
 //! - `scale`, `rm`, `inspect`: small verbs over Get/Update/RemoveService.
 //! - `logs`: the `ServiceLogs` stream with Docker's line prefix.
 
@@ -14,7 +15,7 @@ mod create;
 mod logs;
 mod ls;
 mod policy;
-pub mod ps;
+mod ps;
 mod simple;
 mod template;
 mod update;
@@ -23,6 +24,7 @@ use crate::client::{self, Host};
 
 pub use create::CreateArgs;
 pub use logs::LogsArgs;
+pub use ls::LsArgs;
 pub use ps::PsArgs;
 pub use update::{RollbackArgs, UpdateArgs};
 
@@ -37,11 +39,7 @@ pub enum ServiceCommand {
     Rollback(RollbackArgs),
     /// List services.
     #[command(alias = "list")]
-    Ls {
-        /// Only display IDs.
-        #[arg(short, long)]
-        quiet: bool,
-    },
+    Ls(LsArgs),
     /// List the tasks of one or more services.
     Ps(PsArgs),
     /// Display detailed information on one or more services.
@@ -83,7 +81,7 @@ pub async fn run(host: &Host, cmd: ServiceCommand) -> anyhow::Result<()> {
         ServiceCommand::Create(args) => create::run(host, &args).await,
         ServiceCommand::Update(args) => update::run(host, &args).await,
         ServiceCommand::Rollback(args) => update::rollback(host, &args).await,
-        ServiceCommand::Ls { quiet } => ls::run(host, quiet).await,
+        ServiceCommand::Ls(args) => ls::run(host, &args).await,
         ServiceCommand::Ps(args) => ps::run(host, &args).await,
         ServiceCommand::Inspect {
             pretty,

@@ -1010,7 +1010,7 @@ async fn update_and_rollback() {
     assert_eq!(
         out,
         "{\"Delay\":0,\"FailureAction\":\"pause\",\"MaxFailureRatio\":0,\"Monitor\":1000000000,\
-         \"Order\":\"stop-first\",\"Parallelism\":1} 500000000\n"
+         \"Order\":\"stop-first\",\"Parallelism\":1} 500ms\n"
     );
 
     // update: the name, then the progress until the update completed.

@@ -153,3 +153,52 @@ proptest::proptest! {
         let _ = go_duration_ms(n);
     }
 }
+
+/// Docker's padding rule written out: each column but the last is its widest
+/// cell plus 3, at least 10.
+fn reference_render(rows: &[Vec<String>]) -> String {
+    let cols = rows[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            let widest = rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+            (widest + 3).max(10)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        for (c, cell) in row.iter().enumerate() {
+            out.push_str(cell);
+            if c + 1 < cols {
+                out.extend(std::iter::repeat_n(' ', widths[c] - cell.chars().count()));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn a_tab_in_a_cell_does_not_split_the_row() {
+    let mut t = Table::new(&["A", "B"]);
+    t.row(vec!["x\ty".into(), "z\nw".into()]);
+    assert_eq!(t.render(), "A         B\nx y       z w\n");
+}
+
+proptest::proptest! {
+    /// The table pads exactly as Docker's tabwriter settings do.
+    #[test]
+    fn table_pads_as_docker(
+        header in proptest::collection::vec("[A-Z ]{0,14}", 1..6),
+        cells in proptest::collection::vec(proptest::collection::vec("[a-z0-9 .:/>*-]{0,20}", 6), 0..5),
+    ) {
+        let names: Vec<&str> = header.iter().map(String::as_str).collect();
+        let mut t = Table::new(&names);
+        let mut rows = vec![header.clone()];
+        for r in cells {
+            let r: Vec<String> = r.into_iter().take(header.len()).collect();
+            t.row(r.clone());
+            rows.push(r);
+        }
+        proptest::prop_assert_eq!(t.render(), reference_render(&rows));
+    }
+}

@@ -1,4 +1,10 @@
 use super::*;
+use crate::names::update_state_name;
+
+/// Renders a `--format` template over one inspect object (its JSON shape).
+fn render_template(tmpl: &str, v: &serde_json::Value) -> anyhow::Result<String> {
+    crate::template::Template::parse(tmpl)?.render(&crate::template::data::from_json(v))
+}
 
 fn task() -> pb::Task {
     pb::Task {
@@ -72,13 +78,18 @@ fn format_paths() {
         "{\"Index\":7}"
     );
     assert_eq!(
-        render_template("{{.Nope.Deeper}}", &v).unwrap(),
-        "<no value>"
+        render_template("{{.Nope.Deeper}}", &v)
+            .unwrap_err()
+            .to_string(),
+        r#"template: :1:2: executing "" at <.Nope.Deeper>: map has no entry for key "Nope""#
+    );
+    assert_eq!(
+        render_template("{{.CreatedAt}}", &v).unwrap(),
+        "2023-11-14 22:13:20 +0000 UTC"
     );
     assert_eq!(render_template("{{.Version}}", &v).unwrap(), "map[Index:7]");
     assert!(render_template("{{.ID", &v).is_err());
     assert!(render_template("{{range .X}}", &v).is_err());
-    assert_eq!(resolve_path(&v, "."), Some(&v));
 }
 
 fn service() -> pb::Service {

@@ -243,3 +243,48 @@ fn node_pretty_matches_docker_template() {
         "{p}"
     );
 }
+
+#[test]
+fn node_ls_format_matches_the_default_table_and_filters() {
+    let mut worker = node("4ekbnwh2ayfy2qo9alcarsy5q", "ip-1", None);
+    worker
+        .spec
+        .as_mut()
+        .unwrap()
+        .labels
+        .insert("zone".into(), "a".into());
+    let nodes = [
+        worker,
+        node("f4ag8t9kczcn0sg0wzexfac3x", "ip-2", Some(true)),
+    ];
+    let self_id = "f4ag8t9kczcn0sg0wzexfac3x";
+    // Docker's default node table format gives the table `node ls` prints.
+    let docker_default = "table {{.ID}} {{if .Self}}*{{else}} {{ end }}\\t{{.Hostname}}\\t{{.Status}}\\t{{.Availability}}\\t{{.ManagerStatus}}\\t{{.EngineVersion}}";
+    assert_eq!(
+        node_formatted(&nodes, self_id, docker_default).unwrap(),
+        node_table(&nodes, self_id).render()
+    );
+    assert_eq!(
+        node_formatted(&nodes, self_id, "{{.Hostname}} {{.Self}}").unwrap(),
+        "ip-1 false\nip-2 true\n"
+    );
+    assert!(node_formatted(&nodes, self_id, "json")
+        .unwrap()
+        .starts_with("{\"Availability\":\"Active\",\"EngineVersion\":\"0.1.0\",\"Hostname\":\"ip-1\",\"ID\":\"4ekbnwh2ayfy2qo9alcarsy5q\",\"ManagerStatus\":\"\",\"Self\":false,\"Status\":\"Ready\"}\n"));
+    let pass = |values: &[&str], n: &pb::Node| {
+        let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        matches(&parse_filter(&values).unwrap(), n)
+    };
+    assert!(pass(&["role=worker"], &nodes[0]));
+    assert!(!pass(&["role=manager"], &nodes[0]));
+    assert!(pass(&["name=ip-2"], &nodes[1]));
+    assert!(pass(&["id=f4ag"], &nodes[1]));
+    assert!(!pass(&["id=f4ag"], &nodes[0]));
+    assert!(pass(&["node.label=zone=a"], &nodes[0]));
+    assert!(!pass(&["node.label=zone"], &nodes[1]));
+    assert!(pass(&["membership=accepted"], &nodes[1]));
+    assert!(!pass(&["membership=pending"], &nodes[1]));
+    assert!(!pass(&["label=zone"], &nodes[0]));
+    assert!(parse_filter(&["role=boss".to_string()]).is_err());
+    assert!(parse_filter(&["membership=x".to_string()]).is_err());
+}

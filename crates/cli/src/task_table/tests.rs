@@ -196,3 +196,40 @@ fn current_state_shows_health_unless_healthy() {
     assert_eq!(rows[0][5], "Running 5 seconds ago (health: starting)");
     assert_eq!(rows[1][5], "Running 5 seconds ago");
 }
+
+#[test]
+fn dockers_default_task_format_gives_the_table() {
+    let tasks = [
+        task(
+            "aaaaaaaaaaaaaaaaaaaaaaaaa",
+            1,
+            10,
+            TaskState::Running,
+            TaskState::Running,
+        ),
+        task(
+            "bbbbbbbbbbbbbbbbbbbbbbbbb",
+            1,
+            60,
+            TaskState::Failed,
+            TaskState::Shutdown,
+        ),
+    ];
+    let rows = rows(
+        &tasks,
+        &hosts(),
+        &TaskFilters::default(),
+        RowOptions::default(),
+        NOW,
+    );
+    let docker_default = "table {{.ID}}\\t{{.Name}}\\t{{.Image}}\\t{{.Node}}\\t{{.DesiredState}}\\t{{.CurrentState}}\\t{{.Error}}\\t{{.Ports}}";
+    assert_eq!(
+        formatted(&rows, docker_default).unwrap(),
+        table(&rows).render()
+    );
+    // Outside a table, history is not indented.
+    assert_eq!(
+        formatted(&rows, "{{.Name}}").unwrap(),
+        "timecheck.1\ntimecheck.1\n"
+    );
+}
