@@ -92,6 +92,11 @@ pub fn availability_name(a: i32) -> &'static str {
     name_in(&AVAILABILITIES, pb::NodeAvailability::try_from(a).ok())
 }
 
+/// `--availability active|pause|drain` (any case).
+pub fn parse_availability(name: &str) -> Option<pb::NodeAvailability> {
+    parse_in(&AVAILABILITIES, name)
+}
+
 const NODE_STATES: [(pb::NodeState, &str); 4] = [
     (pb::NodeState::Unknown, "Unknown"),
     (pb::NodeState::Ready, "Ready"),

@@ -17,25 +17,14 @@ pub fn parse_join_role(value: &str) -> anyhow::Result<NodeRole> {
 
 /// `node update --role worker|manager`.
 pub fn parse_node_role(value: &str) -> anyhow::Result<NodeRole> {
-    match value.to_ascii_lowercase().as_str() {
-        "worker" => Ok(NodeRole::Worker),
-        "manager" => Ok(NodeRole::Manager),
-        _ => Err(invalid(value, "--role", "must be worker or manager")),
-    }
+    crate::names::parse_role(value)
+        .ok_or_else(|| invalid(value, "--role", "must be worker or manager"))
 }
 
 /// `node update --availability active|pause|drain`.
 pub fn parse_availability(value: &str) -> anyhow::Result<NodeAvailability> {
-    match value.to_ascii_lowercase().as_str() {
-        "active" => Ok(NodeAvailability::Active),
-        "pause" => Ok(NodeAvailability::Pause),
-        "drain" => Ok(NodeAvailability::Drain),
-        _ => Err(invalid(
-            value,
-            "--availability",
-            "must be active, pause or drain",
-        )),
-    }
+    crate::names::parse_availability(value)
+        .ok_or_else(|| invalid(value, "--availability", "must be active, pause or drain"))
 }
 
 /// `node update --label-add KEY=VALUE`.
