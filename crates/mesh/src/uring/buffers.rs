@@ -3,9 +3,9 @@
 //!
 //! A receive names the buffer group, not a buffer: the kernel takes a buffer
 //! from the ring only when bytes arrive, so a connection waiting for data
-//! holds none (what keeps an idle connection at about 0.5 KiB). The worker owns the buffer from that
-//! completion until the send of its bytes completes, then gives it back to
-//! the ring. The buffers' memory is one allocation made once per worker; its
+//! holds none (what keeps an idle connection at about 0.5 KiB). The worker
+//! owns the buffer from that completion until the send of its bytes
+//! completes, then gives it back to the ring. The buffers' memory is one allocation made once per worker; its
 //! pages become resident only once a receive has written to them.
 
 use std::alloc::{self, Layout};
