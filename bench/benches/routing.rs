@@ -118,10 +118,7 @@ fn routing_update(c: &mut Criterion) {
         l.local_addr().expect("addr").port()
     };
     let mut picked = service(SERVICES + 1, 0);
-    picked.ports = vec![PortRoute {
-        published,
-        target: TARGET_PORT,
-    }];
+    picked.ports = vec![PortRoute::tcp(published, TARGET_PORT)];
     let errors = mesh.apply_delta(vec![picked], &[]);
     assert!(errors.is_empty(), "{errors:?}");
     group.bench_function("pick_endpoint", |b| {

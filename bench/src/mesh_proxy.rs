@@ -70,10 +70,7 @@ pub fn route(port: u16, backends: &[SocketAddr]) -> ServiceRoute {
     ServiceRoute {
         service_id: "bench".into(),
         service_name: "bench".into(),
-        ports: vec![PortRoute {
-            published: port,
-            target: TARGET_PORT,
-        }],
+        ports: vec![PortRoute::tcp(port, TARGET_PORT)],
         endpoints: backends
             .iter()
             .enumerate()

@@ -97,7 +97,7 @@ use crate::clock::Clock;
 pub use crate::config::{DataPath, MeshConfig, UnknownDataPath};
 pub use crate::error::MeshError;
 use crate::metrics::MeshMetrics;
-pub use crate::route::{Endpoint, PortRoute, ServiceRoute};
+pub use crate::route::{Endpoint, PortRoute, Protocol, ProxyProtocol, PublishMode, ServiceRoute};
 use crate::shared::Shared;
 pub use crate::table::{RoutingTable, ServiceEntry};
 use crate::uring::{Command, UringWorkers};

@@ -5,11 +5,53 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// A published port and the task port it forwards to. TCP only.
+/// A published port and the task port it forwards to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PortRoute {
     pub published: u16,
     pub target: u16,
+    pub protocol: Protocol,
+    /// The PROXY protocol header sent to the task first, if any.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    pub mode: PublishMode,
+}
+
+impl PortRoute {
+    /// A TCP port published through the mesh, with no PROXY header.
+    pub fn tcp(published: u16, target: u16) -> Self {
+        Self {
+            published,
+            target,
+            protocol: Protocol::Tcp,
+            proxy_protocol: None,
+            mode: PublishMode::Ingress,
+        }
+    }
+}
+
+/// The transport a published port carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// The PROXY protocol version (haproxy's spec) a port sends to its tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ProxyProtocol {
+    V1,
+    V2,
+}
+
+/// Where a published port is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PublishMode {
+    /// On every node, to any task of the service (the routing mesh).
+    #[default]
+    Ingress,
+    /// Only on nodes running a task of the service, to that node's tasks.
+    Host,
 }
 
 /// One task of a service, as a connect target.

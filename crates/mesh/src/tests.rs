@@ -144,10 +144,7 @@ pub(crate) fn route(id: &str, published: u16, endpoints: Vec<Endpoint>) -> Servi
     ServiceRoute {
         service_id: id.into(),
         service_name: format!("svc-{id}").into(),
-        ports: vec![PortRoute {
-            published,
-            target: TARGET,
-        }],
+        ports: vec![PortRoute::tcp(published, TARGET)],
         endpoints,
     }
 }

@@ -173,10 +173,10 @@ pub fn to_route(r: ServiceRoute) -> shoal_mesh::ServiceRoute {
             .iter()
             .filter(|p| p.protocol == "tcp")
             .filter_map(|p| {
-                Some(PortRoute {
-                    published: u16::try_from(p.published_port).ok()?,
-                    target: u16::try_from(p.target_port).ok()?,
-                })
+                Some(PortRoute::tcp(
+                    u16::try_from(p.published_port).ok()?,
+                    u16::try_from(p.target_port).ok()?,
+                ))
             })
             .collect(),
         endpoints: r

@@ -7,6 +7,7 @@ fn port_cfg(published: u32, target: u32, proto: &str, mode: &str) -> PortConfig 
         target_port: target,
         published_port: published,
         publish_mode: mode.into(),
+        proxy_protocol: String::new(),
     }
 }
 

@@ -99,6 +99,7 @@ fn service() -> pb::Service {
         target_port: 80,
         published_port: 8080,
         publish_mode: "ingress".into(),
+        proxy_protocol: String::new(),
     };
     pb::Service {
         id: "vbrmfwap9empswux9licqj8jz".into(),

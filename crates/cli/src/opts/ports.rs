@@ -71,6 +71,7 @@ pub fn parse_publish_flag(value: &str, flag: &str) -> anyhow::Result<Vec<PortCon
                 None => 0,
             },
             publish_mode: "ingress".into(),
+            proxy_protocol: String::new(),
         })
         .collect())
 }
@@ -82,6 +83,7 @@ fn parse_publish_long(value: &str) -> Result<PortConfig, String> {
         target_port: 0,
         published_port: 0,
         publish_mode: "ingress".into(),
+        proxy_protocol: String::new(),
     };
     let mut have_target = false;
     for field in value.split(',') {

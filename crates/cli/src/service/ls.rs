@@ -164,6 +164,7 @@ mod tests {
             target_port: 8080,
             published_port: 8000,
             publish_mode: "ingress".into(),
+            proxy_protocol: String::new(),
         };
         let entry = pb::ServiceListEntry {
             service: Some(pb::Service {

@@ -70,6 +70,8 @@ pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
                 } else {
                     p.protocol.clone()
                 },
+                proxy_protocol: p.proxy_protocol.clone(),
+                publish_mode: "ingress".into(),
             })
             .collect();
         if ports.is_empty() {

@@ -20,6 +20,7 @@ fn port(published: u32, target: u32, protocol: &str) -> pb::PortConfig {
         target_port: target,
         published_port: published,
         publish_mode: "ingress".into(),
+        proxy_protocol: String::new(),
     }
 }
 

@@ -295,6 +295,7 @@ prop_compose! {
                     target_port,
                     published_port,
                     publish_mode,
+                    proxy_protocol: String::new(),
                 })
                 .collect(),
             restart: restart.map(|(condition, delay_ms, max_attempts, window_ms)| RestartPolicy {
