@@ -23,6 +23,7 @@
 //! - `report`: aggregation over runs and the markdown table.
 //! - `run`: the interleaved measurement loop.
 //! - `control`: the `control` subcommand (its own layout is in its module doc).
+//! - `udp`: the `udp` subcommand: UDP through the mesh beside nginx (its layout is in its module doc).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -35,6 +36,7 @@ mod procs;
 mod report;
 mod run;
 mod targets;
+mod udp;
 mod wrk;
 
 use std::net::SocketAddr;
@@ -55,6 +57,14 @@ enum Command {
     Mesh(run::MeshOpts),
     /// Measure the control plane (convergence, feed propagation, simulated agents).
     Control(control::ControlOpts),
+    /// Measure UDP request/response through the mesh beside nginx's stream UDP proxy.
+    Udp(udp::UdpOpts),
+    /// Run the UDP echo backends the `udp` subcommand measures through.
+    UdpEcho {
+        /// Comma-separated addresses to answer on.
+        #[arg(long, value_delimiter = ',', required = true)]
+        listen: Vec<SocketAddr>,
+    },
     /// Run the Shoal target: a Mesh routing one service over the given backends.
     MeshProxy {
         /// Published address (its IP is the mesh's listen IP).
@@ -67,6 +77,9 @@ enum Command {
         /// as in shoald), epoll or io_uring.
         #[arg(long, default_value = "auto")]
         data_path: shoal_mesh::DataPath,
+        /// The published port's protocol: tcp or udp.
+        #[arg(long, default_value = "tcp", value_parser = mesh_proxy::parse_protocol)]
+        protocol: shoal_mesh::Protocol,
     },
 }
 
@@ -75,11 +88,14 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Mesh(opts) => run::mesh(opts),
         Command::Control(opts) => control::control(opts),
+        Command::Udp(opts) => udp::udp(opts),
+        Command::UdpEcho { listen } => udp::run_echo(&listen),
         Command::MeshProxy {
             listen,
             backends,
             data_path,
-        } => mesh_proxy::run(listen, backends, data_path),
+            protocol,
+        } => mesh_proxy::run(listen, backends, data_path, protocol),
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_mesh::{DataPath, Endpoint, Mesh, MeshConfig, PortRoute, ServiceRoute};
+use shoal_mesh::{DataPath, Endpoint, Mesh, MeshConfig, PortRoute, Protocol, ServiceRoute};
 
 /// Port the backends are reached on, as the service's target port.
 const TARGET_PORT: u16 = 80;
@@ -32,6 +32,7 @@ pub fn run(
     listen: SocketAddr,
     backends: Vec<SocketAddr>,
     data_path: DataPath,
+    protocol: Protocol,
 ) -> anyhow::Result<()> {
     crate::idle::raise_nofile(crate::idle::NOFILE)?;
     // (The limit may stay below NOFILE; W4 sizes itself to what fits.)
@@ -50,7 +51,7 @@ pub fn run(
         };
         let mesh = Mesh::new(config, &registry).context("create the mesh")?;
         println!("{DATA_PATH_LINE}{}", mesh.data_path());
-        let errors = mesh.apply_snapshot(vec![route(listen.port(), &backends)]);
+        let errors = mesh.apply_snapshot(vec![route(listen.port(), protocol, &backends)]);
         if let Some(e) = errors.into_iter().next() {
             return Err(e).context("apply the routing snapshot");
         }
@@ -65,12 +66,24 @@ pub fn run(
     })
 }
 
+/// `--protocol tcp|udp`.
+pub fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        other => Err(format!("unknown protocol {other:?}: use tcp or udp")),
+    }
+}
+
 /// One service published on `port`, with one endpoint per backend.
-pub fn route(port: u16, backends: &[SocketAddr]) -> ServiceRoute {
+pub fn route(port: u16, protocol: Protocol, backends: &[SocketAddr]) -> ServiceRoute {
     ServiceRoute {
         service_id: "bench".into(),
         service_name: "bench".into(),
-        ports: vec![PortRoute::tcp(port, TARGET_PORT)],
+        ports: vec![PortRoute {
+            protocol,
+            ..PortRoute::tcp(port, TARGET_PORT)
+        }],
         endpoints: backends
             .iter()
             .enumerate()
