@@ -110,6 +110,43 @@ fn a_host_mode_port_answers_only_on_the_nodes_with_a_task() {
     let web = ls.lines().find(|l| l.contains(" web ")).expect("web in ls");
     assert!(!web.contains("8080"), "{ls}");
 
+    // A rolling update (stop-first) moves each task once its predecessor has
+    // stopped and freed the port; every node with a task answers with the
+    // new version from its own task.
+    m.shoal_ok(&[
+        "service",
+        "update",
+        "-q",
+        "-d",
+        "--image",
+        "shoal/echo:2",
+        "web",
+    ]);
+    assert_eventually("web updated on two nodes", SETTLE, || {
+        let ps = m.shoal_ok(&["service", "ps", "-f", "desired-state=running", "web"]);
+        let updated: Vec<&Node> = c
+            .nodes
+            .iter()
+            .filter(|n| {
+                ps.lines().any(|l| {
+                    l.contains("shoal/echo:2")
+                        && l.contains(&format!(" {} ", n.name))
+                        && l.contains("Running")
+                })
+            })
+            .collect();
+        if updated.len() != 2 {
+            return Err(ps);
+        }
+        for node in updated {
+            let body = node.curl(8080)?;
+            if !body.contains(&format!(" on {} ", node.name)) || !body.contains("tag 2") {
+                return Err(format!("{}: {body}", node.name));
+            }
+        }
+        Ok(())
+    });
+
     // Bad input: an ingress port on a host-mode port, and the reverse.
     let err = m.shoal_err(&[
         "service",
