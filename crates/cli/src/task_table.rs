@@ -189,9 +189,12 @@ pub fn rows(
                 .cloned()
                 .unwrap_or_else(|| t.node_id.clone())
         };
+        // A task binds its host-mode ports once it runs (Docker shows them
+        // from the task's port status, which a task gets when it starts).
         let ports = t
             .endpoint
             .as_ref()
+            .filter(|_| status.state >= TaskState::Running as i32)
             .map(|e| {
                 e.ports
                     .iter()

@@ -1,7 +1,8 @@
 //! The scheduler: PENDING tasks to nodes. Sans-IO.
 //!
 //! Filters, in order: the node is Ready and Active, it satisfies the task's
-//! constraints, it runs fewer than `max_replicas_per_node` tasks of the
+//! constraints, no task on it publishes one of the task's host-mode ports
+//! (`host_ports`), it runs fewer than `max_replicas_per_node` tasks of the
 //! service, and its reservations plus this task's fit its capacity (an
 //! unknown capacity, 0, does not limit). Among the nodes left, spread
 //! preferences come first (the label value holding the fewest tasks of the
@@ -20,6 +21,10 @@ use crate::orchestrator::{is_live, task_state, Changes};
 use crate::placement;
 use crate::state::ClusterView;
 
+mod host_ports;
+
+use host_ports::HostPorts;
+
 /// What the tasks already placed use, updated as this pass assigns more.
 /// (Looked up once per candidate node per pending task: keyed so that a
 /// lookup by `&str` allocates nothing.)
@@ -31,6 +36,9 @@ struct Load {
     per_node: HashMap<String, usize>,
     /// node -> reserved (nano cpus, memory bytes).
     reserved: HashMap<String, (i64, i64)>,
+    /// The host-mode ports bound on each node, also by tasks that are
+    /// stopping (they hold their port until they have stopped).
+    host_ports: HostPorts,
 }
 
 impl Load {
@@ -66,6 +74,7 @@ impl Load {
 struct Reasons {
     unavailable: usize,
     constraints: usize,
+    host_ports: usize,
     max_replicas: usize,
     resources: usize,
 }
@@ -89,6 +98,12 @@ impl Reasons {
             parts.push(format!(
                 "scheduling constraints not satisfied on {}",
                 nodes(self.constraints)
+            ));
+        }
+        if self.host_ports > 0 {
+            parts.push(format!(
+                "host-mode port already in use on {}",
+                nodes(self.host_ports)
             ));
         }
         if self.max_replicas > 0 {
@@ -115,13 +130,16 @@ pub fn schedule(view: &mut ClusterView, changes: &mut Changes, now: i64) {
     let mut load = Load::default();
     for t in view.tasks.values() {
         let state = task_state(t);
-        if t.node_id.is_empty() || !is_live(t) || is_terminal(state) {
+        if t.node_id.is_empty() || is_terminal(state) {
             continue;
         }
         if (state as i32) < TaskState::Assigned as i32 {
             continue;
         }
-        load.add(&t.node_id, t);
+        load.host_ports.add(&t.node_id, t);
+        if is_live(t) {
+            load.add(&t.node_id, t);
+        }
     }
     let mut pending: Vec<(i64, String)> = view
         .tasks
@@ -161,6 +179,7 @@ pub fn schedule(view: &mut ClusterView, changes: &mut Changes, now: i64) {
         match choice {
             Some(node) => {
                 load.add(&node, task);
+                load.host_ports.add(&node, task);
                 let status = task.status.get_or_insert_with(Default::default);
                 task.node_id = node;
                 status.state = TaskState::Assigned as i32;
@@ -214,6 +233,9 @@ fn pick(
                 .is_ok_and(|cs| placement::node_matches(n, cs))
             {
                 reasons.constraints += 1;
+                false
+            } else if !load.host_ports.free_on(&n.id, task) {
+                reasons.host_ports += 1;
                 false
             } else if placement.max_replicas_per_node > 0
                 && load.of_service(&n.id, &task.service_id) as u64

@@ -214,10 +214,9 @@ fn validate_port(p: &PortConfig) -> Result<(), String> {
         other => return Err(format!("ports: unknown protocol {other:?} (use tcp)")),
     }
     match p.publish_mode.as_str() {
-        "" | "ingress" => Ok(()),
-        "host" => Err("ports: mode=host is not supported yet; use mode=ingress".into()),
+        "" | "ingress" | "host" => Ok(()),
         other => Err(format!(
-            "ports: unknown publish mode {other:?} (use ingress)"
+            "ports: unknown publish mode {other:?} (use ingress or host)"
         )),
     }
 }

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::workers;
@@ -28,6 +29,11 @@ pub struct MeshConfig {
     pub workers: NonZeroUsize,
     /// How the worker threads do their I/O.
     pub data_path: DataPath,
+    /// This node's name, as [`Endpoint::node`](crate::Endpoint::node) names
+    /// the node of a task: a host-mode port is served only while a task of
+    /// its service runs on this node, and only to those tasks. `None`: no
+    /// task is local, so host-mode ports are not served.
+    pub node_name: Option<Arc<str>>,
 }
 
 /// How the mesh's worker threads do their I/O.
@@ -86,6 +92,7 @@ impl Default for MeshConfig {
             keepalive: Duration::from_secs(60),
             workers: workers::default_count(),
             data_path: DataPath::default(),
+            node_name: None,
         }
     }
 }

@@ -1,14 +1,16 @@
 //! The routing mesh data plane: routing table, listeners, balancer, forwarder, metrics.
 //!
-//! Every node serves every published port. A [`Mesh`] is fed routing snapshots and
-//! deltas (it knows nothing of gRPC or the store), publishes them as an immutable
-//! [`RoutingTable`] through `ArcSwap`, keeps one listener per published port, and
-//! forwards each accepted TCP connection to the service's task endpoints in
-//! round-robin order, skipping draining endpoints and ejecting ones that fail to
-//! connect. The data path runs on the mesh's own worker threads, one per core,
-//! each driving an io_uring (`uring`, the default where the kernel allows it) or a
-//! tokio runtime (`workers`, epoll), as [`DataPath`] says; the [`Mesh`] handle may
-//! be used from any thread or runtime.
+//! Every node serves every ingress port (a host-mode port only while a task of
+//! its service runs on the node, to that task). A [`Mesh`] is fed routing
+//! snapshots and deltas (it knows nothing of gRPC or the store), publishes them
+//! as an immutable [`RoutingTable`] through `ArcSwap`, keeps one listener per
+//! published port, and forwards each accepted TCP connection to the service's
+//! task endpoints in round-robin order, skipping draining endpoints and
+//! ejecting ones that fail to connect. The data path runs on the mesh's own
+//! worker threads, one per core, each driving an io_uring (`uring`, the default
+//! where the kernel allows it) or a tokio runtime (`workers`, epoll), as
+//! [`DataPath`] says; the [`Mesh`] handle may be used from any thread or
+//! runtime.
 //!
 //! # Layout
 //!
@@ -28,6 +30,8 @@
 //! - `accept_errors`: what both paths do when an accept fails (out of
 //!   descriptors, typically): back off, warn once per episode, count it in
 //!   `shoal_mesh_accept_errors_total`.
+//! - `host_mode`: which endpoints a host-mode port may send to (this node's)
+//!   and whether this node listens on it.
 //! - `balancer`: round-robin order (`Plan`), connect with timeout; shared by
 //!   both paths. `health`: the passive ejection it applies, on `clock`.
 //! - `forward`: the epoll path's bidirectional forwarding with half-close
@@ -51,6 +55,7 @@ mod config;
 mod error;
 mod forward;
 mod health;
+mod host_mode;
 mod listener;
 mod metrics;
 #[allow(unsafe_code)]
@@ -189,9 +194,10 @@ impl Mesh {
         let metrics = MeshMetrics::register(registry)?;
         let (count, data_path) = (config.workers, config.data_path);
         let clock = Clock::new();
+        let table = RoutingTable::for_node(config.node_name.clone());
         let shared = Arc::new(Shared {
             config,
-            table: ArcSwap::from_pointee(RoutingTable::default()),
+            table: ArcSwap::from_pointee(table),
             clock,
             accept_errors: AcceptErrors::new(&metrics.accept_errors, clock),
             connections: TaskTracker::new(),
@@ -402,12 +408,25 @@ impl Inner {
         }
         let mut next = old.next();
         let mut errors = Vec::new();
-        for id in &removed {
+        let node = self.shared.config.node_name.as_deref();
+        let entries: Vec<_> = upserts
+            .into_iter()
+            .map(|route| {
+                let prev = old.service(&route.service_id);
+                ServiceEntry::build(route, prev.as_ref(), &self.metrics, node)
+            })
+            .collect();
+        // Every upserted service leaves first, so a port that moves from one
+        // to another in this update (a host-mode port whose local task now
+        // belongs to another service) is no conflict, in whatever order.
+        for id in removed
+            .iter()
+            .map(String::as_str)
+            .chain(entries.iter().map(|e| e.id()))
+        {
             next.remove(id);
         }
-        for route in upserts {
-            let prev = old.service(&route.service_id);
-            let entry = ServiceEntry::build(route, prev.as_ref(), &self.metrics);
+        for entry in entries {
             errors.extend(next.insert(entry));
         }
         let next = Arc::new(next);

@@ -21,6 +21,7 @@ use tracing::warn;
 
 use crate::error::MeshError;
 use crate::health::Health;
+use crate::host_mode;
 use crate::metrics::{MeshMetrics, PortMetrics, TaskMetrics};
 use crate::route::{Endpoint, PortRoute, ServiceRoute};
 
@@ -32,7 +33,11 @@ pub struct RoutingTable {
     /// Counts applied snapshots and deltas; shared by every table of one mesh.
     revision: Arc<AtomicU64>,
     services: HashMap<Arc<str>, Arc<ServiceSlot>>,
+    /// The ports this node listens on: every ingress port, and the host-mode
+    /// ports of services with a task on this node.
     ports: HashMap<u16, Arc<ServiceSlot>>,
+    /// This node's name, for host-mode ports (see [`crate::host_mode`]).
+    node_name: Option<Arc<str>>,
 }
 
 /// A service's place in the table; the entry is replaced in place when only
@@ -58,8 +63,12 @@ pub(crate) struct PortEntry {
     pub(crate) metrics: Arc<PortMetrics>,
     /// The endpoints a new connection may go to, in table order: those not
     /// draining that expose the target port, with the address to connect to.
-    /// Precomputed so that choosing one allocates nothing.
+    /// Precomputed so that choosing one allocates nothing. A host-mode
+    /// port's are those on this node.
     pub(crate) candidates: Vec<(Arc<EndpointEntry>, SocketAddr)>,
+    /// Whether this node listens on the port (a host-mode port only while a
+    /// task of the service runs here).
+    pub(crate) listening: bool,
 }
 
 /// A task endpoint with the state the balancer and forwarder need.
@@ -73,6 +82,15 @@ pub(crate) struct EndpointEntry {
 // === impl RoutingTable ===
 
 impl RoutingTable {
+    /// An empty table for the node named `node_name` (see
+    /// [`crate::MeshConfig::node_name`]).
+    pub(crate) fn for_node(node_name: Option<Arc<str>>) -> Self {
+        Self {
+            node_name,
+            ..Self::default()
+        }
+    }
+
     /// How many snapshots and deltas the mesh has applied (0: none yet).
     pub fn revision(&self) -> u64 {
         self.revision.load(Ordering::Relaxed)
@@ -124,12 +142,15 @@ impl RoutingTable {
                 continue;
             };
             let prev = slot.entry.load_full();
-            if !prev.ports().eq(route.ports.iter()) {
+            if !prev.ports().eq(route.ports.iter())
+                || !prev.listens_as(&route, self.node_name.as_deref())
+            {
                 rest.push(route);
                 continue;
             }
+            let node = self.node_name.as_deref();
             slot.entry
-                .store(ServiceEntry::build(route, Some(&prev), metrics));
+                .store(ServiceEntry::build(route, Some(&prev), metrics, node));
         }
         rest
     }
@@ -141,6 +162,7 @@ impl RoutingTable {
             revision: self.revision.clone(),
             services: self.services.clone(),
             ports: self.ports.clone(),
+            node_name: self.node_name.clone(),
         }
     }
 
@@ -175,7 +197,7 @@ impl RoutingTable {
         let slot = Arc::new(ServiceSlot {
             entry: ArcSwap::new(entry.clone()),
         });
-        for p in &entry.ports {
+        for p in entry.ports.iter().filter(|p| p.listening) {
             let port = p.route.published;
             if let Some(prev) = self.ports.insert(port, slot.clone()) {
                 let prev = prev.entry.load();
@@ -208,12 +230,14 @@ impl std::fmt::Debug for RoutingTable {
 // === impl ServiceEntry ===
 
 impl ServiceEntry {
-    /// Builds the entry for `route`, reusing `prev` untouched when the route is
-    /// unchanged and carrying over its counter, ejection state and metrics otherwise.
+    /// Builds the entry for `route` on the node named `node`, reusing `prev`
+    /// untouched when the route is unchanged and carrying over its counter,
+    /// ejection state and metrics otherwise.
     pub(crate) fn build(
         route: ServiceRoute,
         prev: Option<&Arc<ServiceEntry>>,
         metrics: &Arc<MeshMetrics>,
+        node: Option<&str>,
     ) -> Arc<Self> {
         if let Some(prev) = prev.filter(|p| p.matches(&route)) {
             return prev.clone();
@@ -255,8 +279,10 @@ impl ServiceEntry {
                 candidates: endpoints
                     .iter()
                     .filter(|e| !e.endpoint.draining)
+                    .filter(|e| host_mode::may_serve(&route, &e.endpoint, node))
                     .filter_map(|e| Some((e.clone(), e.addr_for(route.target)?)))
                     .collect(),
+                listening: host_mode::listens(&route, endpoints.iter().map(|e| &e.endpoint), node),
                 route,
             })
             .collect();
@@ -284,6 +310,15 @@ impl ServiceEntry {
                 .iter()
                 .zip(&route.endpoints)
                 .all(|(a, b)| a.endpoint == *b)
+    }
+
+    /// Whether `route` (with this entry's ports) listens on the same ports
+    /// as this entry: a host-mode port opens or closes with the service's
+    /// tasks on this node, and that needs a new port map.
+    fn listens_as(&self, route: &ServiceRoute, node: Option<&str>) -> bool {
+        self.ports
+            .iter()
+            .all(|p| p.listening == host_mode::listens(&p.route, route.endpoints.iter(), node))
     }
 
     pub fn id(&self) -> &str {

@@ -12,7 +12,7 @@ use shoal_api::pb::dispatcher_client::DispatcherClient;
 use shoal_api::pb::{
     feed_message, FeedAppliedRequest, FeedMessage, FeedRequest, OverlayPeers, ServiceRoute,
 };
-use shoal_mesh::{Endpoint, Mesh, PortRoute};
+use shoal_mesh::{Endpoint, Mesh, PortRoute, PublishMode};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -173,10 +173,13 @@ pub fn to_route(r: ServiceRoute) -> shoal_mesh::ServiceRoute {
             .iter()
             .filter(|p| p.protocol == "tcp")
             .filter_map(|p| {
-                Some(PortRoute::tcp(
-                    u16::try_from(p.published_port).ok()?,
-                    u16::try_from(p.target_port).ok()?,
-                ))
+                Some(PortRoute {
+                    mode: publish_mode(&p.publish_mode),
+                    ..PortRoute::tcp(
+                        u16::try_from(p.published_port).ok()?,
+                        u16::try_from(p.target_port).ok()?,
+                    )
+                })
             })
             .collect(),
         endpoints: r
@@ -198,6 +201,15 @@ pub fn to_route(r: ServiceRoute) -> shoal_mesh::ServiceRoute {
                 draining: e.draining,
             })
             .collect(),
+    }
+}
+
+/// A feed port's publish mode: `host`, or `ingress` (also when unset).
+fn publish_mode(mode: &str) -> PublishMode {
+    if mode == "host" {
+        PublishMode::Host
+    } else {
+        PublishMode::Ingress
     }
 }
 

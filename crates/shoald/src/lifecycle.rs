@@ -35,6 +35,8 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         MeshConfig {
             listen_ip: cfg.mesh_listen_ip,
             data_path: cfg.mesh_data_path,
+            // The name the feed gives this node's tasks (its hostname).
+            node_name: Some(identity.hostname.as_str().into()),
             ..MeshConfig::default()
         },
         &registry,

@@ -233,3 +233,35 @@ fn dockers_default_task_format_gives_the_table() {
         "timecheck.1\ntimecheck.1\n"
     );
 }
+
+#[test]
+fn ports_shows_host_mode_ports_of_tasks_that_run() {
+    let port = |published: u32, mode: &str| pb::PortConfig {
+        protocol: "tcp".into(),
+        target_port: 80,
+        published_port: published,
+        publish_mode: mode.into(),
+        ..Default::default()
+    };
+    let with_ports = |mut t: pb::Task| {
+        t.endpoint = Some(pb::ServiceEndpoint {
+            ports: vec![port(8080, "host"), port(9090, "ingress")],
+        });
+        t
+    };
+    let tasks = vec![
+        with_ports(task("a", 1, 0, TaskState::Running, TaskState::Running)),
+        with_ports(task("b", 2, 0, TaskState::Pending, TaskState::Running)),
+    ];
+    let rows = rows(
+        &tasks,
+        &hosts(),
+        &TaskFilters::default(),
+        RowOptions::default(),
+        NOW,
+    );
+    let ports: Vec<&str> = rows.iter().map(|r| r[7].as_str()).collect();
+    // Ingress ports are the service's (`service ls`); a pending task has
+    // bound nothing yet.
+    assert_eq!(ports, ["*:8080->80/tcp", ""]);
+}

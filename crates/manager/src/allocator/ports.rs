@@ -4,6 +4,10 @@
 //! live task holds it as a host port on any node (host-mode publishing, or a
 //! loopback-mode task's port). Both come from the store's view; the answering
 //! manager's own host is probed last, for programs outside the cluster.
+//! A host-mode port is bound only on the nodes running a task of its
+//! service, so a task still holding it on some node does not refuse it (the
+//! scheduler keeps the new tasks off that node), nor does this host; but it
+//! is never a port another service publishes, in ingress mode least of all.
 //! The control API calls this when a service is created or changed
 //! (conflicts are refused there).
 
@@ -33,6 +37,18 @@ pub enum PortError {
     UsedOnThisHost { port: u32 },
     #[error("ports: no free port left in {DYNAMIC_PORT_START}-{DYNAMIC_PORT_END}")]
     Exhausted,
+    #[error("ports: published port {port}/{protocol} is an ingress port of service {service}, served on every node, so it cannot be a host-mode port; pick another published port")]
+    HostPortIsIngress {
+        port: u32,
+        protocol: String,
+        service: String,
+    },
+    #[error("ports: published port {port}/{protocol} is a host-mode port of service {service}, and an ingress port is served on every node; pick another published port")]
+    IngressPortIsHost {
+        port: u32,
+        protocol: String,
+        service: String,
+    },
 }
 
 /// A live task holding a port on its node's host.
@@ -144,6 +160,7 @@ pub fn allocate_endpoint(
         .iter()
         .flat_map(|e| e.ports.iter().map(|p| p.published_port))
         .collect();
+    check_publish_modes(view, service_id, &spec.ports)?;
     let mut ports = spec.ports.clone();
     for p in &ports {
         let port = p.published_port;
@@ -155,6 +172,11 @@ pub fn allocate_endpoint(
                 port,
                 service: owner.clone(),
             });
+        }
+        if is_host_mode(p) {
+            // A host-mode port is bound only where a task runs: the
+            // scheduler keeps the service's tasks off the nodes holding it.
+            continue;
         }
         if let Some(holder) = on_nodes.get(&port).filter(|_| !mine.contains(&port)) {
             return Err(PortError::UsedOnNode {
@@ -184,6 +206,68 @@ pub fn allocate_endpoint(
             && (mine.contains(&port) || !local_in_use(port))
     })?;
     Ok(ServiceEndpoint { ports })
+}
+
+/// Refuses a host-mode port that another service publishes in ingress
+/// mode, and an ingress port that another service publishes in host mode
+/// (same number and protocol): an ingress port is bound on every node, so it
+/// would take the host-mode port on whichever node its tasks run.
+pub fn check_publish_modes(
+    view: &ClusterView,
+    service_id: &str,
+    ports: &[PortConfig],
+) -> Result<(), PortError> {
+    let others = view.services.values().filter(|s| s.id != service_id);
+    for other in others {
+        let other_ports = other.endpoint.iter().flat_map(|e| e.ports.iter());
+        for theirs in other_ports {
+            let clash = ports.iter().find(|p| {
+                p.published_port != 0
+                    && p.published_port == theirs.published_port
+                    && protocol(p) == protocol(theirs)
+                    && is_host_mode(p) != is_host_mode(theirs)
+            });
+            let Some(mine) = clash else { continue };
+            let (port, protocol, service) = (
+                mine.published_port,
+                protocol(mine).to_string(),
+                other
+                    .spec
+                    .as_ref()
+                    .map(|s| s.name.clone())
+                    .unwrap_or_else(|| other.id.clone()),
+            );
+            return Err(if is_host_mode(mine) {
+                PortError::HostPortIsIngress {
+                    port,
+                    protocol,
+                    service,
+                }
+            } else {
+                PortError::IngressPortIsHost {
+                    port,
+                    protocol,
+                    service,
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether a port is published in host mode (only on the nodes running a
+/// task of its service).
+pub fn is_host_mode(p: &PortConfig) -> bool {
+    p.publish_mode == "host"
+}
+
+/// A port's protocol, `tcp` when unset.
+fn protocol(p: &PortConfig) -> &str {
+    if p.protocol.is_empty() {
+        "tcp"
+    } else {
+        &p.protocol
+    }
 }
 
 /// Whether something on this host already listens on the TCP port (the

@@ -53,7 +53,9 @@ pub struct Feed {
     shutdown: CancellationToken,
 }
 
-/// Routes for every service that publishes ports.
+/// Routes for every service that publishes ports, in ingress or host mode;
+/// every node gets every task endpoint, and the mesh of a node keeps those on
+/// itself for a host-mode port.
 pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
     let mut routes = BTreeMap::new();
     for service in view.services.values() {
@@ -61,7 +63,6 @@ pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
             .endpoint
             .iter()
             .flat_map(|e| e.ports.iter())
-            .filter(|p| p.publish_mode == "ingress" || p.publish_mode.is_empty())
             .map(|p| RoutePort {
                 published_port: p.published_port,
                 target_port: p.target_port,
@@ -71,7 +72,7 @@ pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
                     p.protocol.clone()
                 },
                 proxy_protocol: p.proxy_protocol.clone(),
-                publish_mode: "ingress".into(),
+                publish_mode: route_publish_mode(&p.publish_mode).into(),
             })
             .collect();
         if ports.is_empty() {
@@ -123,6 +124,16 @@ pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
         );
     }
     routes
+}
+
+/// A port's publish mode in the feed: `host` (served only by the nodes
+/// running a task of the service, each to its own tasks) or `ingress`.
+fn route_publish_mode(mode: &str) -> &'static str {
+    if mode == "host" {
+        "host"
+    } else {
+        "ingress"
+    }
 }
 
 fn node_down(view: &ClusterView, node_id: &str) -> bool {
@@ -368,6 +379,44 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn host_mode_ports_are_routed_with_their_mode() {
+        use shoal_api::pb::{PortConfig, Service, ServiceEndpoint, ServiceSpec};
+
+        let port = |published: u32, mode: &str| PortConfig {
+            protocol: "tcp".into(),
+            target_port: 80,
+            published_port: published,
+            publish_mode: mode.into(),
+            ..Default::default()
+        };
+        let mut view = ClusterView::default();
+        view.services.insert(
+            "web".into(),
+            Arc::new(Service {
+                id: "web".into(),
+                spec: Some(ServiceSpec {
+                    name: "web".into(),
+                    ..Default::default()
+                }),
+                endpoint: Some(ServiceEndpoint {
+                    ports: vec![port(8080, "host"), port(9090, "ingress"), port(9091, "")],
+                }),
+                ..Default::default()
+            }),
+        );
+        let routes = build_routes(&view);
+        let modes: Vec<(u32, &str)> = routes["web"]
+            .ports
+            .iter()
+            .map(|p| (p.published_port, p.publish_mode.as_str()))
+            .collect();
+        assert_eq!(
+            modes,
+            vec![(8080, "host"), (9090, "ingress"), (9091, "ingress")]
+        );
     }
 
     #[test]

@@ -2,7 +2,8 @@ use std::sync::Arc;
 
 use shoal_api::pb::{
     Cluster, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, Placement,
-    Resources, Service, ServiceMode, ServiceSpec, Task, TaskState,
+    PortConfig, Resources, Service, ServiceEndpoint, ServiceMode, ServiceSpec, Task, TaskState,
+    TaskStatus,
 };
 
 use super::*;
@@ -367,5 +368,100 @@ fn global_tasks_wait_for_resources_on_their_node() {
     assert_eq!(
         pending_errs(&v),
         vec!["no suitable node (insufficient resources on 1 node)"]
+    );
+}
+
+/// `web` with `replicas` publishing `ports` (published, protocol, mode).
+fn publishing(replicas: u64, ports: &[(u32, &str, &str)]) -> Service {
+    let mut svc = service(ServiceMode::Replicated, replicas, Placement::default());
+    svc.endpoint = Some(ServiceEndpoint {
+        ports: ports
+            .iter()
+            .map(|&(published, protocol, mode)| PortConfig {
+                protocol: protocol.into(),
+                target_port: 80,
+                published_port: published,
+                publish_mode: mode.into(),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    svc
+}
+
+#[test]
+fn a_host_mode_port_takes_one_task_per_node_and_the_rest_wait_with_swarms_text() {
+    let mut v = view(
+        vec![node("n1", &[]), node("n2", &[])],
+        publishing(3, &[(8080, "tcp", "host")]),
+    );
+    pass(&mut v);
+    assert_eq!((on(&v, "n1"), on(&v, "n2")), (1, 1));
+    assert_eq!(
+        pending_errs(&v),
+        vec!["no suitable node (host-mode port already in use on 2 nodes)"]
+    );
+    // A third node takes the waiting task.
+    v.nodes.insert("n3".into(), Arc::new(node("n3", &[])));
+    pass(&mut v);
+    assert_eq!(on(&v, "n3"), 1);
+    assert!(pending_errs(&v).is_empty());
+}
+
+#[test]
+fn ingress_ports_and_other_host_ports_do_not_limit_placement() {
+    // Ingress: no host port is bound by the task.
+    let mut v = view(
+        vec![node("n1", &[])],
+        publishing(2, &[(8080, "tcp", "ingress")]),
+    );
+    pass(&mut v);
+    assert_eq!(on(&v, "n1"), 2);
+    // The same number over another protocol is another port.
+    let mut v = view(vec![node("n1", &[])], publishing(1, &[(53, "udp", "host")]));
+    let mut tcp = publishing(1, &[(53, "tcp", "host")]);
+    tcp.id = "dns-tcp".into();
+    tcp.spec.as_mut().unwrap().name = "dns-tcp".into();
+    v.services.insert(tcp.id.clone(), Arc::new(tcp));
+    pass(&mut v);
+    assert_eq!(on(&v, "n1"), 2);
+    assert!(pending_errs(&v).is_empty());
+}
+
+#[test]
+fn a_stopping_task_holds_its_host_port_until_it_has_stopped() {
+    let mut v = view(
+        vec![node("n1", &[])],
+        publishing(1, &[(8080, "tcp", "host")]),
+    );
+    // A task of another service, told to stop, still running on n1.
+    v.insert_task(Task {
+        id: "old".into(),
+        service_id: "old-web".into(),
+        node_id: "n1".into(),
+        desired_state: TaskState::Shutdown as i32,
+        endpoint: publishing(1, &[(8080, "tcp", "host")]).endpoint,
+        status: Some(TaskStatus {
+            state: TaskState::Running as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    pass(&mut v);
+    assert_eq!(
+        pending_errs(&v),
+        vec!["no suitable node (host-mode port already in use on 1 node)"]
+    );
+    let mut old = Task::clone(&v.tasks["old"]);
+    old.status.as_mut().unwrap().state = TaskState::Shutdown as i32;
+    v.insert_task(old);
+    pass(&mut v);
+    assert!(pending_errs(&v).is_empty());
+    assert_eq!(
+        live(&v)
+            .iter()
+            .filter(|t| t.service_id == "web" && t.node_id == "n1")
+            .count(),
+        1
     );
 }

@@ -11,3 +11,32 @@ fn reconnect_waits_grow_with_jitter_and_stay_bounded() {
     // The jitter spreads nodes out: not every late wait is the same.
     assert!(waits[20..].iter().any(|w| *w != waits[20]));
 }
+
+#[test]
+fn host_mode_ports_reach_the_mesh_as_host_mode() {
+    use shoal_api::pb::RoutePort;
+
+    let port = |published: u32, mode: &str| RoutePort {
+        published_port: published,
+        target_port: 80,
+        protocol: "tcp".into(),
+        publish_mode: mode.into(),
+        ..Default::default()
+    };
+    let route = to_route(ServiceRoute {
+        service_id: "web".into(),
+        service_name: "web".into(),
+        ports: vec![port(8080, "host"), port(9090, "ingress"), port(9091, "")],
+        endpoints: vec![],
+    });
+    let modes: Vec<(u16, PublishMode)> =
+        route.ports.iter().map(|p| (p.published, p.mode)).collect();
+    assert_eq!(
+        modes,
+        vec![
+            (8080, PublishMode::Host),
+            (9090, PublishMode::Ingress),
+            (9091, PublishMode::Ingress)
+        ]
+    );
+}

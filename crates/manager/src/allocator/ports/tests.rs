@@ -188,3 +188,112 @@ fn a_service_keeps_its_own_ports() {
     .unwrap();
     assert_eq!(endpoint.ports[0].published_port, 8080);
 }
+
+/// `cluster()` plus service `cache` publishing 7000 in host mode.
+fn cluster_with_host_port() -> ClusterView {
+    let mut view = cluster();
+    view.services.insert(
+        "cache".into(),
+        Service {
+            id: "cache".into(),
+            spec: Some(ServiceSpec {
+                name: "cache".into(),
+                ..Default::default()
+            }),
+            endpoint: Some(ServiceEndpoint {
+                ports: vec![port(7000, 6379, "host")],
+            }),
+            ..Default::default()
+        }
+        .into(),
+    );
+    view
+}
+
+#[test]
+fn a_host_mode_port_may_not_be_an_ingress_port_and_the_reverse() {
+    let view = cluster_with_host_port();
+    let err = allocate_endpoint(
+        &view,
+        "new",
+        &spec(vec![port(8080, 80, "host")]),
+        None,
+        NOTHING_LOCAL,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        PortError::HostPortIsIngress {
+            port: 8080,
+            protocol: "tcp".into(),
+            service: "web".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "ports: published port 8080/tcp is an ingress port of service web, served on every node, \
+         so it cannot be a host-mode port; pick another published port"
+    );
+    let err = allocate_endpoint(
+        &view,
+        "new",
+        &spec(vec![port(7000, 80, "ingress")]),
+        None,
+        NOTHING_LOCAL,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        PortError::IngressPortIsHost {
+            port: 7000,
+            protocol: "tcp".into(),
+            service: "cache".into()
+        }
+    );
+}
+
+#[test]
+fn a_host_mode_port_held_by_a_task_on_some_node_is_left_to_the_scheduler() {
+    let view = cluster_with_host_port();
+    // 9000: held by a host-mode task on node-2; this host says "in use".
+    let endpoint = allocate_endpoint(
+        &view,
+        "new",
+        &spec(vec![port(9000, 81, "host")]),
+        None,
+        |_| true,
+    )
+    .unwrap();
+    assert_eq!(endpoint.ports[0].published_port, 9000);
+    // Another service's host-mode port stays its own.
+    let err = allocate_endpoint(
+        &view,
+        "new",
+        &spec(vec![port(7000, 80, "host")]),
+        None,
+        NOTHING_LOCAL,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        PortError::UsedByService {
+            port: 7000,
+            service: "cache".into()
+        }
+    );
+}
+
+#[test]
+fn a_service_may_move_its_own_port_between_modes() {
+    let view = cluster();
+    let current = view.services["web"].endpoint.clone();
+    let endpoint = allocate_endpoint(
+        &view,
+        "web",
+        &spec(vec![port(8080, 80, "host")]),
+        current.as_ref(),
+        |_| true,
+    )
+    .unwrap();
+    assert_eq!(endpoint.ports[0].publish_mode, "host");
+}
