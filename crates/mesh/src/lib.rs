@@ -33,6 +33,8 @@
 //! - `forward`: the epoll path's bidirectional forwarding with half-close
 //!   propagation and byte counting: pooled copy buffers held only while bytes
 //!   move, splice(2) for bulk.
+//! - `proxy_header`: the PROXY protocol header (v1, v2) a port may send its
+//!   tasks first, built on the stack.
 //! - `pipe`: the pipes splice goes through. It and `uring` are the only
 //!   modules with `unsafe`, besides `accept_errors`' `getrlimit` for a log line
 //!   (the tests read `TCP_INFO` and set `RLIMIT_NOFILE` too).
@@ -55,6 +57,7 @@ mod listener;
 mod metrics;
 #[allow(unsafe_code)]
 mod pipe;
+mod proxy_header;
 mod route;
 mod shared;
 mod socket;
@@ -64,12 +67,20 @@ mod workers;
 #[allow(unsafe_code)]
 mod uring;
 
+/// The client's address (PROXY protocol), IPv6 and idle connections, on
+/// each data path.
+#[cfg(test)]
+mod client_address_tests;
 /// Connection hygiene (every connection freed, descriptor exhaustion), on
 /// each data path in the same way.
 #[cfg(test)]
 mod hygiene_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[path = "client_address_tests.rs"]
+#[allow(clippy::duplicate_mod)]
+mod uring_client_address_tests;
 #[cfg(test)]
 #[path = "hygiene_tests.rs"]
 #[allow(clippy::duplicate_mod)]
