@@ -79,9 +79,15 @@ pub struct DaemonConfig {
     /// Name of the ingress overlay's VXLAN device (netns mode).
     #[arg(long, default_value = "shoal-vx0")]
     pub vxlan: String,
-    /// Address the mesh serves published ports on.
+    /// Address the mesh serves published ports on; 0.0.0.0 (or ::) serves
+    /// them on every IPv4 and IPv6 address (dual-stack).
     #[arg(long, default_value = "0.0.0.0")]
     pub mesh_listen_ip: IpAddr,
+    /// Idle time after which the mesh sends TCP keepalive probes on both legs
+    /// of a connection, so that idle connections outlive the state timeouts
+    /// of firewalls and NATs on the way, and dead peers are noticed.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub mesh_tcp_keepalive: Duration,
     /// How the mesh's worker threads do I/O: auto (io_uring where the kernel
     /// allows it, else epoll), epoll, or io_uring.
     #[arg(long, default_value = "auto")]
