@@ -197,3 +197,18 @@ async fn a_connection_idle_beyond_its_keepalive_still_works() {
         assert_eq!(&back, b"ping", "round {round}");
     }
 }
+
+#[tokio::test]
+async fn turning_the_header_on_applies_to_new_connections() {
+    let (mesh, _r) = mesh(Ipv4Addr::LOCALHOST.into(), Duration::from_secs(60));
+    let port = free_port();
+    publish(&mesh, port, None).await;
+    let (got, _) = mirrored((Ipv4Addr::LOCALHOST, port).into()).await;
+    assert_eq!(got, b"hello");
+    publish(&mesh, port, Some(ProxyProtocol::V1)).await;
+    let (got, _) = mirrored((Ipv4Addr::LOCALHOST, port).into()).await;
+    assert!(
+        got.starts_with(b"PROXY TCP4 127.0.0.1 127.0.0.1 "),
+        "{got:?}"
+    );
+}

@@ -148,4 +148,19 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn mesh_tcp_keepalive_defaults_to_a_minute_and_takes_a_duration() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["shoald"], args].concat());
+        let keepalive = |args: &[&str]| parse(args).unwrap().daemon.mesh_tcp_keepalive;
+        assert_eq!(keepalive(&[]), std::time::Duration::from_secs(60));
+        assert_eq!(
+            keepalive(&["--mesh-tcp-keepalive", "15s"]),
+            std::time::Duration::from_secs(15)
+        );
+        let err = parse(&["--mesh-tcp-keepalive", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--mesh-tcp-keepalive"), "{err}");
+    }
 }
