@@ -5,7 +5,9 @@
 //! [`RoutingTable`] through `ArcSwap`, keeps one listener per published port, and
 //! forwards each accepted TCP connection to the service's task endpoints in
 //! round-robin order, skipping draining endpoints and ejecting ones that fail to
-//! connect. The data path runs on the mesh's own worker threads, one per core,
+//! connect. Ports listen dual-stack (IPv6 and IPv4 clients alike; tasks are
+//! reached over IPv4); a port that asks for it sends its task a PROXY protocol
+//! header naming the client before the client's bytes. The data path runs on the mesh's own worker threads, one per core,
 //! each driving an io_uring (`uring`, the default where the kernel allows it) or a
 //! tokio runtime (`workers`, epoll), as [`DataPath`] says; the [`Mesh`] handle may
 //! be used from any thread or runtime.
