@@ -3,6 +3,7 @@
 //! verbatim as `Error response from daemon: ...`.
 
 pub mod bounds;
+pub mod proxy;
 
 use shoal_api::pb::{
     FailureAction, PortConfig, Runtime, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
@@ -86,6 +87,7 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
     crate::placement::validate(spec)?;
     validate_stop_signal(&spec.stop_signal)?;
     validate_health(spec)?;
+    proxy::validate(spec)?;
     let mut seen = Vec::new();
     for p in &spec.ports {
         validate_port(p)?;

@@ -12,7 +12,9 @@ use crate::workers;
 /// Settings of the data plane.
 #[derive(Clone, Debug)]
 pub struct MeshConfig {
-    /// Address every published port is bound on.
+    /// Address every published port is bound on. The unspecified address
+    /// (`0.0.0.0` or `::`) means every address of both families: ports
+    /// listen dual-stack on `[::]`, or on `0.0.0.0` where IPv6 is disabled.
     pub listen_ip: IpAddr,
     /// How long a backend connect may take before the next endpoint is tried.
     pub connect_timeout: Duration,

@@ -6,11 +6,13 @@
 //! as an immutable [`RoutingTable`] through `ArcSwap`, keeps one listener per
 //! published port, and forwards each accepted TCP connection to the service's
 //! task endpoints in round-robin order, skipping draining endpoints and
-//! ejecting ones that fail to connect. The data path runs on the mesh's own
-//! worker threads, one per core, each driving an io_uring (`uring`, the default
-//! where the kernel allows it) or a tokio runtime (`workers`, epoll), as
-//! [`DataPath`] says; the [`Mesh`] handle may be used from any thread or
-//! runtime.
+//! ejecting ones that fail to connect. Ports listen dual-stack (IPv6 and IPv4
+//! clients alike; tasks are reached over IPv4); a port that asks for it sends
+//! its task a PROXY protocol header naming the client before the client's
+//! bytes. The data path runs on the mesh's own worker threads, one per core,
+//! each driving an io_uring (`uring`, the default where the kernel allows it)
+//! or a tokio runtime (`workers`, epoll), as [`DataPath`] says; the [`Mesh`]
+//! handle may be used from any thread or runtime.
 //!
 //! # Layout
 //!
@@ -37,6 +39,8 @@
 //! - `forward`: the epoll path's bidirectional forwarding with half-close
 //!   propagation and byte counting: pooled copy buffers held only while bytes
 //!   move, splice(2) for bulk.
+//! - `proxy_header`: the PROXY protocol header (v1, v2) a port may send its
+//!   tasks first, built on the stack.
 //! - `pipe`: the pipes splice goes through. It and `uring` are the only
 //!   modules with `unsafe`, besides `accept_errors`' `getrlimit` for a log line
 //!   (the tests read `TCP_INFO` and set `RLIMIT_NOFILE` too).
@@ -60,6 +64,7 @@ mod listener;
 mod metrics;
 #[allow(unsafe_code)]
 mod pipe;
+mod proxy_header;
 mod route;
 mod shared;
 mod socket;
@@ -69,12 +74,20 @@ mod workers;
 #[allow(unsafe_code)]
 mod uring;
 
+/// The client's address (PROXY protocol), IPv6 and idle connections, on
+/// each data path.
+#[cfg(test)]
+mod client_address_tests;
 /// Connection hygiene (every connection freed, descriptor exhaustion), on
 /// each data path in the same way.
 #[cfg(test)]
 mod hygiene_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+#[path = "client_address_tests.rs"]
+#[allow(clippy::duplicate_mod)]
+mod uring_client_address_tests;
 #[cfg(test)]
 #[path = "hygiene_tests.rs"]
 #[allow(clippy::duplicate_mod)]

@@ -11,7 +11,9 @@ use tracing::{debug, warn};
 
 use crate::accept_errors::accept_backoff;
 use crate::balancer;
-use crate::forward::forward;
+use crate::forward::{forward, write_all};
+use crate::proxy_header::ProxyHeader;
+use crate::route::ProxyProtocol;
 use crate::shared::Shared;
 
 /// Accepts on one published port until `stop` is cancelled. Runs on a mesh
@@ -91,6 +93,13 @@ async fn handle(
         return;
     };
 
+    if let Some(version) = port_entry.route.proxy_protocol {
+        if let Err(e) = send_proxy_header(version, &client, peer, &backend).await {
+            debug!(service = %service.name(), task = %endpoint.endpoint.task_name, %peer, error = %e, "cannot send the PROXY header; closing");
+            return;
+        }
+    }
+
     let m = &endpoint.metrics;
     let _active = Active::count(&m.active);
     tokio::select! {
@@ -103,6 +112,19 @@ async fn handle(
             debug!(service = %service.name(), task = %endpoint.endpoint.task_name, %peer, "closing connection at end of shutdown grace");
         }
     }
+}
+
+/// Sends the task the PROXY header of the client's connection, before any
+/// of its bytes.
+async fn send_proxy_header(
+    version: ProxyProtocol,
+    client: &TcpStream,
+    peer: SocketAddr,
+    backend: &TcpStream,
+) -> std::io::Result<()> {
+    let local = client.local_addr()?;
+    let header = ProxyHeader::encode(version, peer, local);
+    write_all(backend, header.as_bytes(), false).await
 }
 
 /// Counts a connection in its task's active-connections gauge for as long

@@ -79,9 +79,15 @@ pub struct DaemonConfig {
     /// Name of the ingress overlay's VXLAN device (netns mode).
     #[arg(long, default_value = "shoal-vx0")]
     pub vxlan: String,
-    /// Address the mesh serves published ports on.
+    /// Address the mesh serves published ports on; 0.0.0.0 (or ::) serves
+    /// them on every IPv4 and IPv6 address (dual-stack).
     #[arg(long, default_value = "0.0.0.0")]
     pub mesh_listen_ip: IpAddr,
+    /// Idle time after which the mesh sends TCP keepalive probes on both legs
+    /// of a connection, so that idle connections outlive the state timeouts
+    /// of firewalls and NATs on the way, and dead peers are noticed.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub mesh_tcp_keepalive: Duration,
     /// How the mesh's worker threads do I/O: auto (io_uring where the kernel
     /// allows it, else epoll), epoll, or io_uring.
     #[arg(long, default_value = "auto")]
@@ -141,5 +147,20 @@ mod tests {
                 && first.contains("use auto, epoll or io_uring"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn mesh_tcp_keepalive_defaults_to_a_minute_and_takes_a_duration() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["shoald"], args].concat());
+        let keepalive = |args: &[&str]| parse(args).unwrap().daemon.mesh_tcp_keepalive;
+        assert_eq!(keepalive(&[]), std::time::Duration::from_secs(60));
+        assert_eq!(
+            keepalive(&["--mesh-tcp-keepalive", "15s"]),
+            std::time::Duration::from_secs(15)
+        );
+        let err = parse(&["--mesh-tcp-keepalive", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--mesh-tcp-keepalive"), "{err}");
     }
 }

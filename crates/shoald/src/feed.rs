@@ -12,7 +12,7 @@ use shoal_api::pb::dispatcher_client::DispatcherClient;
 use shoal_api::pb::{
     feed_message, FeedAppliedRequest, FeedMessage, FeedRequest, OverlayPeers, ServiceRoute,
 };
-use shoal_mesh::{Endpoint, Mesh, PortRoute, PublishMode};
+use shoal_mesh::{Endpoint, Mesh, PortRoute, ProxyProtocol, PublishMode};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -163,6 +163,16 @@ fn apply(mesh: &Mesh, msg: FeedMessage) -> u64 {
     msg.revision
 }
 
+/// A feed port's PROXY protocol version ("" or anything unknown: none; the
+/// manager stores only "", "v1" and "v2").
+fn proxy_protocol(version: &str) -> Option<ProxyProtocol> {
+    match version {
+        "v1" => Some(ProxyProtocol::V1),
+        "v2" => Some(ProxyProtocol::V2),
+        _ => None,
+    }
+}
+
 /// Feed route → mesh route.
 pub fn to_route(r: ServiceRoute) -> shoal_mesh::ServiceRoute {
     shoal_mesh::ServiceRoute {
@@ -175,6 +185,7 @@ pub fn to_route(r: ServiceRoute) -> shoal_mesh::ServiceRoute {
             .filter_map(|p| {
                 Some(PortRoute {
                     mode: publish_mode(&p.publish_mode),
+                    proxy_protocol: proxy_protocol(&p.proxy_protocol),
                     ..PortRoute::tcp(
                         u16::try_from(p.published_port).ok()?,
                         u16::try_from(p.target_port).ok()?,

@@ -37,6 +37,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
             data_path: cfg.mesh_data_path,
             // The name the feed gives this node's tasks (its hostname).
             node_name: Some(identity.hostname.as_str().into()),
+            keepalive: cfg.mesh_tcp_keepalive,
             ..MeshConfig::default()
         },
         &registry,

@@ -1,5 +1,8 @@
 //! `shoal/echo`: an HTTP/1.1 server answering every request with the task's
-//! identity, e.g. `web.1.k3j4... on hostos1 (shoal/echo:2 tag 2)`.
+//! identity, e.g. `web.1.k3j4... on hostos1 (shoal/echo:2 tag 2)`. A
+//! connection that starts with a PROXY protocol header (v1 or v2, which the
+//! mesh sends for ports that ask for it) is answered with the client's
+//! address it names too: `... (shoal/echo:2 tag 2) for 10.1.0.2:41234`.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -17,6 +20,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkloadError;
+
+mod proxy_header;
 
 /// Who is answering.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +52,17 @@ impl EchoIdentity {
             self.task_name, self.hostname, self.image, self.tag
         )
     }
+
+    /// The response body of a connection whose PROXY header named `client`.
+    pub fn body_for(&self, client: Option<SocketAddr>) -> String {
+        match client {
+            None => self.body(),
+            Some(client) => format!(
+                "{} on {} ({} tag {}) for {client}\n",
+                self.task_name, self.hostname, self.image, self.tag
+            ),
+        }
+    }
 }
 
 pub(crate) async fn run() -> Result<(), WorkloadError> {
@@ -75,7 +91,7 @@ pub async fn serve(
     let identity = Arc::new(identity);
     let mut connections = tokio::task::JoinSet::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -89,7 +105,11 @@ pub async fn serve(
         let identity = identity.clone();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
-            let svc = service_fn(move |req| respond(req, peer, identity.clone()));
+            // A malformed or unfinished PROXY header: the spec says to close.
+            let Ok(client) = proxy_header::read_client_address(&mut stream).await else {
+                return;
+            };
+            let svc = service_fn(move |req| respond(req, peer, client, identity.clone()));
             // half_close: a client that shuts down its write side after
             // sending (`nc -q`, many scripts) still waits for the answer;
             // without it hyper drops the connection on that EOF.
@@ -124,21 +144,32 @@ fn is_transient(e: &std::io::Error) -> bool {
         || e.raw_os_error() == Some(libc::EMFILE)
 }
 
+/// `client`: the address a PROXY header named, if the connection had one.
 async fn respond(
     req: Request<Incoming>,
     peer: SocketAddr,
+    client: Option<SocketAddr>,
     identity: Arc<EchoIdentity>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{} {} from {peer}", req.method(), req.uri());
+        let _ = match client {
+            None => writeln!(out, "{} {} from {peer}", req.method(), req.uri()),
+            Some(client) => writeln!(
+                out,
+                "{} {} from {client} via {peer}",
+                req.method(),
+                req.uri()
+            ),
+        };
         let _ = out.flush();
     }
+    let body = Bytes::from(identity.body_for(client));
     let resp = Response::builder()
         .header("content-type", "text/plain; charset=utf-8")
         .header("x-shoal-task", identity.task_name.as_str())
-        .body(Full::new(Bytes::from(identity.body())))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::from(identity.body()))));
+        .body(Full::new(body.clone()))
+        .unwrap_or_else(|_| Response::new(Full::new(body)));
     Ok(resp)
 }
 

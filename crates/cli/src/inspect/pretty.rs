@@ -104,6 +104,9 @@ pub fn service_pretty(s: &pb::Service) -> String {
             o.push_str(&format!("  Protocol = {}\n", p.protocol));
             o.push_str(&format!("  TargetPort = {}\n", p.target_port));
             o.push_str(&format!("  PublishMode = {}\n", p.publish_mode));
+            if !p.proxy_protocol.is_empty() {
+                o.push_str(&format!("  ProxyProtocol = {}\n", p.proxy_protocol));
+            }
         }
     }
     o

@@ -31,6 +31,10 @@ pub(super) struct PortJson {
     pub(super) target_port: u32,
     pub(super) published_port: u32,
     pub(super) publish_mode: String,
+    /// The PROXY protocol header the port sends its tasks (`v1`, `v2`);
+    /// absent when it sends none. Docker has no such field.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub(super) proxy_protocol: String,
 }
 
 pub(super) fn ports_json(ports: &[pb::PortConfig]) -> Vec<PortJson> {
@@ -50,6 +54,7 @@ pub(super) fn ports_json(ports: &[pb::PortConfig]) -> Vec<PortJson> {
             } else {
                 p.publish_mode.clone()
             },
+            proxy_protocol: p.proxy_protocol.clone(),
         })
         .collect()
 }

@@ -9,7 +9,9 @@ const PUBLISH: &str = "-p, --publish";
 /// Parses one `-p/--publish` value into one or more port configs.
 ///
 /// Short form: `[PUBLISHED:]TARGET[/PROTOCOL]`, either side may be a range
-/// (`8080-8081:80-81`); long form: `published=8081,target=80,protocol=tcp,mode=ingress`.
+/// (`8080-8081:80-81`); long form:
+/// `published=8081,target=80,protocol=tcp,mode=ingress,proxy-protocol=v2`
+/// (`proxy-protocol` alone means v2).
 /// A missing published port is 0: the manager allocates one.
 pub fn parse_publish(value: &str) -> anyhow::Result<Vec<PortConfig>> {
     parse_publish_flag(value, PUBLISH)
@@ -87,9 +89,12 @@ fn parse_publish_long(value: &str) -> Result<PortConfig, String> {
     };
     let mut have_target = false;
     for field in value.split(',') {
-        let (k, v) = field
-            .split_once('=')
-            .ok_or_else(|| format!("invalid field {field:?}: expected KEY=VALUE"))?;
+        // A bare `proxy-protocol` asks for the default version, v2.
+        let (k, v) = match field.split_once('=') {
+            Some(kv) => kv,
+            None if field.trim().eq_ignore_ascii_case("proxy-protocol") => (field, "v2"),
+            None => return Err(format!("invalid field {field:?}: expected KEY=VALUE")),
+        };
         match k.trim().to_ascii_lowercase().as_str() {
             "published" => port.published_port = parse_port(v, "published")?,
             "target" => {
@@ -106,9 +111,10 @@ fn parse_publish_long(value: &str) -> Result<PortConfig, String> {
                 }
             },
             "name" => port.name = v.to_string(),
+            "proxy-protocol" => port.proxy_protocol = parse_proxy_protocol(v)?.to_string(),
             other => {
                 return Err(format!(
-                "invalid field key {other:?}: expected published, target, protocol, mode or name"
+                "invalid field key {other:?}: expected published, target, protocol, mode, name or proxy-protocol"
             ))
             }
         }
@@ -116,7 +122,24 @@ fn parse_publish_long(value: &str) -> Result<PortConfig, String> {
     if !have_target {
         return Err("missing mandatory field \"target\"".into());
     }
+    if !port.proxy_protocol.is_empty() && port.protocol != "tcp" {
+        return Err(format!(
+            "proxy-protocol is for tcp ports only: a {} port has no standard PROXY header; remove proxy-protocol",
+            port.protocol
+        ));
+    }
     Ok(port)
+}
+
+/// The `proxy-protocol` key: the PROXY protocol version the task is sent.
+pub fn parse_proxy_protocol(v: &str) -> Result<&'static str, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "v1" => Ok("v1"),
+        "v2" => Ok("v2"),
+        _ => Err(format!(
+            "invalid proxy-protocol {v:?}: must be v1 or v2 (the PROXY protocol version sent to the task)"
+        )),
+    }
 }
 
 fn parse_protocol(p: &str) -> Result<&'static str, String> {
@@ -149,3 +172,6 @@ fn parse_range(s: &str, what: &str) -> Result<Vec<u32>, String> {
         _ => Ok(vec![parse_port(s, what)?]),
     }
 }
+
+#[cfg(test)]
+mod proxy_tests;

@@ -58,7 +58,9 @@ pub struct Feed {
 /// itself for a host-mode port.
 pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
     let mut routes = BTreeMap::new();
+    let no_labels = Default::default();
     for service in view.services.values() {
+        let labels = service.spec.as_ref().map_or(&no_labels, |s| &s.labels);
         let ports: Vec<RoutePort> = service
             .endpoint
             .iter()
@@ -71,7 +73,7 @@ pub fn build_routes(view: &ClusterView) -> BTreeMap<String, ServiceRoute> {
                 } else {
                     p.protocol.clone()
                 },
-                proxy_protocol: p.proxy_protocol.clone(),
+                proxy_protocol: crate::spec::proxy::effective(labels, p),
                 publish_mode: route_publish_mode(&p.publish_mode).into(),
             })
             .collect();

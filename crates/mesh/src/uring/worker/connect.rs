@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use io_uring::{opcode, squeue, types};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use tracing::debug;
 
 use super::op::{user_data, Op, Side};
@@ -16,6 +16,8 @@ use super::state::Conn;
 use super::Worker;
 use crate::accept_errors::ErrorReason;
 use crate::balancer::{self, Plan};
+use crate::proxy_header::ProxyHeader;
+use crate::route::ProxyProtocol;
 use crate::socket;
 
 impl Worker {
@@ -36,6 +38,7 @@ impl Worker {
             backend: None,
             connected: false,
             port,
+            proxy_protocol: port_entry.route.proxy_protocol,
             service,
             plan,
             attempts: 0,
@@ -155,6 +158,12 @@ impl Worker {
         balancer::connected(&entry, c.connect_started.elapsed());
         entry.metrics.active.inc();
         c.connected = true;
+        if let Some(version) = c.proxy_protocol {
+            if let Err(e) = send_proxy_header(c, version) {
+                self.fail(slot, Side::Up, e);
+                return;
+            }
+        }
         self.recv(slot, Side::Down);
         let c = self.conn(slot);
         let up = c.dir(Side::Up);
@@ -164,6 +173,30 @@ impl Worker {
             self.end(slot, Side::Up);
         }
     }
+}
+
+/// Sends the task the PROXY header of the client's connection, before any
+/// of its bytes: a plain send(2), as it is the first on a socket that has
+/// just connected, whose send buffer has room for it.
+fn send_proxy_header(c: &Conn, version: ProxyProtocol) -> io::Result<()> {
+    let client = SockRef::from(&c.client);
+    let peer = client.peer_addr()?.as_socket();
+    let local = client.local_addr()?.as_socket();
+    let (Some(peer), Some(local)) = (peer, local) else {
+        return Err(io::Error::other(
+            "the client's address is not an IP address",
+        ));
+    };
+    let header = ProxyHeader::encode(version, peer, local);
+    let backend = c.backend.as_ref().expect("a connected backend");
+    let sent = SockRef::from(backend).send_with_flags(header.as_bytes(), libc::MSG_NOSIGNAL)?;
+    if sent < header.as_bytes().len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "the PROXY header did not fit the backend's send buffer",
+        ));
+    }
+    Ok(())
 }
 
 /// A non-blocking backend socket with TCP_NODELAY and keepalive set, as the

@@ -14,6 +14,7 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::op::Side;
 use crate::balancer::Plan;
 use crate::pipe::Pipe;
+use crate::route::ProxyProtocol;
 use crate::table::{EndpointEntry, ServiceEntry};
 
 /// A published port's listening socket on this worker.
@@ -71,6 +72,8 @@ pub(super) struct Conn {
     pub(super) backend: Option<OwnedFd>,
     pub(super) connected: bool,
     pub(super) port: u16,
+    /// The PROXY header to send the task once connected, if the port asks.
+    pub(super) proxy_protocol: Option<ProxyProtocol>,
     pub(super) service: Arc<ServiceEntry>,
     pub(super) plan: Plan,
     /// Candidates of the plan tried so far.
