@@ -28,6 +28,10 @@ pub struct MeshConfig {
     pub workers: NonZeroUsize,
     /// How the worker threads do their I/O.
     pub data_path: DataPath,
+    /// How long a UDP client flow stays pinned to its task with no datagram
+    /// either way; after it, the client's next datagram starts a new flow
+    /// (which may go to another task).
+    pub udp_idle_timeout: Duration,
 }
 
 /// How the mesh's worker threads do their I/O.
@@ -86,6 +90,7 @@ impl Default for MeshConfig {
             keepalive: Duration::from_secs(60),
             workers: workers::default_count(),
             data_path: DataPath::default(),
+            udp_idle_timeout: Duration::from_secs(30),
         }
     }
 }
