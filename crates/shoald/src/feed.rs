@@ -12,7 +12,7 @@ use shoal_api::pb::dispatcher_client::DispatcherClient;
 use shoal_api::pb::{
     feed_message, FeedAppliedRequest, FeedMessage, FeedRequest, OverlayPeers, ServiceRoute,
 };
-use shoal_mesh::{Endpoint, Mesh, PortRoute};
+use shoal_mesh::{Endpoint, Mesh, PortRoute, Protocol};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -171,12 +171,19 @@ pub fn to_route(r: ServiceRoute) -> shoal_mesh::ServiceRoute {
         ports: r
             .ports
             .iter()
-            .filter(|p| p.protocol == "tcp")
             .filter_map(|p| {
-                Some(PortRoute::tcp(
-                    u16::try_from(p.published_port).ok()?,
-                    u16::try_from(p.target_port).ok()?,
-                ))
+                let protocol = match p.protocol.as_str() {
+                    "tcp" => Protocol::Tcp,
+                    "udp" => Protocol::Udp,
+                    _ => return None,
+                };
+                Some(PortRoute {
+                    protocol,
+                    ..PortRoute::tcp(
+                        u16::try_from(p.published_port).ok()?,
+                        u16::try_from(p.target_port).ok()?,
+                    )
+                })
             })
             .collect(),
         endpoints: r

@@ -35,6 +35,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         MeshConfig {
             listen_ip: cfg.mesh_listen_ip,
             data_path: cfg.mesh_data_path,
+            udp_idle_timeout: cfg.mesh_udp_timeout,
             ..MeshConfig::default()
         },
         &registry,

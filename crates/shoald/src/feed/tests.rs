@@ -11,3 +11,29 @@ fn reconnect_waits_grow_with_jitter_and_stay_bounded() {
     // The jitter spreads nodes out: not every late wait is the same.
     assert!(waits[20..].iter().any(|w| *w != waits[20]));
 }
+
+#[test]
+fn to_route_carries_tcp_and_udp_ports_of_one_number_and_drops_others() {
+    let port = |protocol: &str| shoal_api::pb::RoutePort {
+        published_port: 5353,
+        target_port: 53,
+        protocol: protocol.into(),
+        ..Default::default()
+    };
+    let route = to_route(ServiceRoute {
+        service_id: "s".into(),
+        service_name: "dns".into(),
+        ports: vec![port("tcp"), port("udp"), port("sctp")],
+        endpoints: vec![],
+    });
+    assert_eq!(
+        route.ports,
+        [
+            PortRoute::tcp(5353, 53),
+            PortRoute {
+                protocol: Protocol::Udp,
+                ..PortRoute::tcp(5353, 53)
+            }
+        ]
+    );
+}
