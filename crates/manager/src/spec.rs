@@ -92,13 +92,16 @@ pub fn validate(spec: &ServiceSpec) -> Result<(), String> {
     for p in &spec.ports {
         validate_port(p)?;
         if p.published_port != 0 {
-            if seen.contains(&p.published_port) {
+            // 53/tcp and 53/udp are two ports.
+            let udp = p.protocol == "udp";
+            if seen.contains(&(p.published_port, udp)) {
                 return Err(format!(
-                    "ports: published port {} is listed twice",
-                    p.published_port
+                    "ports: published port {}{} is listed twice",
+                    p.published_port,
+                    if udp { "/udp" } else { "" }
                 ));
             }
-            seen.push(p.published_port);
+            seen.push((p.published_port, udp));
         }
     }
     Ok(())
@@ -206,14 +209,17 @@ fn validate_port(p: &PortConfig) -> Result<(), String> {
         ));
     }
     match p.protocol.as_str() {
-        "" | "tcp" => {}
-        "udp" | "sctp" => {
+        "" | "tcp" | "udp" => {}
+        "sctp" => {
+            return Err(
+                "ports: protocol sctp is not supported by the routing mesh; use tcp or udp".into(),
+            )
+        }
+        other => {
             return Err(format!(
-                "ports: protocol {} is not routed by the mesh yet; use tcp",
-                p.protocol
+                "ports: unknown protocol {other:?} (use tcp or udp)"
             ))
         }
-        other => return Err(format!("ports: unknown protocol {other:?} (use tcp)")),
     }
     match p.publish_mode.as_str() {
         "" | "ingress" | "host" => Ok(()),
@@ -294,6 +300,29 @@ mod tests {
     #[test]
     fn accepts_a_plain_spec() {
         assert_eq!(validate(&spec()), Ok(()));
+    }
+
+    #[test]
+    fn udp_is_accepted_beside_tcp_and_sctp_is_refused() {
+        let port = |protocol: &str| PortConfig {
+            protocol: protocol.into(),
+            target_port: 53,
+            published_port: 5353,
+            ..Default::default()
+        };
+        let mut s = spec();
+        s.ports = vec![port("tcp"), port("udp")];
+        assert_eq!(validate(&s), Ok(()));
+        s.ports = vec![port("udp"), port("udp")];
+        assert_eq!(
+            validate(&s),
+            Err("ports: published port 5353/udp is listed twice".into())
+        );
+        s.ports = vec![port("sctp")];
+        assert_eq!(
+            validate(&s),
+            Err("ports: protocol sctp is not supported by the routing mesh; use tcp or udp".into())
+        );
     }
 
     #[test]

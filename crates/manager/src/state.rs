@@ -38,8 +38,14 @@ pub fn node_key(id: &str) -> String {
 pub fn service_name_key(name: &str) -> String {
     format!("{SERVICE_NAMES}{name}")
 }
-pub fn ingress_port_key(port: u32) -> String {
-    format!("{INGRESS_PORTS}{port}")
+/// The index entry of a published port: `<port>` for TCP (the key stored
+/// before UDP was routed, so existing stores stay valid), `<port>/udp` for
+/// UDP, so one number may be taken once per protocol.
+pub fn ingress_port_key(port: u32, protocol: &str) -> String {
+    match protocol {
+        "udp" => format!("{INGRESS_PORTS}{port}/udp"),
+        _ => format!("{INGRESS_PORTS}{port}"),
+    }
 }
 
 /// Objects that carry a [`shoal_api::pb::Meta`] whose version mirrors the

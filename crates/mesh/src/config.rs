@@ -36,6 +36,10 @@ pub struct MeshConfig {
     /// its service runs on this node, and only to those tasks. `None`: no
     /// task is local, so host-mode ports are not served.
     pub node_name: Option<Arc<str>>,
+    /// How long a UDP client flow stays pinned to its task with no datagram
+    /// either way; after it, the client's next datagram starts a new flow
+    /// (which may go to another task).
+    pub udp_idle_timeout: Duration,
 }
 
 /// How the mesh's worker threads do their I/O.
@@ -95,6 +99,7 @@ impl Default for MeshConfig {
             workers: workers::default_count(),
             data_path: DataPath::default(),
             node_name: None,
+            udp_idle_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -2,14 +2,17 @@
 
 use std::net::SocketAddr;
 
+use crate::route::Protocol;
+
 /// Errors of the mesh. Those returned by `apply_*` are per port and non-fatal.
 #[derive(Debug, thiserror::Error)]
 pub enum MeshError {
     /// A published port could not be bound; it is retried on the next update.
-    #[error("bind {addr} for service {service}: {source}")]
+    #[error("bind {addr}{} for service {service}: {source}", .protocol.suffix())]
     Bind {
         addr: SocketAddr,
         port: u16,
+        protocol: Protocol,
         service: String,
         source: std::io::Error,
     },

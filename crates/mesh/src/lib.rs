@@ -4,15 +4,16 @@
 //! its service runs on the node, to that task). A [`Mesh`] is fed routing
 //! snapshots and deltas (it knows nothing of gRPC or the store), publishes them
 //! as an immutable [`RoutingTable`] through `ArcSwap`, keeps one listener per
-//! published port, and forwards each accepted TCP connection to the service's
-//! task endpoints in round-robin order, skipping draining endpoints and
-//! ejecting ones that fail to connect. Ports listen dual-stack (IPv6 and IPv4
-//! clients alike; tasks are reached over IPv4); a port that asks for it sends
-//! its task a PROXY protocol header naming the client before the client's
-//! bytes. The data path runs on the mesh's own worker threads, one per core,
-//! each driving an io_uring (`uring`, the default where the kernel allows it)
-//! or a tokio runtime (`workers`, epoll), as [`DataPath`] says; the [`Mesh`]
-//! handle may be used from any thread or runtime.
+//! published port, and forwards each accepted TCP connection, and each UDP
+//! client flow, to the service's task endpoints in round-robin order, skipping
+//! draining endpoints and ejecting ones that fail to connect. Ports listen
+//! dual-stack (IPv6 and IPv4 clients alike; tasks are reached over IPv4); a
+//! TCP port that asks for it sends its task a PROXY protocol header naming the
+//! client before the client's bytes. The data path runs on the mesh's own
+//! worker threads, one per core, each driving an io_uring (`uring`, the
+//! default where the kernel allows it) or a tokio runtime (`workers`, epoll),
+//! as [`DataPath`] says; UDP runs on its own threads; the [`Mesh`] handle may
+//! be used from any thread or runtime.
 //!
 //! # Layout
 //!
@@ -44,6 +45,10 @@
 //! - `pipe`: the pipes splice goes through. It and `uring` are the only
 //!   modules with `unsafe`, besides `accept_errors`' `getrlimit` for a log line
 //!   (the tests read `TCP_INFO` and set `RLIMIT_NOFILE` too).
+//! - `udp`: UDP ingress: a SO_REUSEPORT group of sockets per published UDP
+//!   port, each with a sans-IO flow table (`udp::flows`) pinning client flows
+//!   to tasks, the replies relayed back from the published port. It runs on
+//!   the epoll workers, or on threads of its own beside io_uring ones.
 //! - `metrics`: the Prometheus families and the per-task / per-port handles.
 //!
 //! Modules below the crate root never import from it: the root only wires
@@ -69,6 +74,7 @@ mod route;
 mod shared;
 mod socket;
 mod table;
+mod udp;
 mod workers;
 
 #[allow(unsafe_code)]
@@ -84,6 +90,8 @@ mod client_address_tests;
 mod hygiene_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod udp_tests;
 #[cfg(test)]
 #[path = "client_address_tests.rs"]
 #[allow(clippy::duplicate_mod)]
@@ -141,7 +149,10 @@ struct Inner {
 }
 
 struct Control {
-    listeners: HashMap<u16, Listener>,
+    listeners: HashMap<(u16, Protocol), Listener>,
+    /// The threads UDP ports are served on beside io_uring workers (which
+    /// serve TCP only); started with the first UDP port.
+    udp_threads: Option<Workers>,
     /// A routed port failed to bind: every update retries it.
     unbound: bool,
     /// Set by shutdown: no listener is opened afterwards.
@@ -230,6 +241,7 @@ impl Mesh {
                 engine,
                 control: Mutex::new(Control {
                     listeners: HashMap::new(),
+                    udp_threads: None,
                     unbound: false,
                     shut_down: false,
                 }),
@@ -282,11 +294,14 @@ impl Mesh {
         first
     }
 
-    /// The published ports that currently have a listener.
+    /// The published TCP ports that currently have a listener.
     pub fn listening_ports(&self) -> Vec<u16> {
-        let mut ports: Vec<_> = self.inner.control().listeners.keys().copied().collect();
-        ports.sort_unstable();
-        ports
+        self.inner.listening(Protocol::Tcp)
+    }
+
+    /// The published UDP ports that currently have sockets.
+    pub fn listening_udp_ports(&self) -> Vec<u16> {
+        self.inner.listening(Protocol::Udp)
     }
 
     /// Stops accepting on every port, waits up to `grace` for active
@@ -300,7 +315,7 @@ impl Mesh {
             let listeners: Vec<_> = control.listeners.drain().collect();
             listeners
                 .into_iter()
-                .flat_map(|(port, l)| self.inner.close_listener(port, l))
+                .flat_map(|((port, protocol), l)| self.inner.close_listener(port, protocol, l))
                 .collect()
         };
         // Wait for the listening sockets to close, so the ports are closed
@@ -351,15 +366,60 @@ impl Inner {
         }
     }
 
+    /// The published ports of `protocol` that have a listener, in order.
+    fn listening(&self, protocol: Protocol) -> Vec<u16> {
+        let mut ports: Vec<_> = (self.control().listeners.keys())
+            .filter(|(_, p)| *p == protocol)
+            .map(|&(port, _)| port)
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
     /// Stops accepting on a published port; returns what completes once its
     /// sockets are closed.
-    fn close_listener(&self, port: u16, listener: Listener) -> Vec<Closed> {
-        debug!(port, "closing listener");
+    fn close_listener(&self, port: u16, protocol: Protocol, listener: Listener) -> Vec<Closed> {
+        debug!(port, ?protocol, "closing listener");
         listener.stop.cancel();
-        if let Engine::Uring(workers) = &self.engine {
+        if let (Engine::Uring(workers), Protocol::Tcp) = (&self.engine, protocol) {
             workers.broadcast(|| Command::Unlisten { port });
         }
         listener.closed
+    }
+
+    /// Starts serving the sockets of a published UDP port, one per worker.
+    fn open_udp_listener(
+        &self,
+        control: &mut Control,
+        port: u16,
+        sockets: Vec<std::net::UdpSocket>,
+    ) -> std::io::Result<Listener> {
+        let workers = match &self.engine {
+            Engine::Epoll(workers) => workers,
+            Engine::Uring(_) => {
+                if control.udp_threads.is_none() {
+                    control.udp_threads = Some(Workers::start(
+                        self.shared.config.workers,
+                        &self.shared.connections,
+                    )?);
+                }
+                control
+                    .udp_threads
+                    .as_ref()
+                    .expect("the UDP threads were started above")
+            }
+        };
+        let stop = self.stop_accepting.child_token();
+        let count = sockets.len();
+        let closed = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(worker, socket)| {
+                let serve = udp::serve(self.shared.clone(), socket, port, count, stop.clone());
+                Closed::Task(workers.spawn(worker % workers.len(), serve))
+            })
+            .collect();
+        Ok(Listener { stop, closed })
     }
 
     /// Starts accepting on the sockets of a published port, one per worker.
@@ -454,38 +514,45 @@ impl Inner {
     /// Closes listeners of ports no longer routed and binds new ones. A port
     /// that failed to bind is not recorded, so the next update retries it.
     fn reconcile_listeners(&self, control: &mut Control, table: &RoutingTable) -> Vec<MeshError> {
-        let gone: Vec<u16> = control
+        let gone: Vec<(u16, Protocol)> = control
             .listeners
             .keys()
             .copied()
-            .filter(|&port| table.service_for_port(port).is_none())
+            .filter(|&(port, protocol)| table.service_for(port, protocol).is_none())
             .collect();
-        for port in gone {
-            if let Some(l) = control.listeners.remove(&port) {
+        for key @ (port, protocol) in gone {
+            if let Some(l) = control.listeners.remove(&key) {
                 // Closing happens on the workers; nothing waits for it here.
-                drop(self.close_listener(port, l));
+                drop(self.close_listener(port, protocol, l));
             }
         }
         let mut errors = Vec::new();
-        for port in table.ports() {
-            if control.listeners.contains_key(&port) {
+        for key @ (port, protocol) in table.ports() {
+            if control.listeners.contains_key(&key) {
                 continue;
             }
             let addr = SocketAddr::new(self.shared.config.listen_ip, port);
-            match socket::bind_group(addr, self.shared.config.keepalive, self.worker_count()) {
-                Ok(sockets) => {
-                    debug!(%addr, "listening");
-                    let listener = self.open_listener(port, sockets);
-                    control.listeners.insert(port, listener);
+            let count = self.worker_count();
+            let opened = match protocol {
+                Protocol::Tcp => socket::bind_group(addr, self.shared.config.keepalive, count)
+                    .map(|sockets| self.open_listener(port, sockets)),
+                Protocol::Udp => udp::bind_group(addr, count)
+                    .and_then(|sockets| self.open_udp_listener(control, port, sockets)),
+            };
+            match opened {
+                Ok(listener) => {
+                    debug!(%addr, ?protocol, "listening");
+                    control.listeners.insert(key, listener);
                 }
                 Err(source) => {
                     let service = table
-                        .service_for_port(port)
+                        .service_for(port, protocol)
                         .map(|s| s.name().to_owned())
                         .unwrap_or_default();
                     let err = MeshError::Bind {
                         addr,
                         port,
+                        protocol,
                         service,
                         source,
                     };

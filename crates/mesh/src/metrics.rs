@@ -16,6 +16,9 @@ use prometheus::{
 
 /// Label names of the per-task families.
 const TASK_LABELS: [&str; 4] = ["service", "task", "slot", "node"];
+/// Label names of the per-task UDP families: the task's, and `protocol`
+/// (always `udp`), so a query can join them with the TCP ones.
+const UDP_TASK_LABELS: [&str; 5] = ["service", "task", "slot", "node", "protocol"];
 /// Label names of the per-port families.
 const PORT_LABELS: [&str; 2] = ["service", "port"];
 
@@ -36,6 +39,12 @@ pub(crate) struct MeshMetrics {
     connect_duration: HistogramVec,
     port_accepted: IntCounterVec,
     port_refused: IntCounterVec,
+    udp_datagrams_from_client: IntCounterVec,
+    udp_datagrams_to_client: IntCounterVec,
+    udp_bytes_from_client: IntCounterVec,
+    udp_bytes_to_client: IntCounterVec,
+    udp_flows: IntCounterVec,
+    udp_active_flows: IntGaugeVec,
     /// Failed accepts on any published port, by reason (see
     /// [`crate::accept_errors::AcceptErrors`]).
     pub(crate) accept_errors: IntCounterVec,
@@ -48,6 +57,7 @@ pub(crate) struct MeshMetrics {
 #[derive(Default)]
 struct LiveSeries {
     tasks: HashMap<[String; 4], Weak<TaskMetrics>>,
+    udp_tasks: HashMap<[String; 4], Weak<UdpTaskMetrics>>,
     ports: HashMap<[String; 2], Weak<PortMetrics>>,
 }
 
@@ -60,6 +70,21 @@ pub(crate) struct TaskMetrics {
     pub(crate) connect_errors: IntCounter,
     pub(crate) connect_duration: Histogram,
     labels: [String; 4],
+    families: Arc<MeshMetrics>,
+}
+
+/// Handles of one task's UDP series (labels service, task, slot, node and
+/// protocol="udp"); resolved only for services that publish a UDP port.
+pub(crate) struct UdpTaskMetrics {
+    pub(crate) datagrams_from_client: IntCounter,
+    pub(crate) datagrams_to_client: IntCounter,
+    pub(crate) bytes_from_client: IntCounter,
+    pub(crate) bytes_to_client: IntCounter,
+    /// Flows pinned to the task.
+    pub(crate) flows: IntCounter,
+    /// Flows pinned to the task and not yet forgotten.
+    pub(crate) active_flows: IntGauge,
+    labels: [String; 5],
     families: Arc<MeshMetrics>,
 }
 
@@ -102,6 +127,14 @@ impl MeshMetrics {
             &TASK_LABELS,
         )?;
         registry.register(Box::new(connect_duration.clone()))?;
+        let udp_active_flows = IntGaugeVec::new(
+            Opts::new(
+                "shoal_mesh_task_udp_active_flows",
+                "UDP client flows currently pinned to the task",
+            ),
+            &UDP_TASK_LABELS,
+        )?;
+        registry.register(Box::new(udp_active_flows.clone()))?;
         Ok(Arc::new(Self {
             connections: counter(
                 registry,
@@ -141,6 +174,37 @@ impl MeshMetrics {
                 "Client connections closed because no endpoint of the service could be reached",
                 &PORT_LABELS,
             )?,
+            udp_datagrams_from_client: counter(
+                registry,
+                "shoal_mesh_task_udp_datagrams_from_client_total",
+                "UDP datagrams forwarded from clients to the task",
+                &UDP_TASK_LABELS,
+            )?,
+            udp_datagrams_to_client: counter(
+                registry,
+                "shoal_mesh_task_udp_datagrams_to_client_total",
+                "UDP datagrams forwarded from the task to clients",
+                &UDP_TASK_LABELS,
+            )?,
+            udp_bytes_from_client: counter(
+                registry,
+                "shoal_mesh_task_udp_bytes_from_client_total",
+                "UDP payload bytes forwarded from clients to the task",
+                &UDP_TASK_LABELS,
+            )?,
+            udp_bytes_to_client: counter(
+                registry,
+                "shoal_mesh_task_udp_bytes_to_client_total",
+                "UDP payload bytes forwarded from the task to clients",
+                &UDP_TASK_LABELS,
+            )?,
+            udp_flows: counter(
+                registry,
+                "shoal_mesh_task_udp_flows_total",
+                "UDP client flows pinned to the task",
+                &UDP_TASK_LABELS,
+            )?,
+            udp_active_flows,
             accept_errors: counter(
                 registry,
                 "shoal_mesh_accept_errors_total",
@@ -185,6 +249,41 @@ impl MeshMetrics {
         m
     }
 
+    /// The UDP handles of one task, shared with any entry or flow still
+    /// holding them.
+    pub(crate) fn udp_task(
+        self: &Arc<Self>,
+        service: &str,
+        task: &str,
+        slot: u64,
+        node: &str,
+    ) -> Arc<UdpTaskMetrics> {
+        let key = [
+            service.to_owned(),
+            task.to_owned(),
+            slot.to_string(),
+            node.to_owned(),
+        ];
+        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(m) = live.udp_tasks.get(&key).and_then(Weak::upgrade) {
+            return m;
+        }
+        let [service, task, slot, node] = key.clone();
+        let labels = [service, task, slot, node, "udp".to_owned()];
+        let m = Arc::new(UdpTaskMetrics {
+            datagrams_from_client: self.udp_datagrams_from_client.with_label_values(&labels),
+            datagrams_to_client: self.udp_datagrams_to_client.with_label_values(&labels),
+            bytes_from_client: self.udp_bytes_from_client.with_label_values(&labels),
+            bytes_to_client: self.udp_bytes_to_client.with_label_values(&labels),
+            flows: self.udp_flows.with_label_values(&labels),
+            active_flows: self.udp_active_flows.with_label_values(&labels),
+            labels,
+            families: self.clone(),
+        });
+        live.udp_tasks.insert(key, Arc::downgrade(&m));
+        m
+    }
+
     /// The handles of one published port, shared with any entry still holding them.
     pub(crate) fn port(self: &Arc<Self>, service: &str, port: u16) -> Arc<PortMetrics> {
         let labels = [service.to_owned(), port.to_string()];
@@ -226,6 +325,32 @@ impl Drop for TaskMetrics {
         let _ = f.bytes_to_client.remove_label_values(l);
         let _ = f.connect_errors.remove_label_values(l);
         let _ = f.connect_duration.remove_label_values(l);
+    }
+}
+
+// === impl UdpTaskMetrics ===
+
+impl Drop for UdpTaskMetrics {
+    fn drop(&mut self) {
+        let f = &self.families;
+        let mut live = f.live.lock().unwrap_or_else(PoisonError::into_inner);
+        let [service, task, slot, node, _] = self.labels.clone();
+        let key = [service, task, slot, node];
+        if live
+            .udp_tasks
+            .get(&key)
+            .is_some_and(|w| w.strong_count() > 0)
+        {
+            return;
+        }
+        live.udp_tasks.remove(&key);
+        let l = &self.labels;
+        let _ = f.udp_datagrams_from_client.remove_label_values(l);
+        let _ = f.udp_datagrams_to_client.remove_label_values(l);
+        let _ = f.udp_bytes_from_client.remove_label_values(l);
+        let _ = f.udp_bytes_to_client.remove_label_values(l);
+        let _ = f.udp_flows.remove_label_values(l);
+        let _ = f.udp_active_flows.remove_label_values(l);
     }
 }
 

@@ -37,6 +37,17 @@ pub enum Protocol {
     Udp,
 }
 
+impl Protocol {
+    /// How a port of this protocol is written after its number: nothing
+    /// for TCP (the default), `/udp` for UDP.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::Tcp => "",
+            Self::Udp => "/udp",
+        }
+    }
+}
+
 /// The PROXY protocol version (haproxy's spec) a port sends to its tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProxyProtocol {

@@ -7,8 +7,9 @@
 //! its slot: its cost depends on the service, not on the size of the table.
 //! Only a change of the port map (a service added or removed, its published
 //! ports changed, a snapshot) builds a new table, which copies the two maps
-//! shallowly (they hold `Arc`s) and shares every unchanged slot. Entries are
-//! immutable; the state that must survive an update (round-robin counter,
+//! shallowly (they hold `Arc`s) and shares every unchanged slot. Ports are
+//! keyed by number and protocol: one service may publish 53/tcp and 53/udp.
+//! Entries are immutable; the state that must survive an update (round-robin counter,
 //! ejection state, metric handles) is carried over from the previous entry.
 
 use std::collections::{HashMap, HashSet};
@@ -22,10 +23,11 @@ use tracing::warn;
 use crate::error::MeshError;
 use crate::health::Health;
 use crate::host_mode;
-use crate::metrics::{MeshMetrics, PortMetrics, TaskMetrics};
-use crate::route::{Endpoint, PortRoute, ServiceRoute};
+use crate::metrics::{MeshMetrics, PortMetrics, TaskMetrics, UdpTaskMetrics};
+use crate::route::{Endpoint, PortRoute, Protocol, ServiceRoute};
 
-/// What the mesh routes: published port → service, service id → service.
+/// What the mesh routes: published port and protocol → service, service id →
+/// service.
 /// The maps are immutable once published; each service's entry is read
 /// through its slot, so it is always the service's current one.
 #[derive(Default)]
@@ -33,9 +35,9 @@ pub struct RoutingTable {
     /// Counts applied snapshots and deltas; shared by every table of one mesh.
     revision: Arc<AtomicU64>,
     services: HashMap<Arc<str>, Arc<ServiceSlot>>,
-    /// The ports this node listens on: every ingress port, and the host-mode
-    /// ports of services with a task on this node.
-    ports: HashMap<u16, Arc<ServiceSlot>>,
+    /// The ports this node listens on, by (number, protocol): every ingress
+    /// port, and the host-mode ports of services with a task on this node.
+    ports: HashMap<(u16, Protocol), Arc<ServiceSlot>>,
     /// This node's name, for host-mode ports (see [`crate::host_mode`]).
     node_name: Option<Arc<str>>,
 }
@@ -77,6 +79,8 @@ pub(crate) struct EndpointEntry {
     /// Ejection state; carried over (by task id) across updates of the service.
     pub(crate) health: Arc<Health>,
     pub(crate) metrics: Arc<TaskMetrics>,
+    /// The UDP series, for services that publish a UDP port.
+    pub(crate) udp_metrics: Option<Arc<UdpTaskMetrics>>,
 }
 
 // === impl RoutingTable ===
@@ -96,9 +100,16 @@ impl RoutingTable {
         self.revision.load(Ordering::Relaxed)
     }
 
-    /// The service that owns a published port, as it is now.
+    /// The service that owns a published TCP port, as it is now.
     pub fn service_for_port(&self, port: u16) -> Option<Arc<ServiceEntry>> {
-        self.ports.get(&port).map(|slot| slot.entry.load_full())
+        self.service_for(port, Protocol::Tcp)
+    }
+
+    /// The service that owns a published port of `protocol`, as it is now.
+    pub fn service_for(&self, port: u16, protocol: Protocol) -> Option<Arc<ServiceEntry>> {
+        self.ports
+            .get(&(port, protocol))
+            .map(|slot| slot.entry.load_full())
     }
 
     /// A service by id, as it is now.
@@ -111,8 +122,8 @@ impl RoutingTable {
         self.services.values().map(|slot| slot.entry.load_full())
     }
 
-    /// All published ports, in no particular order.
-    pub fn ports(&self) -> impl Iterator<Item = u16> + '_ {
+    /// All published ports with their protocol, in no particular order.
+    pub fn ports(&self) -> impl Iterator<Item = (u16, Protocol)> + '_ {
         self.ports.keys().copied()
     }
 
@@ -180,7 +191,7 @@ impl RoutingTable {
     pub(crate) fn remove(&mut self, id: &str) {
         if let Some(old) = self.services.remove(id) {
             for p in &old.entry.load().ports {
-                let port = p.route.published;
+                let port = (p.route.published, p.route.protocol);
                 if self.ports.get(&port).is_some_and(|o| Arc::ptr_eq(o, &old)) {
                     self.ports.remove(&port);
                 }
@@ -198,8 +209,8 @@ impl RoutingTable {
             entry: ArcSwap::new(entry.clone()),
         });
         for p in entry.ports.iter().filter(|p| p.listening) {
-            let port = p.route.published;
-            if let Some(prev) = self.ports.insert(port, slot.clone()) {
+            let (port, protocol) = (p.route.published, p.route.protocol);
+            if let Some(prev) = self.ports.insert((port, protocol), slot.clone()) {
                 let prev = prev.entry.load();
                 if prev.id != entry.id {
                     let err = MeshError::PortConflict {
@@ -248,6 +259,7 @@ impl ServiceEntry {
             ports,
             endpoints,
         } = route;
+        let udp = ports.iter().any(|p| p.protocol == Protocol::Udp);
         let endpoints: Vec<_> = endpoints
             .into_iter()
             .map(|endpoint| {
@@ -259,6 +271,14 @@ impl ServiceEntry {
                     })
                     .map(|e| e.health.clone())
                     .unwrap_or_default();
+                let udp_metrics = udp.then(|| {
+                    metrics.udp_task(
+                        &service_name,
+                        &endpoint.task_id,
+                        endpoint.slot,
+                        &endpoint.node,
+                    )
+                });
                 let metrics = metrics.task(
                     &service_name,
                     &endpoint.task_id,
@@ -269,6 +289,7 @@ impl ServiceEntry {
                     endpoint,
                     health,
                     metrics,
+                    udp_metrics,
                 })
             })
             .collect();
@@ -339,8 +360,16 @@ impl ServiceEntry {
         self.endpoints.iter().map(|e| &e.endpoint)
     }
 
+    /// A published TCP port of the service.
     pub(crate) fn port(&self, published: u16) -> Option<&PortEntry> {
-        self.ports.iter().find(|p| p.route.published == published)
+        self.port_of(published, Protocol::Tcp)
+    }
+
+    /// A published port of the service, by number and protocol.
+    pub(crate) fn port_of(&self, published: u16, protocol: Protocol) -> Option<&PortEntry> {
+        self.ports
+            .iter()
+            .find(|p| p.route.published == published && p.route.protocol == protocol)
     }
 }
 

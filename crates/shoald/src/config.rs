@@ -92,6 +92,15 @@ pub struct DaemonConfig {
     /// allows it, else epoll), epoll, or io_uring.
     #[arg(long, default_value = "auto")]
     pub mesh_data_path: shoal_mesh::DataPath,
+    /// How long a UDP client flow through the mesh stays pinned to its task
+    /// with no datagram either way; its next datagram after that may go to
+    /// another task. 30s, as conntrack's default for unanswered UDP and
+    /// far below the 300s of Swarm's IPVS: DNS, syslog and game clients send
+    /// again well within it, QUIC's idle timeouts are of that order, and a
+    /// forgotten flow costs a client only a possible change of task, while a
+    /// kept one holds a socket. Between 100ms and 1h.
+    #[arg(long, default_value = "30s", value_parser = parse_udp_timeout)]
+    pub mesh_udp_timeout: Duration,
     /// How tasks are connected to the mesh.
     #[arg(long, value_enum, default_value = "auto")]
     pub network_mode: NetworkModeArg,
@@ -104,6 +113,23 @@ pub struct DaemonConfig {
     /// How long a task gets between SIGTERM and SIGKILL.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub stop_grace_period: Duration,
+}
+
+/// The bounds of `--mesh-udp-timeout`.
+const UDP_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(3600);
+
+/// Parses `--mesh-udp-timeout`: a duration (`30s`, `2m`) within
+/// [`UDP_TIMEOUT_RANGE`].
+fn parse_udp_timeout(value: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(value)
+        .map_err(|e| format!("{value:?} is not a duration ({e}); use e.g. 30s or 2m"))?;
+    if !UDP_TIMEOUT_RANGE.contains(&d) {
+        return Err(format!(
+            "{value:?} is out of range; use a duration from 100ms to 1h"
+        ));
+    }
+    Ok(d)
 }
 
 impl DaemonConfig {
@@ -121,6 +147,8 @@ impl DaemonConfig {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use clap::Parser;
 
     use super::Cli;
@@ -162,5 +190,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--mesh-tcp-keepalive"), "{err}");
+    }
+
+    #[test]
+    fn mesh_udp_timeout_defaults_to_30s_and_refuses_what_is_out_of_range() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["shoald"], args].concat());
+        let timeout = |args: &[&str]| parse(args).unwrap().daemon.mesh_udp_timeout;
+        assert_eq!(timeout(&[]), Duration::from_secs(30));
+        assert_eq!(
+            timeout(&["--mesh-udp-timeout", "2m"]),
+            Duration::from_secs(120)
+        );
+        for bad in ["0s", "50ms", "2h", "soon"] {
+            let err = parse(&["--mesh-udp-timeout", bad]).unwrap_err().to_string();
+            let first = err.lines().next().unwrap_or_default();
+            assert!(
+                first.contains("--mesh-udp-timeout") && first.contains(bad),
+                "{err}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        /// Every whole number of milliseconds parses to itself when in range
+        /// and is refused otherwise; no input panics.
+        #[test]
+        fn udp_timeout_parser_takes_exactly_its_range(ms in 0u64..10_000_000, junk in ".{0,12}") {
+            let parsed = super::parse_udp_timeout(&format!("{ms}ms"));
+            let d = Duration::from_millis(ms);
+            if super::UDP_TIMEOUT_RANGE.contains(&d) {
+                proptest::prop_assert_eq!(parsed, Ok(d));
+            } else {
+                proptest::prop_assert!(parsed.is_err());
+            }
+            let _ = super::parse_udp_timeout(&junk);
+        }
     }
 }

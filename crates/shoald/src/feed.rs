@@ -12,7 +12,7 @@ use shoal_api::pb::dispatcher_client::DispatcherClient;
 use shoal_api::pb::{
     feed_message, FeedAppliedRequest, FeedMessage, FeedRequest, OverlayPeers, ServiceRoute,
 };
-use shoal_mesh::{Endpoint, Mesh, PortRoute, ProxyProtocol, PublishMode};
+use shoal_mesh::{Endpoint, Mesh, PortRoute, Protocol, ProxyProtocol, PublishMode};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
@@ -181,9 +181,14 @@ pub fn to_route(r: ServiceRoute) -> shoal_mesh::ServiceRoute {
         ports: r
             .ports
             .iter()
-            .filter(|p| p.protocol == "tcp")
             .filter_map(|p| {
+                let protocol = match p.protocol.as_str() {
+                    "tcp" => Protocol::Tcp,
+                    "udp" => Protocol::Udp,
+                    _ => return None,
+                };
                 Some(PortRoute {
+                    protocol,
                     mode: publish_mode(&p.publish_mode),
                     proxy_protocol: proxy_protocol(&p.proxy_protocol),
                     ..PortRoute::tcp(

@@ -38,6 +38,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
             // The name the feed gives this node's tasks (its hostname).
             node_name: Some(identity.hostname.as_str().into()),
             keepalive: cfg.mesh_tcp_keepalive,
+            udp_idle_timeout: cfg.mesh_udp_timeout,
             ..MeshConfig::default()
         },
         &registry,

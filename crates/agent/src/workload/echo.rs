@@ -2,7 +2,9 @@
 //! identity, e.g. `web.1.k3j4... on hostos1 (shoal/echo:2 tag 2)`. A
 //! connection that starts with a PROXY protocol header (v1 or v2, which the
 //! mesh sends for ports that ask for it) is answered with the client's
-//! address it names too: `... (shoal/echo:2 tag 2) for 10.1.0.2:41234`.
+//! address it names too: `... (shoal/echo:2 tag 2) for 10.1.0.2:41234`. On
+//! the same port number, a UDP echo answers every datagram with the task's
+//! name, node and the datagram: `web.1.k3j4... on hostos1: <payload>`.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -16,7 +18,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use super::WorkloadError;
@@ -71,13 +73,71 @@ pub(crate) async fn run() -> Result<(), WorkloadError> {
     let addr = format!("0.0.0.0:{port}");
     let listener = TcpListener::bind(&addr)
         .await
-        .map_err(|source| WorkloadError::Bind { addr, source })?;
-    serve(listener, EchoIdentity::from_env(), stop)
+        .map_err(|source| WorkloadError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+    let identity = EchoIdentity::from_env();
+    // The UDP echo is a bonus: a task whose UDP port is taken still serves
+    // HTTP (in loopback mode only the TCP port was found free).
+    let udp = match UdpSocket::bind(&addr).await {
+        Ok(socket) => Some(tokio::spawn(serve_udp(
+            socket,
+            identity.clone(),
+            stop.clone(),
+        ))),
+        Err(e) => {
+            eprintln!("shoal/echo: no UDP echo: bind {addr}/udp: {e}");
+            None
+        }
+    };
+    serve(listener, identity, stop)
         .await
         .map_err(|source| WorkloadError::Io {
             what: "accept",
             source,
-        })
+        })?;
+    if let Some(Ok(Err(source))) = match udp {
+        Some(task) => Some(task.await),
+        None => None,
+    } {
+        return Err(WorkloadError::Io {
+            what: "udp receive",
+            source,
+        });
+    }
+    Ok(())
+}
+
+/// Answers every datagram on `socket` with `<task> on <node>: <datagram>`
+/// until `shutdown` fires.
+pub async fn serve_udp(
+    socket: UdpSocket,
+    identity: EchoIdentity,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let prefix = format!("{} on {}: ", identity.task_name, identity.hostname);
+    let mut buf = vec![0; 65_535];
+    let mut reply = Vec::with_capacity(prefix.len() + buf.len());
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                // An ICMP error for an earlier reply: not this socket's fault.
+                Err(e) if is_transient(&e) || e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        reply.clear();
+        reply.extend_from_slice(prefix.as_bytes());
+        reply.extend_from_slice(&buf[..len]);
+        // A reply that does not fit a datagram is cut, as the client asked
+        // for one datagram back.
+        reply.truncate(buf.len());
+        // A lost reply is UDP's normal; the client asks again.
+        let _ = socket.send_to(&reply, peer).await;
+    }
 }
 
 /// Serves on `listener` until `shutdown` fires; then stops accepting and lets

@@ -1,6 +1,7 @@
 //! Published ports: which ports a service may publish and which it gets when
 //! it names none. Ingress ports are served on every node, so a port is free
-//! only if it is free cluster-wide: no other service publishes it, and no
+//! only if it is free cluster-wide: no other service publishes it with the
+//! same protocol (a UDP and a TCP port of one number do not clash), and no
 //! live task holds it as a host port on any node (host-mode publishing, or a
 //! loopback-mode task's port). Both come from the store's view; the answering
 //! manager's own host is probed last, for programs outside the cluster.
@@ -24,8 +25,12 @@ use crate::state::ClusterView;
 /// Why a service cannot have the ports it asks for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortError {
-    #[error("ports: published port {port} is already used by service {service}; pick another published port")]
-    UsedByService { port: u32, service: String },
+    #[error("ports: published port {port}{} is already used by service {service}; pick another published port", suffix(.protocol))]
+    UsedByService {
+        port: u32,
+        protocol: String,
+        service: String,
+    },
     #[error("ports: port {port} is already in use on node {node} by task {task} of service {service}; pick another published port")]
     UsedOnNode {
         port: u32,
@@ -61,6 +66,22 @@ pub struct HostPortHolder {
     pub service: String,
 }
 
+/// How a port of `protocol` is written after its number: nothing for TCP.
+fn suffix(protocol: &str) -> String {
+    match protocol {
+        "" | "tcp" => String::new(),
+        other => format!("/{other}"),
+    }
+}
+
+/// The protocol of a published port, `tcp` when none is given.
+fn protocol_of(p: &PortConfig) -> &str {
+    match p.protocol.as_str() {
+        "" => "tcp",
+        other => other,
+    }
+}
+
 /// Fills in published ports of `ports` that are 0 with the lowest port of
 /// the dynamic range that `available` accepts and no other port here uses.
 pub fn allocate_ports(
@@ -82,8 +103,9 @@ pub fn allocate_ports(
     Ok(())
 }
 
-/// Published ports already owned by other services: port → service name.
-pub fn taken_ports(view: &ClusterView, except: &str) -> BTreeMap<u32, String> {
+/// Published ports already owned by other services: (port, protocol) →
+/// service name.
+pub fn taken_ports(view: &ClusterView, except: &str) -> BTreeMap<(u32, String), String> {
     view.services
         .values()
         .filter(|s| s.id != except)
@@ -96,7 +118,7 @@ pub fn taken_ports(view: &ClusterView, except: &str) -> BTreeMap<u32, String> {
             s.endpoint
                 .iter()
                 .flat_map(|e| e.ports.iter())
-                .map(move |p| (p.published_port, name.clone()))
+                .map(move |p| ((p.published_port, protocol_of(p).to_owned()), name.clone()))
         })
         .collect()
 }
@@ -151,7 +173,7 @@ pub fn allocate_endpoint(
     service_id: &str,
     spec: &ServiceSpec,
     current: Option<&ServiceEndpoint>,
-    local_in_use: impl Fn(u32) -> bool,
+    local_in_use: impl Fn(u32, &str) -> bool,
 ) -> Result<ServiceEndpoint, PortError> {
     let taken = taken_ports(view, service_id);
     let mut on_nodes = host_ports_in_use(view);
@@ -167,9 +189,11 @@ pub fn allocate_endpoint(
         if port == 0 {
             continue;
         }
-        if let Some(owner) = taken.get(&port) {
+        let protocol = protocol_of(p);
+        if let Some(owner) = taken.get(&(port, protocol.to_owned())) {
             return Err(PortError::UsedByService {
                 port,
+                protocol: protocol.to_owned(),
                 service: owner.clone(),
             });
         }
@@ -186,7 +210,7 @@ pub fn allocate_endpoint(
                 service: holder.service.clone(),
             });
         }
-        if !mine.contains(&port) && local_in_use(port) {
+        if !mine.contains(&port) && local_in_use(port, protocol) {
             return Err(PortError::UsedOnThisHost { port });
         }
     }
@@ -200,10 +224,11 @@ pub fn allocate_endpoint(
             p.published_port = old.published_port;
         }
     }
+    // A port chosen for a service is free for every protocol.
     allocate_ports(&mut ports, |port| {
-        !taken.contains_key(&port)
+        !taken.keys().any(|(taken, _)| *taken == port)
             && !on_nodes.contains_key(&port)
-            && (mine.contains(&port) || !local_in_use(port))
+            && (mine.contains(&port) || !(local_in_use(port, "tcp") || local_in_use(port, "udp")))
     })?;
     Ok(ServiceEndpoint { ports })
 }
@@ -270,10 +295,14 @@ fn protocol(p: &PortConfig) -> &str {
     }
 }
 
-/// Whether something on this host already listens on the TCP port (the
-/// probe the control API gives [`allocate_endpoint`]).
-pub fn local_port_in_use(port: u32) -> bool {
-    std::net::TcpListener::bind(("0.0.0.0", port as u16)).is_err()
+/// Whether something on this host already holds the port for `protocol`
+/// (`udp`, else TCP): the probe the control API gives [`allocate_endpoint`].
+pub fn local_port_in_use(port: u32, protocol: &str) -> bool {
+    let addr = ("0.0.0.0", port as u16);
+    match protocol {
+        "udp" => std::net::UdpSocket::bind(addr).is_err(),
+        _ => std::net::TcpListener::bind(addr).is_err(),
+    }
 }
 
 #[cfg(test)]

@@ -77,11 +77,11 @@ pub async fn create(
     });
     for p in &endpoint.ports {
         txn.compares.push(Compare::Version {
-            key: state::ingress_port_key(p.published_port),
+            key: state::ingress_port_key(p.published_port, &p.protocol),
             version: 0,
         });
         txn.ops.push(Op::Put {
-            key: state::ingress_port_key(p.published_port),
+            key: state::ingress_port_key(p.published_port, &p.protocol),
             value: id.clone().into_bytes(),
         });
     }
@@ -288,7 +288,7 @@ pub async fn remove(
     });
     for p in service.endpoint.iter().flat_map(|e| e.ports.iter()) {
         txn.ops.push(Op::Delete {
-            key: state::ingress_port_key(p.published_port),
+            key: state::ingress_port_key(p.published_port, &p.protocol),
         });
     }
     store.write(txn).await.map_err(store_status)?;
@@ -315,9 +315,10 @@ fn allocate_endpoint(
 /// the published-port index moved from `before` to its new endpoint (taken
 /// ports must be free, released ones are freed).
 fn service_write(service: &Service, version: u64, before: Option<&ServiceEndpoint>) -> Txn {
-    let ports = |e: Option<&ServiceEndpoint>| -> BTreeSet<u32> {
+    let ports = |e: Option<&ServiceEndpoint>| -> BTreeSet<String> {
         e.iter()
-            .flat_map(|e| e.ports.iter().map(|p| p.published_port))
+            .flat_map(|e| e.ports.iter())
+            .map(|p| state::ingress_port_key(p.published_port, &p.protocol))
             .collect()
     };
     let (old, new) = (ports(before), ports(service.endpoint.as_ref()));
@@ -327,17 +328,15 @@ fn service_write(service: &Service, version: u64, before: Option<&ServiceEndpoin
         version,
     });
     for p in old.difference(&new) {
-        txn.ops.push(Op::Delete {
-            key: state::ingress_port_key(*p),
-        });
+        txn.ops.push(Op::Delete { key: p.clone() });
     }
     for p in new.difference(&old) {
         txn.compares.push(Compare::Version {
-            key: state::ingress_port_key(*p),
+            key: p.clone(),
             version: 0,
         });
         txn.ops.push(Op::Put {
-            key: state::ingress_port_key(*p),
+            key: p.clone(),
             value: service.id.clone().into_bytes(),
         });
     }

@@ -40,3 +40,29 @@ fn host_mode_ports_reach_the_mesh_as_host_mode() {
         ]
     );
 }
+
+#[test]
+fn to_route_carries_tcp_and_udp_ports_of_one_number_and_drops_others() {
+    let port = |protocol: &str| shoal_api::pb::RoutePort {
+        published_port: 5353,
+        target_port: 53,
+        protocol: protocol.into(),
+        ..Default::default()
+    };
+    let route = to_route(ServiceRoute {
+        service_id: "s".into(),
+        service_name: "dns".into(),
+        ports: vec![port("tcp"), port("udp"), port("sctp")],
+        endpoints: vec![],
+    });
+    assert_eq!(
+        route.ports,
+        [
+            PortRoute::tcp(5353, 53),
+            PortRoute {
+                protocol: Protocol::Udp,
+                ..PortRoute::tcp(5353, 53)
+            }
+        ]
+    );
+}

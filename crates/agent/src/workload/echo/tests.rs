@@ -121,3 +121,27 @@ async fn answers_clients_that_half_close_after_sending() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn udp_datagrams_are_answered_with_the_task_node_and_payload() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(serve_udp(socket, identity(), stop.clone()));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(addr).await.unwrap();
+    let mut buf = [0u8; 256];
+    for payload in ["ping 1", "ping 2"] {
+        client.send(payload.as_bytes()).await.unwrap();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), client.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            format!("web.1.k3j4 on hostos1: {payload}")
+        );
+    }
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -77,7 +77,7 @@ fn cluster() -> ClusterView {
     view
 }
 
-const NOTHING_LOCAL: fn(u32) -> bool = |_| false;
+const NOTHING_LOCAL: fn(u32, &str) -> bool = |_, _| false;
 
 #[test]
 fn dynamic_ports_skip_taken() {
@@ -101,6 +101,7 @@ fn a_port_of_another_service_is_refused() {
         err,
         PortError::UsedByService {
             port: 8080,
+            protocol: "tcp".into(),
             service: "web".into()
         }
     );
@@ -151,7 +152,7 @@ fn the_local_probe_still_refuses_ports_bound_on_this_host() {
         "new",
         &spec(vec![port(8099, 80, "ingress")]),
         None,
-        |p| p == 8099,
+        |p, _| p == 8099,
     )
     .unwrap_err();
     assert_eq!(err, PortError::UsedOnThisHost { port: 8099 });
@@ -168,7 +169,7 @@ fn dynamic_allocation_skips_ports_held_anywhere() {
         "new",
         &spec(vec![port(0, 80, "ingress")]),
         None,
-        |p| p == 30001,
+        |p, _| p == 30001,
     )
     .unwrap();
     assert_eq!(endpoint.ports[0].published_port, 30002);
@@ -183,7 +184,7 @@ fn a_service_keeps_its_own_ports() {
         "web",
         &spec(vec![port(8080, 80, "ingress")]),
         current.as_ref(),
-        |_| true,
+        |_, _| true,
     )
     .unwrap();
     assert_eq!(endpoint.ports[0].published_port, 8080);
@@ -261,7 +262,7 @@ fn a_host_mode_port_held_by_a_task_on_some_node_is_left_to_the_scheduler() {
         "new",
         &spec(vec![port(9000, 81, "host")]),
         None,
-        |_| true,
+        |_, _| true,
     )
     .unwrap();
     assert_eq!(endpoint.ports[0].published_port, 9000);
@@ -278,6 +279,7 @@ fn a_host_mode_port_held_by_a_task_on_some_node_is_left_to_the_scheduler() {
         err,
         PortError::UsedByService {
             port: 7000,
+            protocol: "tcp".into(),
             service: "cache".into()
         }
     );
@@ -292,8 +294,94 @@ fn a_service_may_move_its_own_port_between_modes() {
         "web",
         &spec(vec![port(8080, 80, "host")]),
         current.as_ref(),
-        |_| true,
+        |_, _| true,
     )
     .unwrap();
     assert_eq!(endpoint.ports[0].publish_mode, "host");
+}
+
+fn udp(published: u32, target: u32) -> PortConfig {
+    PortConfig {
+        protocol: "udp".into(),
+        ..port(published, target, "ingress")
+    }
+}
+
+#[test]
+fn a_udp_and_a_tcp_port_of_one_number_do_not_clash() {
+    // `web` publishes 8080/tcp: 8080/udp is free, for one port or beside tcp.
+    for ports in [
+        vec![udp(8080, 80)],
+        vec![port(5353, 53, "ingress"), udp(5353, 53)],
+    ] {
+        let endpoint =
+            allocate_endpoint(&cluster(), "new", &spec(ports.clone()), None, NOTHING_LOCAL)
+                .unwrap();
+        assert_eq!(endpoint.ports, ports);
+    }
+}
+
+#[test]
+fn two_udp_ports_of_one_number_clash() {
+    let mut view = cluster();
+    view.services.insert(
+        "dns".into(),
+        Service {
+            id: "dns".into(),
+            spec: Some(ServiceSpec {
+                name: "dns".into(),
+                ..Default::default()
+            }),
+            endpoint: Some(ServiceEndpoint {
+                ports: vec![udp(5353, 53)],
+            }),
+            ..Default::default()
+        }
+        .into(),
+    );
+    let err = allocate_endpoint(
+        &view,
+        "new",
+        &spec(vec![udp(5353, 53)]),
+        None,
+        NOTHING_LOCAL,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        PortError::UsedByService {
+            port: 5353,
+            protocol: "udp".into(),
+            service: "dns".into()
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "ports: published port 5353/udp is already used by service dns; pick another published port"
+    );
+}
+
+#[test]
+fn the_local_probe_is_asked_about_the_port_s_own_protocol() {
+    // Something on this host holds 5353/tcp only.
+    let tcp_only = |p: u32, protocol: &str| p == 5353 && protocol == "tcp";
+    assert!(allocate_endpoint(
+        &cluster(),
+        "new",
+        &spec(vec![udp(5353, 53)]),
+        None,
+        tcp_only
+    )
+    .is_ok());
+    assert_eq!(
+        allocate_endpoint(
+            &cluster(),
+            "new",
+            &spec(vec![port(5353, 53, "ingress")]),
+            None,
+            tcp_only
+        )
+        .unwrap_err(),
+        PortError::UsedOnThisHost { port: 5353 }
+    );
 }
