@@ -51,6 +51,22 @@ pub fn target_ports(task: &Task) -> Vec<u32> {
     out
 }
 
+/// The bindings of target ports some TCP port is published to: readiness
+/// is a TCP connect, which a UDP-only target port never accepts.
+pub fn tcp_bindings(task: &Task, bindings: &[PortBinding]) -> Vec<PortBinding> {
+    let tcp = |target: u32| {
+        task.endpoint
+            .iter()
+            .flat_map(|e| &e.ports)
+            .any(|p| p.target_port == target && (p.protocol.is_empty() || p.protocol == "tcp"))
+    };
+    bindings
+        .iter()
+        .filter(|b| tcp(b.target_port))
+        .cloned()
+        .collect()
+}
+
 /// The environment of a task: its spec's entries, then SHOAL_* variables,
 /// then (loopback mode) `PORT` and `SHOAL_PORT_<target>`.
 pub fn build_env(
@@ -354,8 +370,10 @@ impl TaskRunner {
             writer.attach(LogStream::Stderr, err);
         }
         // Traffic must not reach a task before it listens: with published
-        // target ports, RUNNING (and so routing) waits until every port
-        // accepts connections, bounded by READINESS_LIMIT.
+        // TCP target ports, RUNNING (and so routing) waits until every such
+        // port accepts connections, bounded by READINESS_LIMIT. (A UDP
+        // socket cannot be probed without the task's protocol.)
+        let tcp_ports = tcp_bindings(task, &plan.ports);
         let early = tokio::select! {
             status = child.wait() => Some(match status {
                 Ok(status) => Finished::Exited { outcome: exit_outcome(status), pid },
@@ -368,7 +386,7 @@ impl TaskRunner {
                     pid,
                 })
             }
-            ready = wait_listening(&plan.ports) => {
+            ready = wait_listening(&tcp_ports) => {
                 if !ready {
                     tracing::warn!(task = %task.id, "task does not accept connections on its target ports after {READINESS_LIMIT:?}; marking it running anyway");
                 }

@@ -1,7 +1,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
-use shoal_api::pb::{PortConfig, ServiceEndpoint, ServiceSpec};
+use shoal_api::pb::{PortBinding, PortConfig, ServiceEndpoint, ServiceSpec};
 
 use super::*;
 
@@ -174,4 +174,35 @@ proptest::proptest! {
     fn any_signal_name_parses_or_is_refused(name in "(SIG|sig)?[A-Za-z0-9+-]{0,8}|.{0,12}") {
         let _ = parse_signal(&name);
     }
+}
+
+#[test]
+fn readiness_waits_only_for_target_ports_published_over_tcp() {
+    let port = |target: u32, protocol: &str| PortConfig {
+        protocol: protocol.into(),
+        target_port: target,
+        published_port: target + 1000,
+        ..Default::default()
+    };
+    let task = Task {
+        endpoint: Some(ServiceEndpoint {
+            ports: vec![
+                port(53, "udp"),
+                port(80, "tcp"),
+                port(81, ""),
+                port(53, "udp"),
+            ],
+        }),
+        ..Default::default()
+    };
+    let binding = |t: u32| PortBinding {
+        target_port: t,
+        address: format!("10.0.0.2:{t}"),
+    };
+    let all = [binding(53), binding(80), binding(81)];
+    let ready_on: Vec<u32> = tcp_bindings(&task, &all)
+        .iter()
+        .map(|b| b.target_port)
+        .collect();
+    assert_eq!(ready_on, [80, 81]);
 }
