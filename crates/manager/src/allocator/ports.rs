@@ -249,13 +249,13 @@ pub fn check_publish_modes(
             let clash = ports.iter().find(|p| {
                 p.published_port != 0
                     && p.published_port == theirs.published_port
-                    && protocol(p) == protocol(theirs)
+                    && protocol_of(p) == protocol_of(theirs)
                     && is_host_mode(p) != is_host_mode(theirs)
             });
             let Some(mine) = clash else { continue };
             let (port, protocol, service) = (
                 mine.published_port,
-                protocol(mine).to_string(),
+                protocol_of(mine).to_string(),
                 other
                     .spec
                     .as_ref()
@@ -284,15 +284,6 @@ pub fn check_publish_modes(
 /// task of its service).
 pub fn is_host_mode(p: &PortConfig) -> bool {
     p.publish_mode == "host"
-}
-
-/// A port's protocol, `tcp` when unset.
-fn protocol(p: &PortConfig) -> &str {
-    if p.protocol.is_empty() {
-        "tcp"
-    } else {
-        &p.protocol
-    }
 }
 
 /// Whether something on this host already holds the port for `protocol`
