@@ -1,4 +1,4 @@
-//! The `control` subcommand: issue #5's control-plane figures on real
+//! The `control` subcommand: the control-plane figures on real
 //! `shoald` processes in network namespaces (through `shoal-testkit`).
 //!
 //! 1. `create`: `service create --replicas 100 -p ...` on 1 manager + 2

@@ -220,7 +220,7 @@ fn render_into(out: &mut String, ctx: &Context, all: &[Sample]) -> std::fmt::Res
     writeln!(out)?;
     writeln!(
         out,
-        "| workload | Shoal/HAProxy | Shoal/nginx | Shoal/HAProxy-splice | Shoal CPU/req vs HAProxy | issue #5 target | met |"
+        "| workload | Shoal/HAProxy | Shoal/nginx | Shoal/HAProxy-splice | Shoal CPU/req vs HAProxy | target | met |"
     )?;
     writeln!(out, "|---|---|---|---|---|---|---|")?;
     let cpu_med = |k, w| stat(all, k, w, |s| s.cpu_us_per_req).map(|s| s.median);
@@ -274,7 +274,7 @@ fn render_into(out: &mut String, ctx: &Context, all: &[Sample]) -> std::fmt::Res
     )?;
     render_paired(out, all)?;
     if misses.is_empty() && shoal_errors == 0 {
-        writeln!(out, "All issue #5 targets met in this run.")?;
+        writeln!(out, "All targets met in this run.")?;
     } else {
         writeln!(out, "Targets missed in this run: {}.", misses.join(", "))?;
     }
