@@ -274,8 +274,20 @@ async fn idle_flows_are_forgotten() {
 async fn one_service_publishes_a_number_for_tcp_and_udp() {
     for data_path in DATA_PATHS {
         let (mesh, _registry) = mesh(data_path, Duration::from_secs(30));
-        let (udp_addr, _stop) = udp_backend("a").await;
-        let tcp = tokio::net::TcpListener::bind(udp_addr).await.unwrap();
+        // A TCP listener on the UDP backend's port number; other tests may
+        // hold that number over TCP, so try another backend until one fits.
+        let mut attempts = 0;
+        let (udp_addr, _stop, tcp) = loop {
+            let (addr, stop) = udp_backend("a").await;
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(tcp) => break (addr, stop, tcp),
+                Err(e) if attempts < 50 => {
+                    attempts += 1;
+                    let _ = e;
+                }
+                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+            }
+        };
         tokio::spawn(async move {
             while let Ok((mut s, _)) = tcp.accept().await {
                 use tokio::io::AsyncWriteExt;
