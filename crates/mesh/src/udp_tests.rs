@@ -26,9 +26,17 @@ fn mesh(data_path: DataPath, idle: Duration) -> (Mesh, Registry) {
 }
 
 /// A UDP port that was free a moment ago.
+/// A port number free a moment ago for UDP and for TCP alike (a test may
+/// publish it for both).
 fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    s.local_addr().unwrap().port()
+    for _ in 0..50 {
+        let s = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = s.local_addr().unwrap().port();
+        if std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP");
 }
 
 /// A UDP echo task answering `<name>: <payload>`; stops when the returned
